@@ -1,0 +1,126 @@
+//! `verge-device`: run verge components on a device.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use verge_device::nn::Graphs;
+use verge_device::report;
+use verge_device::runtime::{Deployment, Limits, Placement, Request, Runtime};
+use wasmtime::component::Component;
+
+#[derive(Parser)]
+#[command(version, about = "The verge device host: inference components on wasmtime, wasi:nn on tract")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a component once per input and print each outcome as a JSON line.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The component (.wasm) to run.
+    component: PathBuf,
+    /// A model the component may load by name: NAME=PATH.onnx (repeatable).
+    #[arg(long = "model", value_parser = pair)]
+    models: Vec<(String, String)>,
+    /// A file whose bytes are the request body (repeatable: one outcome per input).
+    #[arg(long = "input", required = true)]
+    inputs: Vec<PathBuf>,
+    /// The request's content type.
+    #[arg(long, default_value = "")]
+    content_type: String,
+    /// A request attribute K=V (repeatable).
+    #[arg(long = "attr", value_parser = pair)]
+    attrs: Vec<(String, String)>,
+    /// A deployment setting K=V the component reads through wasi:config (repeatable).
+    #[arg(long = "config", value_parser = pair)]
+    config: Vec<(String, String)>,
+    /// Wall-clock budget per call, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    deadline_ms: u64,
+    /// Linear-memory bound per instance, in MiB.
+    #[arg(long, default_value_t = 256)]
+    memory_mb: usize,
+}
+
+fn pair(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("expected KEY=VALUE, got '{s}'"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("verge-device: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Exit 0 when every input got an outcome, 2 when some got an error.
+fn run(args: RunArgs) -> Result<ExitCode> {
+    let models: Vec<(String, PathBuf)> = args
+        .models
+        .into_iter()
+        .map(|(n, p)| (n, PathBuf::from(p)))
+        .collect();
+    let graphs = Graphs::load(&models)?;
+    let runtime = Runtime::new(graphs)?;
+    let bytes = std::fs::read(&args.component)
+        .with_context(|| format!("reading component {}", args.component.display()))?;
+    let component = Component::new(runtime.engine(), &bytes)
+        .with_context(|| format!("{} is not a valid component", args.component.display()))?;
+    let prepared = runtime.prepare(&component)?;
+    let deployment = Deployment::new(
+        Placement::Local,
+        Limits {
+            deadline: Duration::from_millis(args.deadline_ms),
+            memory_bytes: args.memory_mb << 20,
+            ..Limits::default()
+        },
+        &args.config,
+    );
+    let mut failed = false;
+    for input in &args.inputs {
+        let body = match std::fs::read(input) {
+            Ok(b) => b,
+            Err(e) => bail!("reading input {}: {e}", input.display()),
+        };
+        let request = Request {
+            content_type: args.content_type.clone(),
+            body,
+            attributes: args.attrs.clone(),
+            truncated: false,
+        };
+        let started = Instant::now();
+        let result = runtime.call(&prepared, &deployment, &request);
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        let mut line = match &result {
+            Ok(o) => report::outcome(o),
+            Err(e) => {
+                failed = true;
+                report::error(e)
+            }
+        };
+        line["input"] = json!(input.display().to_string());
+        line["ms"] = json!((ms * 1000.0).round() / 1000.0);
+        println!("{line}");
+    }
+    Ok(if failed { ExitCode::from(2) } else { ExitCode::SUCCESS })
+}

@@ -1,0 +1,338 @@
+//! Running components: one engine per host, one store per call.
+//!
+//! Every call gets a fresh store with a memory bound and a deadline (epoch
+//! interruption), so a trap, an endless loop or a runaway allocation ends that
+//! call with an error and leaves the host as it was.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_config::{WasiConfig, WasiConfigVariables};
+use wasmtime_wasi_keyvalue::{WasiKeyValue, WasiKeyValueCtx, WasiKeyValueCtxBuilder};
+use wasmtime_wasi_nn::wit::WasiNnView;
+use wasmtime_wasi_nn::WasiNnCtx;
+
+use crate::nn::{self, Graphs};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        inline: "
+            package verge:device-host;
+            world guest {
+                import verge:inference/host@0.1.0;
+                export verge:inference/handler@0.1.0;
+            }
+        ",
+        world: "verge:device-host/guest",
+    });
+}
+
+pub use bindings::verge::inference::host::{Limits as GuestLimits, Placement};
+pub use bindings::verge::inference::types::{Error as GuestError, Outcome, Request, Response};
+
+/// How often the deadline clock ticks.
+const TICK: Duration = Duration::from_millis(5);
+
+/// The bounds of one call.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub deadline: Duration,
+    pub memory_bytes: usize,
+    pub max_body_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            deadline: Duration::from_secs(10),
+            memory_bytes: 256 << 20,
+            max_body_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Why a call produced no outcome.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The component answered with its own error.
+    #[error("{}", describe_guest_error(.0))]
+    Component(GuestError),
+    /// The request was refused before the component ran.
+    #[error("request refused: {0}")]
+    Refused(String),
+    #[error("component stopped at its {0:?} deadline")]
+    Deadline(Duration),
+    #[error("component exceeded its memory bound of {0} bytes")]
+    Memory(usize),
+    #[error("component trapped: {0}")]
+    Trap(String),
+    #[error("component could not be instantiated: {0}")]
+    Instantiate(String),
+}
+
+fn describe_guest_error(e: &GuestError) -> String {
+    match e {
+        GuestError::InvalidInput(m) => format!("invalid input: {m}"),
+        GuestError::Model(m) => format!("model error: {m}"),
+        GuestError::Internal(m) => format!("internal error: {m}"),
+    }
+}
+
+impl CallError {
+    /// A short machine-readable kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CallError::Component(GuestError::InvalidInput(_)) => "invalid-input",
+            CallError::Component(GuestError::Model(_)) => "model",
+            CallError::Component(GuestError::Internal(_)) => "internal",
+            CallError::Refused(_) => "refused",
+            CallError::Deadline(_) => "deadline",
+            CallError::Memory(_) => "memory",
+            CallError::Trap(_) => "trap",
+            CallError::Instantiate(_) => "instantiate",
+        }
+    }
+
+    /// Whether the caller (rather than the component or host) is at fault.
+    pub fn is_caller_error(&self) -> bool {
+        matches!(
+            self,
+            CallError::Component(GuestError::InvalidInput(_)) | CallError::Refused(_)
+        )
+    }
+}
+
+/// What one store holds. Components get no preopened directory, no
+/// environment, no network: only what this struct provides.
+pub struct State {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    nn: WasiNnCtx,
+    keyvalue: WasiKeyValueCtx,
+    config: Arc<WasiConfigVariables>,
+    limits: StoreLimits,
+    placement: Placement,
+    call: Limits,
+    started: Instant,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl bindings::verge::inference::host::Host for State {
+    fn get_placement(&mut self) -> Placement {
+        self.placement
+    }
+
+    fn get_limits(&mut self) -> GuestLimits {
+        GuestLimits {
+            max_body_bytes: self.call.max_body_bytes as u64,
+            deadline_ms: self.call.deadline.as_millis() as u64,
+            memory_bytes: self.call.memory_bytes as u64,
+        }
+    }
+
+    fn remaining_ms(&mut self) -> u64 {
+        self.call
+            .deadline
+            .saturating_sub(self.started.elapsed())
+            .as_millis() as u64
+    }
+}
+
+impl bindings::verge::inference::types::Host for State {}
+
+struct HasSelf;
+impl wasmtime::component::HasData for HasSelf {
+    type Data<'a> = &'a mut State;
+}
+
+/// The engine, the linker and the shared graphs. Cheap to share behind an `Arc`.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<State>,
+    graphs: Graphs,
+    ticking: Arc<AtomicBool>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticking.store(false, Ordering::Relaxed);
+    }
+}
+
+impl Runtime {
+    pub fn new(graphs: Graphs) -> wasmtime::Result<Runtime> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        wasmtime_wasi_nn::wit::add_to_linker(&mut linker, |s: &mut State| {
+            WasiNnView::new(&mut s.table, &mut s.nn)
+        })?;
+        wasmtime_wasi_keyvalue::add_to_linker(&mut linker, |s: &mut State| {
+            WasiKeyValue::new(&s.keyvalue, &mut s.table)
+        })?;
+        wasmtime_wasi_config::add_to_linker(&mut linker, |s: &mut State| {
+            WasiConfig::new(&s.config)
+        })?;
+        bindings::verge::inference::host::add_to_linker::<State, HasSelf>(&mut linker, |s| s)?;
+        bindings::verge::inference::types::add_to_linker::<State, HasSelf>(&mut linker, |s| s)?;
+
+        // The deadline clock: a thread that advances the engine's epoch
+        // until the runtime is dropped.
+        let ticking = Arc::new(AtomicBool::new(true));
+        let (flag, ticker) = (ticking.clone(), engine.weak());
+        std::thread::Builder::new()
+            .name("verge-epoch".into())
+            .spawn(move || {
+                while flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    match ticker.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .map_err(|e| wasmtime::format_err!("starting the epoch thread: {e}"))?;
+        Ok(Runtime {
+            engine,
+            linker,
+            graphs,
+            ticking,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn graphs(&self) -> &Graphs {
+        &self.graphs
+    }
+
+    /// Compiles a component and resolves its imports once, so that each
+    /// call only instantiates.
+    pub fn prepare(&self, component: &Component) -> Result<Prepared, CallError> {
+        let pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
+        let pre = bindings::GuestPre::new(pre.clone())
+            .map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
+        Ok(Prepared { pre })
+    }
+
+    /// Runs one request through a prepared component in a fresh store.
+    pub fn call(
+        &self,
+        prepared: &Prepared,
+        deployment: &Deployment,
+        request: &Request,
+    ) -> Result<Outcome, CallError> {
+        let limits = deployment.limits;
+        if request.body.len() > limits.max_body_bytes {
+            return Err(CallError::Refused(format!(
+                "body of {} bytes is over this host's {} byte limit",
+                request.body.len(),
+                limits.max_body_bytes
+            )));
+        }
+        let state = State {
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            nn: self.graphs.context(),
+            keyvalue: WasiKeyValueCtxBuilder::new().build(),
+            config: deployment.config.clone(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(limits.memory_bytes)
+                .trap_on_grow_failure(true)
+                .build(),
+            placement: deployment.placement,
+            call: limits,
+            started: Instant::now(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        let ticks = limits.deadline.as_nanos().div_ceil(TICK.as_nanos()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        nn::take_last_error();
+
+        let result = prepared
+            .pre
+            .instantiate(&mut store)
+            .and_then(|guest| guest.verge_inference_handler().call_handle(&mut store, request));
+        match result {
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(GuestError::Model(m))) => {
+                // Put back what wasmtime-wasi-nn's glue dropped.
+                let detail = nn::take_last_error()
+                    .map(|e| format!(" (backend: {e})"))
+                    .unwrap_or_default();
+                Err(CallError::Component(GuestError::Model(m + &detail)))
+            }
+            Ok(Err(e)) => Err(CallError::Component(e)),
+            Err(e) => Err(trap(e, &limits)),
+        }
+    }
+}
+
+fn trap(e: wasmtime::Error, limits: &Limits) -> CallError {
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => CallError::Deadline(limits.deadline),
+        _ => {
+            let text = format!("{e:#}");
+            if text.contains("forcing trap when growing memory") {
+                CallError::Memory(limits.memory_bytes)
+            } else {
+                CallError::Trap(text)
+            }
+        }
+    }
+}
+
+/// A component ready to instantiate.
+#[derive(Clone)]
+pub struct Prepared {
+    pre: bindings::GuestPre<State>,
+}
+
+impl Prepared {
+    pub fn instance_pre(&self) -> &InstancePre<State> {
+        self.pre.instance_pre()
+    }
+}
+
+/// What a deployment grants a component.
+#[derive(Clone)]
+pub struct Deployment {
+    pub placement: Placement,
+    pub limits: Limits,
+    pub config: Arc<WasiConfigVariables>,
+}
+
+impl Deployment {
+    pub fn new(placement: Placement, limits: Limits, settings: &[(String, String)]) -> Self {
+        let mut config = WasiConfigVariables::new();
+        for (k, v) in settings {
+            config.insert(k, v);
+        }
+        Deployment {
+            placement,
+            limits,
+            config: Arc::new(config),
+        }
+    }
+}
