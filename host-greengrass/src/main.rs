@@ -50,6 +50,15 @@ struct RunArgs {
     /// Linear-memory bound per instance, in MiB.
     #[arg(long, default_value_t = 256)]
     memory_mb: usize,
+    /// `json`: one JSON line per input; `table`: a table for people.
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    format: Format,
+}
+
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+enum Format {
+    Json,
+    Table,
 }
 
 fn pair(s: &str) -> Result<(String, String), String> {
@@ -97,6 +106,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         &args.config,
     );
     let mut failed = false;
+    let mut rows = Vec::new();
     for input in &args.inputs {
         let body = match std::fs::read(input) {
             Ok(b) => b,
@@ -120,7 +130,13 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         };
         line["input"] = json!(input.display().to_string());
         line["ms"] = json!((ms * 1000.0).round() / 1000.0);
-        println!("{line}");
+        match args.format {
+            Format::Json => println!("{line}"),
+            Format::Table => rows.push(line),
+        }
+    }
+    if args.format == Format::Table {
+        print!("{}", report::table(&rows));
     }
     Ok(if failed { ExitCode::from(2) } else { ExitCode::SUCCESS })
 }

@@ -44,6 +44,91 @@ pub fn error(e: &CallError) -> Value {
     json!({ "error": { "kind": e.kind(), "message": e.to_string() } })
 }
 
+/// Run results as an aligned text table: the input, then the fields of each
+/// outcome (a JSON response body's fields, annotations, a deferral or an
+/// error), then the time.
+pub fn table(rows: &[Value]) -> String {
+    let mut columns: Vec<String> = vec!["input".into()];
+    let cells: Vec<Vec<(String, String)>> = rows
+        .iter()
+        .map(|row| {
+            let mut cells = vec![("input".to_string(), short_path(row["input"].as_str().unwrap_or("")))];
+            let fields: Vec<(String, &Value)> = if let Some(r) = row.get("respond") {
+                let mut f = vec![("status".to_string(), &r["status"])];
+                match r["body"].as_object() {
+                    Some(o) => f.extend(o.iter().map(|(k, v)| (k.clone(), v))),
+                    None => f.push(("body".into(), &r["body"])),
+                }
+                f
+            } else if let Some(Value::Object(a)) = row.get("annotate") {
+                a.iter().map(|(k, v)| (k.clone(), v)).collect()
+            } else if let Some(d) = row.get("defer") {
+                vec![("defer".into(), d)]
+            } else {
+                vec![("error".into(), &row["error"]["message"])]
+            };
+            for (k, v) in fields {
+                let text = match v {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n
+                        .as_f64()
+                        .filter(|f| f.fract() != 0.0)
+                        .map_or(n.to_string(), |f| format!("{f:.4}")),
+                    other => other.to_string(),
+                };
+                cells.push((k, text));
+            }
+            cells.push(("ms".into(), format!("{:.1}", row["ms"].as_f64().unwrap_or(0.0))));
+            for (k, _) in &cells {
+                if !columns.contains(k) {
+                    columns.push(k.clone());
+                }
+            }
+            cells
+        })
+        .collect();
+    // `ms` last.
+    columns.retain(|c| c != "ms");
+    columns.push("ms".into());
+    let grid: Vec<Vec<String>> = cells
+        .iter()
+        .map(|row| {
+            columns
+                .iter()
+                .map(|c| row.iter().find(|(k, _)| k == c).map_or(String::new(), |(_, v)| v.clone()))
+                .collect()
+        })
+        .collect();
+    let widths: Vec<usize> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| grid.iter().map(|r| r[i].chars().count()).chain([c.len()]).max().unwrap_or(0).min(48))
+        .collect();
+    let line = |cells: &[String]| -> String {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, &w)| {
+                let c: String = c.chars().take(w).collect();
+                format!("{c:<w$}")
+            })
+            .collect();
+        format!("| {} |\n", parts.join(" | "))
+    };
+    let mut out = line(&columns);
+    out += &line(&widths.iter().map(|&w| "-".repeat(w)).collect::<Vec<_>>());
+    for row in &grid {
+        out += &line(row);
+    }
+    out
+}
+
+/// The last two components of a path: enough to recognise it in a table.
+fn short_path(p: &str) -> String {
+    let parts: Vec<&str> = p.rsplit('/').take(2).collect();
+    parts.into_iter().rev().collect::<Vec<_>>().join("/")
+}
+
 fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);

@@ -1,0 +1,136 @@
+//! `probe`: the request body names what to do, so the hosts' tests can
+//! check every edge with one component.
+//!
+//! * `echo`: respond with the request as JSON (attributes, content type, length);
+//! * `host`: respond with what the host says of itself (placement, limits);
+//! * `trap`: panic (a trap);
+//! * `loop`: never return;
+//! * `alloc`: allocate until memory runs out;
+//! * `invalid`: answer `invalid-input`;
+//! * `defer`: defer with a reason;
+//! * `annotate`: annotate with two headers;
+//! * `nn:GRAPH:INPUT:DIMS:TYPE`: run GRAPH with a zero tensor as INPUT (dims
+//!   comma-separated, type f32|i32|i64|u8) and respond with the output shapes;
+//! * `count`: increment `hits` in the keyvalue store and respond with it;
+//! * `config:KEY`: respond with the deployment setting KEY.
+
+#![cfg(target_arch = "wasm32")]
+
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "verge:inference/component",
+    generate_all,
+});
+
+use exports::verge::inference::handler::Guest;
+use verge::inference::host;
+use verge::inference::types::{Error, Outcome, Request, Response};
+use wasi::nn::{graph, tensor};
+
+struct Probe;
+
+fn respond(body: String) -> Outcome {
+    Outcome::Respond(Response {
+        status: 200,
+        content_type: "application/json".into(),
+        body: body.into_bytes(),
+        headers: vec![("x-probe".into(), "1".into())],
+    })
+}
+
+fn nn(spec: &str) -> Result<Outcome, Error> {
+    let mut parts = spec.splitn(4, ':');
+    let (name, input_name, dims, ty) = (
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or("f32"),
+    );
+    let dims: Vec<u32> = dims.split(',').filter_map(|d| d.trim().parse().ok()).collect();
+    let (ty, size) = match ty {
+        "i32" => (tensor::TensorType::I32, 4),
+        "i64" => (tensor::TensorType::I64, 8),
+        "u8" => (tensor::TensorType::U8, 1),
+        _ => (tensor::TensorType::Fp32, 4),
+    };
+    let count: u32 = dims.iter().product();
+    let input = tensor::Tensor::new(&dims, ty, &vec![0u8; count as usize * size]);
+    let err = |e: wasi::nn::errors::Error| Error::Model(format!("{:?}: {}", e.code(), e.data()));
+    let g = graph::load_by_name(name).map_err(err)?;
+    let ctx = g.init_execution_context().map_err(err)?;
+    let out = ctx.compute(vec![(input_name.into(), input)]).map_err(err)?;
+    let shapes: Vec<String> = out
+        .iter()
+        .map(|(n, t)| format!("\"{n}\":{:?}", t.dimensions()))
+        .collect();
+    Ok(respond(format!("{{{}}}", shapes.join(","))))
+}
+
+impl Guest for Probe {
+    fn handle(req: Request) -> Result<Outcome, Error> {
+        let body = String::from_utf8_lossy(&req.body).trim().to_string();
+        match body.as_str() {
+            "echo" => Ok(respond(format!(
+                "{{\"content_type\":{:?},\"length\":{},\"truncated\":{},\"attributes\":{:?}}}",
+                req.content_type,
+                req.body.len(),
+                req.truncated,
+                req.attributes
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+            ))),
+            "host" => {
+                let l = host::get_limits();
+                Ok(respond(format!(
+                    "{{\"placement\":\"{:?}\",\"max_body_bytes\":{},\"deadline_ms\":{},\"memory_bytes\":{},\"remaining_ms\":{}}}",
+                    host::get_placement(),
+                    l.max_body_bytes,
+                    l.deadline_ms,
+                    l.memory_bytes,
+                    host::remaining_ms()
+                )))
+            }
+            "trap" => panic!("the probe was asked to trap"),
+            "loop" => {
+                let mut n = 0u64;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "alloc" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "invalid" => Err(Error::InvalidInput("the probe was asked to refuse".into())),
+            "defer" => Ok(Outcome::Defer("the probe defers".into())),
+            "annotate" => Ok(Outcome::Annotate(vec![
+                ("x-probe".into(), "annotated".into()),
+                ("x-probe-length".into(), req.body.len().to_string()),
+            ])),
+            "count" => {
+                let bucket = wasi::keyvalue::store::open("")
+                    .map_err(|e| Error::Internal(format!("open: {e:?}")))?;
+                let n = wasi::keyvalue::atomics::increment(&bucket, "hits", 1)
+                    .map_err(|e| Error::Internal(format!("increment: {e:?}")))?;
+                Ok(respond(format!("{{\"hits\":{n}}}")))
+            }
+            other => {
+                if let Some(spec) = other.strip_prefix("nn:") {
+                    nn(spec)
+                } else if let Some(key) = other.strip_prefix("config:") {
+                    let v = wasi::config::store::get(key)
+                        .map_err(|e| Error::Internal(format!("config: {e:?}")))?;
+                    Ok(respond(format!("{{\"value\":{:?}}}", v)))
+                } else {
+                    Err(Error::InvalidInput(format!("unknown probe command {other:?}")))
+                }
+            }
+        }
+    }
+}
+
+export!(Probe);
