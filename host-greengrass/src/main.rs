@@ -13,7 +13,10 @@ use verge_device::runtime::{Deployment, Limits, Placement, Request, Runtime};
 use wasmtime::component::Component;
 
 #[derive(Parser)]
-#[command(version, about = "The verge device host: inference components on wasmtime, wasi:nn on tract")]
+#[command(
+    version,
+    about = "The verge device host: inference components on wasmtime, wasi:nn on tract"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -93,8 +96,12 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     let runtime = Runtime::new(graphs)?;
     let bytes = std::fs::read(&args.component)
         .with_context(|| format!("reading component {}", args.component.display()))?;
-    let component = Component::new(runtime.engine(), &bytes)
-        .with_context(|| format!("{} is not a valid component", args.component.display()))?;
+    let component = Component::new(runtime.engine(), &bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is not a valid component: {e:#}",
+            args.component.display()
+        )
+    })?;
     let prepared = runtime.prepare(&component)?;
     let deployment = Deployment::new(
         Placement::Local,
@@ -138,5 +145,9 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     if args.format == Format::Table {
         print!("{}", report::table(&rows));
     }
-    Ok(if failed { ExitCode::from(2) } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

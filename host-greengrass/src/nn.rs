@@ -12,7 +12,8 @@ use wasmtime_wasi_nn::backend::{
     BackendError, BackendExecutionContext, BackendGraph, Id, NamedTensor,
 };
 use wasmtime_wasi_nn::wit::TensorType;
-use wasmtime_wasi_nn::{Backend, ExecutionContext, Graph, GraphRegistry, Tensor, WasiNnCtx};
+use wasmtime_wasi_nn::wit::WasiNnCtx;
+use wasmtime_wasi_nn::{Backend, ExecutionContext, Graph, GraphRegistry, Tensor};
 
 thread_local! {
     /// wasmtime-wasi-nn 48 hands every backend failure to the guest as
@@ -90,7 +91,9 @@ fn id(id: &Id) -> TractId<'_> {
 
 impl BackendExecutionContext for TractContext {
     fn set_input(&mut self, which: Id, tensor: &Tensor) -> Result<(), BackendError> {
-        self.0.set_input(id(&which), &to_tract(tensor)).map_err(fail)
+        self.0
+            .set_input(id(&which), &to_tract(tensor))
+            .map_err(fail)
     }
 
     fn get_output(&mut self, which: Id) -> Result<Tensor, BackendError> {
@@ -129,17 +132,17 @@ pub struct Graphs(Arc<HashMap<String, (Arc<Model>, Graph)>>);
 /// A model that could not be loaded, with the file it came from.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("model '{name}' ({path}): {source}")]
+    #[error("model '{name}' ({}): {error}", path.display())]
     Read {
         name: String,
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("model '{name}' ({path}): {source}")]
+    #[error("model '{name}' ({}): {error}", path.display())]
     Model {
         name: String,
         path: PathBuf,
-        source: NnError,
+        error: NnError,
     },
     #[error("model name '{0}' is given twice")]
     Duplicate(String),
@@ -151,7 +154,10 @@ impl Graphs {
         let mut map = HashMap::new();
         for (name, path) in models {
             let model = Self::load_one(name, path)?;
-            if map.insert(name.clone(), (model.clone(), graph(model))).is_some() {
+            if map
+                .insert(name.clone(), (model.clone(), graph(model)))
+                .is_some()
+            {
                 return Err(LoadError::Duplicate(name.clone()));
             }
         }
@@ -159,15 +165,15 @@ impl Graphs {
     }
 
     fn load_one(name: &str, path: &Path) -> Result<Arc<Model>, LoadError> {
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+        let bytes = std::fs::read(path).map_err(|error| LoadError::Read {
             name: name.into(),
             path: path.into(),
-            source,
+            error,
         })?;
-        let model = Model::load(&bytes).map_err(|source| LoadError::Model {
+        let model = Model::load(&bytes).map_err(|error| LoadError::Model {
             name: name.into(),
             path: path.into(),
-            source,
+            error,
         })?;
         Ok(Arc::new(model))
     }

@@ -52,7 +52,10 @@ pub fn table(rows: &[Value]) -> String {
     let cells: Vec<Vec<(String, String)>> = rows
         .iter()
         .map(|row| {
-            let mut cells = vec![("input".to_string(), short_path(row["input"].as_str().unwrap_or("")))];
+            let mut cells = vec![(
+                "input".to_string(),
+                short_path(row["input"].as_str().unwrap_or("")),
+            )];
             let fields: Vec<(String, &Value)> = if let Some(r) = row.get("respond") {
                 let mut f = vec![("status".to_string(), &r["status"])];
                 match r["body"].as_object() {
@@ -78,7 +81,10 @@ pub fn table(rows: &[Value]) -> String {
                 };
                 cells.push((k, text));
             }
-            cells.push(("ms".into(), format!("{:.1}", row["ms"].as_f64().unwrap_or(0.0))));
+            cells.push((
+                "ms".into(),
+                format!("{:.1}", row["ms"].as_f64().unwrap_or(0.0)),
+            ));
             for (k, _) in &cells {
                 if !columns.contains(k) {
                     columns.push(k.clone());
@@ -95,14 +101,25 @@ pub fn table(rows: &[Value]) -> String {
         .map(|row| {
             columns
                 .iter()
-                .map(|c| row.iter().find(|(k, _)| k == c).map_or(String::new(), |(_, v)| v.clone()))
+                .map(|c| {
+                    row.iter()
+                        .find(|(k, _)| k == c)
+                        .map_or(String::new(), |(_, v)| v.clone())
+                })
                 .collect()
         })
         .collect();
     let widths: Vec<usize> = columns
         .iter()
         .enumerate()
-        .map(|(i, c)| grid.iter().map(|r| r[i].chars().count()).chain([c.len()]).max().unwrap_or(0).min(48))
+        .map(|(i, c)| {
+            grid.iter()
+                .map(|r| r[i].chars().count())
+                .chain([c.len()])
+                .max()
+                .unwrap_or(0)
+                .min(48)
+        })
         .collect();
     let line = |cells: &[String]| -> String {
         let parts: Vec<String> = cells
@@ -133,7 +150,10 @@ fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | (b as u32) << (16 - 8 * i));
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | (b as u32) << (16 - 8 * i));
         for i in 0..4 {
             if i <= chunk.len() {
                 out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);

@@ -13,8 +13,8 @@ use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_config::{WasiConfig, WasiConfigVariables};
 use wasmtime_wasi_keyvalue::{WasiKeyValue, WasiKeyValueCtx, WasiKeyValueCtxBuilder};
+use wasmtime_wasi_nn::wit::WasiNnCtx;
 use wasmtime_wasi_nn::wit::WasiNnView;
-use wasmtime_wasi_nn::WasiNnCtx;
 
 use crate::nn::{self, Graphs};
 
@@ -270,10 +270,11 @@ impl Runtime {
         store.set_epoch_deadline(ticks);
         nn::take_last_error();
 
-        let result = prepared
-            .pre
-            .instantiate(&mut store)
-            .and_then(|guest| guest.verge_inference_handler().call_handle(&mut store, request));
+        let result = prepared.pre.instantiate(&mut store).and_then(|guest| {
+            guest
+                .verge_inference_handler()
+                .call_handle(&mut store, request)
+        });
         match result {
             Ok(Ok(outcome)) => Ok(outcome),
             Ok(Err(GuestError::Model(m))) => {

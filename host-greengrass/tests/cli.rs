@@ -18,14 +18,21 @@ fn run_prints_one_json_line_per_input() {
         .arg(common::wasm("file_type"))
         .arg("--model")
         .arg(format!("magika={}", common::magika().display()))
-        .args(["--input", file!()])
+        .args(["--input", concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cli.rs")])
         .arg("--input")
         .arg(&script)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let lines: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["respond"]["body"]["label"], "rust");
     assert_eq!(lines[1]["respond"]["body"]["label"], "elf");
@@ -49,7 +56,12 @@ fn failures_are_reported_with_a_nonzero_exit() {
     let out = verge_device()
         .arg("run")
         .arg(common::wasm("file_type"))
-        .args(["--model", "magika=/nonexistent.onnx", "--input", "/dev/null"])
+        .args([
+            "--model",
+            "magika=/nonexistent.onnx",
+            "--input",
+            "/dev/null",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

@@ -10,12 +10,14 @@ fn workspace() -> PathBuf {
 
 /// A component built by `./dev build` (wasm32-wasip2, profile `component`).
 pub fn wasm(name: &str) -> PathBuf {
-    let dir = std::env::var_os("VERGE_WASM_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| workspace().join("target"))
-            .join("wasm32-wasip2/component")
-    });
+    let dir = std::env::var_os("VERGE_WASM_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| workspace().join("target"))
+                .join("wasm32-wasip2/component")
+        });
     let path = dir.join(format!("{name}.wasm"));
     assert!(
         path.exists(),

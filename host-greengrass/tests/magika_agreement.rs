@@ -23,7 +23,11 @@ fn file_type_agrees_with_python_magika() {
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert!(rows.len() >= 200, "the corpus has {} files, at least 200 are needed", rows.len());
+    assert!(
+        rows.len() >= 200,
+        "the corpus has {} files, at least 200 are needed",
+        rows.len()
+    );
 
     let graphs = Graphs::load(&[("magika".into(), common::magika())]).unwrap();
     let runtime = Runtime::new(graphs).unwrap();
@@ -74,5 +78,9 @@ fn file_type_agrees_with_python_magika() {
     for d in &disagreements {
         println!("{d}");
     }
-    assert!(agreement >= 0.98, "agreement {:.2} % is under 98 %", agreement * 100.0);
+    assert!(
+        agreement >= 0.98,
+        "agreement {:.2} % is under 98 %",
+        agreement * 100.0
+    );
 }

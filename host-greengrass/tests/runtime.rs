@@ -96,7 +96,10 @@ fn other_outcomes_and_component_errors() {
         o => panic!("{o:?}"),
     }
     let e = call("invalid").unwrap_err();
-    assert!(matches!(&e, CallError::Component(GuestError::InvalidInput(_))));
+    assert!(matches!(
+        &e,
+        CallError::Component(GuestError::InvalidInput(_))
+    ));
     assert!(e.is_caller_error());
     assert_eq!(e.kind(), "invalid-input");
 }
@@ -113,7 +116,10 @@ fn a_trap_is_an_error_not_a_crash() {
 fn an_endless_component_is_stopped_at_its_deadline() {
     let started = Instant::now();
     let e = call_with(&deployment(200, 64), "loop").unwrap_err();
-    assert!(matches!(e, CallError::Deadline(d) if d == Duration::from_millis(200)), "{e:?}");
+    assert!(
+        matches!(e, CallError::Deadline(d) if d == Duration::from_millis(200)),
+        "{e:?}"
+    );
     // Bounded, not a timing assertion: it did stop.
     assert!(started.elapsed() < Duration::from_secs(60));
     still_serving();
@@ -130,14 +136,17 @@ fn memory_is_bounded_per_instance() {
 fn oversize_bodies_are_refused_before_the_component_runs() {
     let big = "x".repeat((1 << 20) + 1);
     let e = call(&big).unwrap_err();
-    assert!(matches!(&e, CallError::Refused(m) if m.contains("1048577")), "{e:?}");
+    assert!(
+        matches!(&e, CallError::Refused(m) if m.contains("1048577")),
+        "{e:?}"
+    );
     assert!(e.is_caller_error());
 }
 
 #[test]
 fn deployment_settings_reach_the_component() {
-    assert_eq!(json(call("config:greeting").unwrap())["value"], "Some(\"hello\")");
-    assert_eq!(json(call("config:absent").unwrap())["value"], "None");
+    assert_eq!(json(call("config:greeting").unwrap())["value"], "hello");
+    assert_eq!(json(call("config:absent").unwrap())["value"], Value::Null);
 }
 
 #[test]
@@ -164,7 +173,10 @@ fn wasi_nn_errors_say_what_was_expected() {
     let m = model_error("nn:nosuch:bytes:1,2048:i32");
     assert!(m.contains("NotFound") && m.contains("nosuch"), "{m}");
     let m = model_error("nn:magika:input:1,2048:i32");
-    assert!(m.contains("no input named 'input'") && m.contains("'bytes' i32["), "{m}");
+    assert!(
+        m.contains("no input named 'input'") && m.contains("'bytes' i32["),
+        "{m}"
+    );
     let m = model_error("nn:magika:bytes:1,100:i32");
     assert!(m.contains("cannot take dimensions [1, 100]"), "{m}");
     let m = model_error("nn:magika:bytes:1,2048:f32");
@@ -176,7 +188,9 @@ fn wasi_nn_errors_say_what_was_expected() {
 fn calls_run_in_parallel_on_shared_graphs() {
     let handles: Vec<_> = (0..4)
         .map(|_| {
-            std::thread::spawn(|| json(call("nn:magika:bytes:1,2048:i32").unwrap())["target_label"].clone())
+            std::thread::spawn(|| {
+                json(call("nn:magika:bytes:1,2048:i32").unwrap())["target_label"].clone()
+            })
         })
         .collect();
     for h in handles {
@@ -190,7 +204,9 @@ fn corrupt_and_missing_models_are_clear_load_errors() {
     std::fs::create_dir_all(&dir).unwrap();
     let corrupt = dir.join("corrupt.onnx");
     std::fs::write(&corrupt, b"\x08\x07garbage that is not onnx").unwrap();
-    let e = Graphs::load(&[("bad".into(), corrupt.clone())]).err().unwrap();
+    let e = Graphs::load(&[("bad".into(), corrupt.clone())])
+        .err()
+        .unwrap();
     assert!(matches!(e, LoadError::Model { .. }), "{e:?}");
     assert!(e.to_string().contains("model 'bad'"), "{e}");
     assert!(e.to_string().contains("invalid-encoding"), "{e}");
@@ -198,7 +214,9 @@ fn corrupt_and_missing_models_are_clear_load_errors() {
     let real = std::fs::read(common::magika()).unwrap();
     std::fs::write(&corrupt, &real[..real.len() / 3]).unwrap();
     assert!(Graphs::load(&[("bad".into(), corrupt)]).is_err());
-    let e = Graphs::load(&[("gone".into(), dir.join("gone.onnx"))]).err().unwrap();
+    let e = Graphs::load(&[("gone".into(), dir.join("gone.onnx"))])
+        .err()
+        .unwrap();
     assert!(matches!(e, LoadError::Read { .. }), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -212,7 +230,10 @@ fn components_with_unknown_imports_are_refused_at_prepare() {
     )"#;
     let component = Component::new(f.runtime.engine(), wat).unwrap();
     let e = f.runtime.prepare(&component).err().unwrap();
-    assert!(matches!(&e, CallError::Instantiate(m) if m.contains("example:nope/thing")), "{e}");
+    assert!(
+        matches!(&e, CallError::Instantiate(m) if m.contains("example:nope/thing")),
+        "{e}"
+    );
 }
 
 #[test]

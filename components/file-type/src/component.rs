@@ -36,7 +36,11 @@ fn infer(features: &[i32; magika::FEATURES]) -> Result<Vec<f32>, Error> {
     let graph = graph::load_by_name(&name).map_err(nn_error)?;
     let ctx = graph.init_execution_context().map_err(nn_error)?;
     let bytes: Vec<u8> = features.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let input = tensor::Tensor::new(&[1, magika::FEATURES as u32], tensor::TensorType::I32, &bytes);
+    let input = tensor::Tensor::new(
+        &[1, magika::FEATURES as u32],
+        tensor::TensorType::I32,
+        &bytes,
+    );
     let outputs = ctx
         .compute(vec![("bytes".to_string(), input)])
         .map_err(nn_error)?;
@@ -45,7 +49,10 @@ fn infer(features: &[i32; magika::FEATURES]) -> Result<Vec<f32>, Error> {
         .next()
         .ok_or_else(|| Error::Model("the model returned no output".into()))?;
     if scores.ty() != tensor::TensorType::Fp32 {
-        return Err(Error::Model(format!("expected fp32 scores, got {:?}", scores.ty())));
+        return Err(Error::Model(format!(
+            "expected fp32 scores, got {:?}",
+            scores.ty()
+        )));
     }
     Ok(scores
         .data()
@@ -80,11 +87,12 @@ impl Guest for FileType {
         }
         let verdict = match magika::prepare(&req.body) {
             Prepared::Decided(label) => magika::decided(label),
-            Prepared::Model(features) => magika::decide(&infer(&features)?).map_err(Error::Model)?,
+            Prepared::Model(features) => {
+                magika::decide(&infer(&features)?).map_err(Error::Model)?
+            }
         };
-        let denied = setting("deny-groups").is_some_and(|groups| {
-            groups.split(',').any(|g| g.trim() == verdict.output.group)
-        });
+        let denied = setting("deny-groups")
+            .is_some_and(|groups| groups.split(',').any(|g| g.trim() == verdict.output.group));
         let annotate = match setting("mode").as_deref() {
             Some("annotate") => true,
             Some("respond") => false,
@@ -93,7 +101,10 @@ impl Guest for FileType {
                     "setting mode = {other:?}: expected \"respond\" or \"annotate\""
                 )));
             }
-            None => matches!(host::get_placement(), Placement::EdgeViewer | Placement::EdgeOrigin),
+            None => matches!(
+                host::get_placement(),
+                Placement::EdgeViewer | Placement::EdgeOrigin
+            ),
         };
         let body = json(&verdict);
         if denied {

@@ -52,7 +52,10 @@ pub fn prepare(content: &[u8]) -> Prepared {
 
     // Beginning: lstrip the first block, take up to BEG_SIZE, pad at the end.
     let beg = &content[..block];
-    let start = beg.iter().position(|&b| !is_py_space(b)).unwrap_or(beg.len());
+    let start = beg
+        .iter()
+        .position(|&b| !is_py_space(b))
+        .unwrap_or(beg.len());
     let beg = &beg[start..];
     let beg = &beg[..beg.len().min(BEG_SIZE)];
     for (f, &b) in features[..BEG_SIZE].iter_mut().zip(beg) {
@@ -61,7 +64,10 @@ pub fn prepare(content: &[u8]) -> Prepared {
 
     // End: rstrip the last block, take its last END_SIZE bytes, pad at the start.
     let end = &content[content.len() - block..];
-    let stop = end.iter().rposition(|&b| !is_py_space(b)).map_or(0, |i| i + 1);
+    let stop = end
+        .iter()
+        .rposition(|&b| !is_py_space(b))
+        .map_or(0, |i| i + 1);
     let end = &end[..stop];
     let end = &end[end.len().saturating_sub(END_SIZE)..];
     let offset = FEATURES - end.len();
@@ -113,11 +119,15 @@ pub fn decide(scores: &[f32]) -> Result<Verdict, String> {
         ));
     }
     // First maximum, as Python's max(range(...), key=...) picks it.
-    let (best, score) = scores
-        .iter()
-        .copied()
-        .enumerate()
-        .fold((0, f32::NEG_INFINITY), |acc, (i, s)| if s > acc.1 { (i, s) } else { acc });
+    let (best, score) =
+        scores
+            .iter()
+            .copied()
+            .enumerate()
+            .fold(
+                (0, f32::NEG_INFINITY),
+                |acc, (i, s)| if s > acc.1 { (i, s) } else { acc },
+            );
     let dl_label = TARGET_LABELS[best];
     let mut label = OVERWRITE_MAP
         .iter()
@@ -131,7 +141,8 @@ pub fn decide(scores: &[f32]) -> Result<Verdict, String> {
         let is_text = content_type(label).is_some_and(|c| c.is_text);
         label = if is_text { "txt" } else { "unknown" };
     }
-    let output = content_type(label).ok_or_else(|| format!("label '{label}' is not in Magika's table"))?;
+    let output =
+        content_type(label).ok_or_else(|| format!("label '{label}' is not in Magika's table"))?;
     Ok(Verdict {
         dl_label: Some(dl_label),
         output,
@@ -157,8 +168,9 @@ mod tests {
         assert_eq!(prepare(b""), Prepared::Decided("empty"));
         assert_eq!(prepare(b"hi"), Prepared::Decided("txt"));
         assert_eq!(prepare(b"\xff\xfe\x00"), Prepared::Decided("unknown"));
-        // Eight bytes, but only whitespace around three letters.
-        assert_eq!(prepare(b"   abc     \n\n"), Prepared::Decided("txt"));
+        // Over eight bytes, but three once the leading whitespace is stripped.
+        assert_eq!(prepare(b"          abc"), Prepared::Decided("txt"));
+        assert_eq!(prepare(b"\n\n\n\n\n\n\n\xff\xfe"), Prepared::Decided("unknown"));
     }
 
     #[test]
@@ -167,13 +179,14 @@ mod tests {
         let Prepared::Model(f) = prepare(content) else {
             panic!("model expected")
         };
-        let text = b"#!/bin/sh\necho hello world";
-        // Beginning: the stripped text, then padding.
-        assert_eq!(&f[..text.len()], text.map(|b| b as i32));
-        assert!(f[text.len()..BEG_SIZE].iter().all(|&x| x == PADDING_TOKEN as i32));
-        // End: padding, then the stripped text.
-        assert_eq!(&f[FEATURES - text.len()..], text.map(|b| b as i32));
-        assert_eq!(f[BEG_SIZE], PADDING_TOKEN as i32);
+        // As Python's bytes.lstrip() / rstrip(): the beginning loses its
+        // leading whitespace only, the end its trailing whitespace only.
+        let beg = b"#!/bin/sh\necho hello world\n\n \x0b";
+        let end = b"\n\t  #!/bin/sh\necho hello world";
+        assert_eq!(&f[..beg.len()], beg.map(|b| b as i32));
+        assert!(f[beg.len()..BEG_SIZE].iter().all(|&x| x == PADDING_TOKEN as i32));
+        assert!(f[BEG_SIZE..FEATURES - end.len()].iter().all(|&x| x == PADDING_TOKEN as i32));
+        assert_eq!(&f[FEATURES - end.len()..], end.map(|b| b as i32));
     }
 
     #[test]

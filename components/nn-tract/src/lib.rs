@@ -16,6 +16,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::infer::Factoid;
 
 /// The `wasi:nn` error codes this backend produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,7 +150,9 @@ impl Tensor {
         let count = shape
             .iter()
             .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-            .ok_or_else(|| NnError::invalid(format!("{what}: dimensions {:?} overflow", self.dims)))?;
+            .ok_or_else(|| {
+                NnError::invalid(format!("{what}: dimensions {:?} overflow", self.dims))
+            })?;
         let expected = count * self.ty.size();
         if self.data.len() != expected {
             return Err(NnError::invalid(format!(
@@ -239,106 +242,121 @@ type Plan = Arc<TypedRunnableModel>;
 /// How many per-shape specialisations a model keeps before it evicts the oldest.
 const MAX_SPECIALISED_PLANS: usize = 16;
 
+/// The graph a model keeps to specialise for concrete input shapes, when
+/// tract cannot optimise it with its symbolic dimensions.
+enum Graph {
+    /// Typed with symbols: bind them and optimise.
+    Typed(TypedModel),
+    /// Not even typeable with symbols (Magika's one-hot needs a known batch
+    /// size): set concrete input facts, then type and optimise.
+    Inference(InferenceModel),
+}
+
 /// A loaded, optimised model. Share it with `Arc`; every [`Session`] on it is independent.
 pub struct Model {
     inputs: Vec<InputSpec>,
     outputs: Vec<String>,
     /// The plan for every input shape, when tract could optimise the symbolic graph.
     general: Option<Plan>,
-    /// The decluttered symbolic model, kept to specialise when `general` is `None`.
-    typed: Option<TypedModel>,
+    /// Kept to specialise when `general` is `None`.
+    graph: Option<Graph>,
     specialised: Mutex<Vec<(Vec<usize>, Plan)>>,
+}
+
+impl fmt::Debug for Model {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Model")
+            .field(
+                "inputs",
+                &self
+                    .inputs
+                    .iter()
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>(),
+            )
+            .field("outputs", &self.outputs)
+            .field("specialised_per_shape", &self.general.is_none())
+            .finish()
+    }
 }
 
 fn runtime(e: impl fmt::Display) -> NnError {
     NnError::new(ErrorCode::RuntimeError, e.to_string())
 }
 
+fn unsupported(what: &str, e: &TractError) -> NnError {
+    NnError::new(
+        ErrorCode::UnsupportedOperation,
+        format!("tract cannot {what}: {}", chain(e)),
+    )
+}
+
 impl Model {
     /// Parses, types and optimises an ONNX model.
     pub fn load(onnx: &[u8]) -> Result<Model> {
         if onnx.is_empty() {
-            return Err(NnError::new(ErrorCode::InvalidEncoding, "the model is empty"));
-        }
-        let corrupt = |e: TractError| {
-            NnError::new(
-                ErrorCode::InvalidEncoding,
-                format!("not a model tract can load as ONNX: {}", chain(&e)),
-            )
-        };
-        let inference = tract_onnx::onnx()
-            .model_for_read(&mut &onnx[..])
-            .map_err(corrupt)?;
-        let typed = inference
-            .into_typed()
-            .and_then(|m| m.into_decluttered())
-            .map_err(|e| {
-                NnError::new(
-                    ErrorCode::UnsupportedOperation,
-                    format!("tract cannot type this model: {}", chain(&e)),
-                )
-            })?;
-        let inputs = typed
-            .input_outlets()
-            .map_err(runtime)?
-            .iter()
-            .enumerate()
-            .map(|(ix, outlet)| {
-                let fact = typed.input_fact(ix).map_err(runtime)?;
-                let (dims, symbols) = fact
-                    .shape
-                    .iter()
-                    .map(|d| match d {
-                        TDim::Val(v) => (Some(*v as usize), None),
-                        TDim::Sym(s) => (None, Some(s.clone())),
-                        _ => (None, None),
-                    })
-                    .unzip();
-                Ok(InputSpec {
-                    name: typed.node(outlet.node).name.clone(),
-                    ty: fact.datum_type,
-                    dims,
-                    symbols,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let outputs = typed
-            .output_outlets()
-            .map_err(runtime)?
-            .iter()
-            .map(|&o| {
-                typed
-                    .outlet_label(o)
-                    .unwrap_or(&typed.node(o.node).name)
-                    .to_string()
-            })
-            .collect();
-        let general = typed
-            .clone()
-            .into_optimized()
-            .and_then(|m| m.into_runnable())
-            .ok();
-        let symbolic = inputs.iter().any(|i| i.dims.iter().any(Option::is_none));
-        if general.is_none() && !symbolic {
-            // Nothing to specialise: report why the concrete graph failed.
-            let e = typed
-                .into_optimized()
-                .and_then(|m| m.into_runnable())
-                .err()
-                .map(|e| chain(&e))
-                .unwrap_or_default();
             return Err(NnError::new(
-                ErrorCode::UnsupportedOperation,
-                format!("tract cannot optimise this model: {e}"),
+                ErrorCode::InvalidEncoding,
+                "the model is empty",
             ));
         }
-        Ok(Model {
-            typed: general.is_none().then_some(typed),
+        let inference = tract_onnx::onnx()
+            .model_for_read(&mut &onnx[..])
+            .map_err(|e| {
+                NnError::new(
+                    ErrorCode::InvalidEncoding,
+                    format!("not a model tract can load as ONNX: {}", chain(&e)),
+                )
+            })?;
+        let inputs = input_specs(&inference)?;
+        let symbolic = inputs.iter().any(|i| i.dims.iter().any(Option::is_none));
+        let mut model = Model {
             inputs,
-            outputs,
-            general,
+            outputs: Vec::new(),
+            general: None,
+            graph: None,
             specialised: Mutex::new(Vec::new()),
-        })
+        };
+        match inference
+            .clone()
+            .into_typed()
+            .and_then(|m| m.into_decluttered())
+        {
+            Ok(typed) => {
+                model.outputs = output_names(&typed)?;
+                match typed
+                    .clone()
+                    .into_optimized()
+                    .and_then(|m| m.into_runnable())
+                {
+                    Ok(plan) => model.general = Some(plan),
+                    Err(e) if !symbolic => return Err(unsupported("optimise this model", &e)),
+                    Err(_) => model.graph = Some(Graph::Typed(typed)),
+                }
+            }
+            Err(e) if !symbolic => return Err(unsupported("type this model", &e)),
+            Err(e) => {
+                // Specialise now for the usual case, every symbol = 1 (a batch
+                // of one), so the first call does not pay for it.
+                model.graph = Some(Graph::Inference(inference));
+                let ones: Vec<usize> = model
+                    .inputs
+                    .iter()
+                    .flat_map(|i| i.dims.iter().map(|d| d.unwrap_or(1)))
+                    .collect();
+                let shapes: Vec<Vec<usize>> = model
+                    .inputs
+                    .iter()
+                    .map(|i| i.dims.iter().map(|d| d.unwrap_or(1)).collect())
+                    .collect();
+                let plan = model
+                    .specialise(&shapes)
+                    .map_err(|_| unsupported("type this model", &e))?;
+                model.outputs = output_names(plan.model())?;
+                model.specialised.get_mut().unwrap().push((ones, plan));
+            }
+        }
+        Ok(model)
     }
 
     pub fn inputs(&self) -> &[InputSpec] {
@@ -359,7 +377,7 @@ impl Model {
 
     fn input_index(&self, id: Id<'_>) -> Result<usize> {
         match id {
-            Id::Index(i) if (i as usize) < self.inputs.len() => Ok(i as usize),
+            Id::Index(i) if (i as usize) < self.inputs.len() => Some(i as usize),
             Id::Name(n) => self.inputs.iter().position(|s| s.name == n),
             _ => None,
         }
@@ -374,7 +392,7 @@ impl Model {
 
     fn output_index(&self, id: Id<'_>) -> Result<usize> {
         match id {
-            Id::Index(i) if (i as usize) < self.outputs.len() => Ok(i as usize),
+            Id::Index(i) if (i as usize) < self.outputs.len() => Some(i as usize),
             Id::Name(n) => self.outputs.iter().position(|s| s == n),
             _ => None,
         }
@@ -390,9 +408,8 @@ impl Model {
     /// Checks a tensor against input `ix` and converts it.
     fn check_input(&self, ix: usize, t: &Tensor) -> Result<TValue> {
         let spec = &self.inputs[ix];
-        let want = ElementType::of(spec.ty);
         if t.ty.datum().ok() != Some(spec.ty) {
-            let want = want
+            let want = ElementType::of(spec.ty)
                 .map(|w| w.to_string())
                 .unwrap_or_else(|| format!("{:?}", spec.ty));
             return Err(NnError::invalid(format!(
@@ -401,8 +418,7 @@ impl Model {
             )));
         }
         let shape_ok = t.dims.len() == spec.dims.len()
-            && t
-                .dims
+            && t.dims
                 .iter()
                 .zip(&spec.dims)
                 .all(|(&got, want)| want.is_none_or(|w| w == got as usize));
@@ -415,6 +431,37 @@ impl Model {
         t.to_tract(&format!("input '{}'", spec.name))
     }
 
+    /// Builds a plan for these concrete input shapes.
+    fn specialise(&self, shapes: &[Vec<usize>]) -> TractResult<Plan> {
+        match self
+            .graph
+            .as_ref()
+            .expect("a model without a general plan keeps its graph")
+        {
+            Graph::Typed(typed) => {
+                let mut values = HashMap::new();
+                for (spec, shape) in self.inputs.iter().zip(shapes) {
+                    for (sym, &d) in spec.symbols.iter().zip(shape) {
+                        if let Some(sym) = sym {
+                            values.insert(sym.clone(), TDim::Val(d as i64));
+                        }
+                    }
+                }
+                typed
+                    .set_symbols(&values)?
+                    .into_optimized()?
+                    .into_runnable()
+            }
+            Graph::Inference(inference) => {
+                let mut m = inference.clone();
+                for (ix, (spec, shape)) in self.inputs.iter().zip(shapes).enumerate() {
+                    m = m.with_input_fact(ix, InferenceFact::dt_shape(spec.ty, shape.clone()))?;
+                }
+                m.into_optimized()?.into_runnable()
+            }
+        }
+    }
+
     fn plan_for(&self, inputs: &[TValue]) -> Result<Plan> {
         if let Some(plan) = &self.general {
             return Ok(plan.clone());
@@ -424,34 +471,69 @@ impl Model {
         if let Some((_, plan)) = cache.iter().find(|(k, _)| *k == key) {
             return Ok(plan.clone());
         }
-        let typed = self.typed.as_ref().expect("a model without a general plan keeps its graph");
-        let mut values = HashMap::new();
-        for (spec, t) in self.inputs.iter().zip(inputs) {
-            for (sym, &d) in spec.symbols.iter().zip(t.shape()) {
-                if let Some(sym) = sym {
-                    values.insert(sym.clone(), TDim::Val(d as i64));
-                }
-            }
-        }
-        let plan = typed
-            .set_symbols(&values)
-            .and_then(|m| m.into_optimized())
-            .and_then(|m| m.into_runnable())
-            .map_err(|e| {
-                NnError::new(
-                    ErrorCode::UnsupportedOperation,
-                    format!(
-                        "tract cannot run this model for input shapes {key:?}: {}",
-                        chain(&e)
-                    ),
-                )
-            })?;
+        let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
+        let plan = self
+            .specialise(&shapes)
+            .map_err(|e| unsupported(&format!("run this model for input shapes {shapes:?}"), &e))?;
         if cache.len() == MAX_SPECIALISED_PLANS {
             cache.remove(0);
         }
         cache.push((key, plan.clone()));
         Ok(plan)
     }
+}
+
+fn input_specs(model: &InferenceModel) -> Result<Vec<InputSpec>> {
+    let outlets = model.input_outlets().map_err(runtime)?;
+    outlets
+        .iter()
+        .enumerate()
+        .map(|(ix, outlet)| {
+            let name = model.node(outlet.node).name.clone();
+            let fact = model.input_fact(ix).map_err(runtime)?;
+            let ty = fact.datum_type.concretize().ok_or_else(|| {
+                NnError::new(
+                    ErrorCode::UnsupportedOperation,
+                    format!("input '{name}' declares no element type"),
+                )
+            })?;
+            if fact.shape.is_open() {
+                return Err(NnError::new(
+                    ErrorCode::UnsupportedOperation,
+                    format!("input '{name}' declares no rank"),
+                ));
+            }
+            let (dims, symbols) = fact
+                .shape
+                .dims()
+                .map(|d| match d.concretize() {
+                    Some(TDim::Val(v)) => (Some(v as usize), None),
+                    Some(TDim::Sym(s)) => (None, Some(s)),
+                    _ => (None, None),
+                })
+                .unzip();
+            Ok(InputSpec {
+                name,
+                ty,
+                dims,
+                symbols,
+            })
+        })
+        .collect()
+}
+
+fn output_names(model: &TypedModel) -> Result<Vec<String>> {
+    Ok(model
+        .output_outlets()
+        .map_err(runtime)?
+        .iter()
+        .map(|&o| {
+            model
+                .outlet_label(o)
+                .unwrap_or(&model.node(o.node).name)
+                .to_string()
+        })
+        .collect())
 }
 
 fn describe(id: Id<'_>) -> String {
@@ -515,9 +597,10 @@ impl Session {
 
     pub fn get_output(&self, id: Id<'_>) -> Result<Tensor> {
         let ix = self.model.output_index(id)?;
-        let value = self.outputs.get(ix).ok_or_else(|| {
-            NnError::invalid("no outputs yet: call compute first".to_string())
-        })?;
+        let value = self
+            .outputs
+            .get(ix)
+            .ok_or_else(|| NnError::invalid("no outputs yet: call compute first".to_string()))?;
         Tensor::from_tract(value, &format!("output '{}'", self.model.outputs[ix]))
     }
 

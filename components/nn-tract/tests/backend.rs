@@ -73,7 +73,10 @@ fn model_bytes(
 fn sum_prod(ty: DataType) -> Arc<Model> {
     let dims = [D::S("n"), D::N(3)];
     let bytes = model_bytes(
-        vec![node("Add", &["a", "b"], "sum"), node("Mul", &["a", "b"], "prod")],
+        vec![
+            node("Add", &["a", "b"], "sum"),
+            node("Mul", &["a", "b"], "prod"),
+        ],
         vec![value("a", ty, &dims), value("b", ty, &dims)],
         vec![value("sum", ty, &dims), value("prod", ty, &dims)],
     );
@@ -125,11 +128,16 @@ fn named_inputs_and_outputs_with_symbolic_dims() {
 fn inputs_and_outputs_by_index() {
     let model = sum_prod(DataType::Float);
     let mut s = model.session();
-    s.set_input(Id::Index(0), &f32s(&[1, 3], &[1., 2., 3.])).unwrap();
-    s.set_input(Id::Index(1), &f32s(&[1, 3], &[4., 5., 6.])).unwrap();
+    s.set_input(Id::Index(0), &f32s(&[1, 3], &[1., 2., 3.]))
+        .unwrap();
+    s.set_input(Id::Index(1), &f32s(&[1, 3], &[4., 5., 6.]))
+        .unwrap();
     s.compute().unwrap();
     assert_eq!(as_f32(&s.get_output(Id::Index(1)).unwrap()), [4., 10., 18.]);
-    assert_eq!(as_f32(&s.get_output(Id::Name("sum")).unwrap()), [5., 7., 9.]);
+    assert_eq!(
+        as_f32(&s.get_output(Id::Name("sum")).unwrap()),
+        [5., 7., 9.]
+    );
 }
 
 /// Each integer and float type round-trips through Add with its own bytes.
@@ -143,7 +151,11 @@ fn every_element_type() {
         to_bytes: fn(T) -> Vec<u8>,
     ) {
         let model = sum_prod(dt);
-        let t = Tensor::new(vec![1, 3], ty, vals.iter().flat_map(|&v| to_bytes(v)).collect());
+        let t = Tensor::new(
+            vec![1, 3],
+            ty,
+            vals.iter().flat_map(|&v| to_bytes(v)).collect(),
+        );
         let out = model
             .session()
             .run(&[("a".into(), t.clone()), ("b".into(), t)])
@@ -152,30 +164,64 @@ fn every_element_type() {
         assert_eq!(out[0].1.ty, ty, "{ty}");
         assert_eq!(out[0].1.data, want, "{ty}");
     }
-    check(DataType::Float, ElementType::F32, [1.5f32, -2., 3.], [3., -4., 6.], |v| {
-        v.to_le_bytes().to_vec()
-    });
-    check(DataType::Double, ElementType::F64, [1.5f64, -2., 3.], [3., -4., 6.], |v| {
-        v.to_le_bytes().to_vec()
-    });
-    check(DataType::Uint8, ElementType::U8, [1u8, 2, 100], [2, 4, 200], |v| vec![v]);
-    check(DataType::Int32, ElementType::I32, [1i32, -2, 1 << 20], [2, -4, 1 << 21], |v| {
-        v.to_le_bytes().to_vec()
-    });
-    check(DataType::Int64, ElementType::I64, [1i64, -2, 1 << 40], [2, -4, 1 << 41], |v| {
-        v.to_le_bytes().to_vec()
-    });
+    check(
+        DataType::Float,
+        ElementType::F32,
+        [1.5f32, -2., 3.],
+        [3., -4., 6.],
+        |v| v.to_le_bytes().to_vec(),
+    );
+    check(
+        DataType::Double,
+        ElementType::F64,
+        [1.5f64, -2., 3.],
+        [3., -4., 6.],
+        |v| v.to_le_bytes().to_vec(),
+    );
+    check(
+        DataType::Uint8,
+        ElementType::U8,
+        [1u8, 2, 100],
+        [2, 4, 200],
+        |v| vec![v],
+    );
+    check(
+        DataType::Int32,
+        ElementType::I32,
+        [1i32, -2, 1 << 20],
+        [2, -4, 1 << 21],
+        |v| v.to_le_bytes().to_vec(),
+    );
+    check(
+        DataType::Int64,
+        ElementType::I64,
+        [1i64, -2, 1 << 40],
+        [2, -4, 1 << 41],
+        |v| v.to_le_bytes().to_vec(),
+    );
     // fp16: 1.5 = 0x3E00, 3.0 = 0x4200, -2 = 0xC000, -4 = 0xC400, 6 = 0x4600.
-    check(DataType::Float16, ElementType::F16, [0x3E00u16, 0xC000, 0x4200], [0x4200, 0xC400, 0x4600], |v| {
-        v.to_le_bytes().to_vec()
-    });
+    check(
+        DataType::Float16,
+        ElementType::F16,
+        [0x3E00u16, 0xC000, 0x4200],
+        [0x4200, 0xC400, 0x4600],
+        |v| v.to_le_bytes().to_vec(),
+    );
 }
 
-fn expect_err(r: Result<impl std::fmt::Debug, verge_nn_tract::NnError>, code: ErrorCode, says: &[&str]) {
+fn expect_err(
+    r: Result<impl std::fmt::Debug, verge_nn_tract::NnError>,
+    code: ErrorCode,
+    says: &[&str],
+) {
     let e = r.expect_err("an error");
     assert_eq!(e.code, code, "{e}");
     for s in says {
-        assert!(e.message.contains(s), "message {:?} should mention {s:?}", e.message);
+        assert!(
+            e.message.contains(s),
+            "message {:?} should mention {s:?}",
+            e.message
+        );
     }
 }
 
@@ -193,10 +239,16 @@ fn wrong_names_are_invalid_arguments_that_list_the_real_ones() {
         ErrorCode::InvalidArgument,
         &["index 7"],
     );
-    s.set_input(Id::Name("a"), &f32s(&[1, 3], &[0.; 3])).unwrap();
-    s.set_input(Id::Name("b"), &f32s(&[1, 3], &[0.; 3])).unwrap();
+    s.set_input(Id::Name("a"), &f32s(&[1, 3], &[0.; 3]))
+        .unwrap();
+    s.set_input(Id::Name("b"), &f32s(&[1, 3], &[0.; 3]))
+        .unwrap();
     s.compute().unwrap();
-    expect_err(s.get_output(Id::Name("nope")), ErrorCode::InvalidArgument, &["'sum'", "'prod'"]);
+    expect_err(
+        s.get_output(Id::Name("nope")),
+        ErrorCode::InvalidArgument,
+        &["'sum'", "'prod'"],
+    );
 }
 
 #[test]
@@ -217,19 +269,28 @@ fn wrong_shapes_types_and_lengths_say_what_was_expected() {
     );
     // Element type.
     expect_err(
-        s.set_input(Id::Name("a"), &Tensor::new(vec![1, 3], ElementType::I32, vec![0; 12])),
+        s.set_input(
+            Id::Name("a"),
+            &Tensor::new(vec![1, 3], ElementType::I32, vec![0; 12]),
+        ),
         ErrorCode::InvalidArgument,
         &["expects fp32", "got i32"],
     );
     // Byte length disagreeing with the dimensions.
     expect_err(
-        s.set_input(Id::Name("a"), &Tensor::new(vec![1, 3], ElementType::F32, vec![0; 11])),
+        s.set_input(
+            Id::Name("a"),
+            &Tensor::new(vec![1, 3], ElementType::F32, vec![0; 11]),
+        ),
         ErrorCode::InvalidArgument,
         &["need 12 bytes, got 11"],
     );
     // bf16 has no tract equivalent.
     expect_err(
-        s.set_input(Id::Name("a"), &Tensor::new(vec![1, 3], ElementType::Bf16, vec![0; 6])),
+        s.set_input(
+            Id::Name("a"),
+            &Tensor::new(vec![1, 3], ElementType::Bf16, vec![0; 6]),
+        ),
         ErrorCode::InvalidArgument,
         &["got bf16"],
     );
@@ -239,14 +300,25 @@ fn wrong_shapes_types_and_lengths_say_what_was_expected() {
 fn computing_early_and_reading_early_are_errors() {
     let model = sum_prod(DataType::Float);
     let mut s = model.session();
-    expect_err(s.get_output(Id::Index(0)), ErrorCode::InvalidArgument, &["compute first"]);
-    s.set_input(Id::Name("a"), &f32s(&[1, 3], &[0.; 3])).unwrap();
-    expect_err(s.compute(), ErrorCode::InvalidArgument, &["inputs not set", "'b'"]);
+    expect_err(
+        s.get_output(Id::Index(0)),
+        ErrorCode::InvalidArgument,
+        &["compute first"],
+    );
+    s.set_input(Id::Name("a"), &f32s(&[1, 3], &[0.; 3]))
+        .unwrap();
+    expect_err(
+        s.compute(),
+        ErrorCode::InvalidArgument,
+        &["inputs not set", "'b'"],
+    );
     // Symbolic dimensions that disagree between the inputs fail at run time, not by panic.
-    s.set_input(Id::Name("b"), &f32s(&[2, 3], &[0.; 6])).unwrap();
+    s.set_input(Id::Name("b"), &f32s(&[2, 3], &[0.; 6]))
+        .unwrap();
     assert!(s.compute().is_err());
     // And the session is still usable.
-    s.set_input(Id::Name("b"), &f32s(&[1, 3], &[1.; 3])).unwrap();
+    s.set_input(Id::Name("b"), &f32s(&[1, 3], &[1.; 3]))
+        .unwrap();
     s.compute().unwrap();
 }
 

@@ -46,7 +46,10 @@ fn nn(spec: &str) -> Result<Outcome, Error> {
         parts.next().unwrap_or(""),
         parts.next().unwrap_or("f32"),
     );
-    let dims: Vec<u32> = dims.split(',').filter_map(|d| d.trim().parse().ok()).collect();
+    let dims: Vec<u32> = dims
+        .split(',')
+        .filter_map(|d| d.trim().parse().ok())
+        .collect();
     let (ty, size) = match ty {
         "i32" => (tensor::TensorType::I32, 4),
         "i64" => (tensor::TensorType::I64, 8),
@@ -124,9 +127,12 @@ impl Guest for Probe {
                 } else if let Some(key) = other.strip_prefix("config:") {
                     let v = wasi::config::store::get(key)
                         .map_err(|e| Error::Internal(format!("config: {e:?}")))?;
-                    Ok(respond(format!("{{\"value\":{:?}}}", v)))
+                    let v = v.map_or("null".to_string(), |v| format!("{v:?}"));
+                    Ok(respond(format!("{{\"value\":{v}}}")))
                 } else {
-                    Err(Error::InvalidInput(format!("unknown probe command {other:?}")))
+                    Err(Error::InvalidInput(format!(
+                        "unknown probe command {other:?}"
+                    )))
                 }
             }
         }
