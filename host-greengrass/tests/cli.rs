@@ -18,7 +18,10 @@ fn run_prints_one_json_line_per_input() {
         .arg(common::wasm("file_type"))
         .arg("--model")
         .arg(format!("magika={}", common::magika().display()))
-        .args(["--input", concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cli.rs")])
+        .args([
+            "--input",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cli.rs"),
+        ])
         .arg("--input")
         .arg(&script)
         .output()

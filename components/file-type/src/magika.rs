@@ -170,7 +170,10 @@ mod tests {
         assert_eq!(prepare(b"\xff\xfe\x00"), Prepared::Decided("unknown"));
         // Over eight bytes, but three once the leading whitespace is stripped.
         assert_eq!(prepare(b"          abc"), Prepared::Decided("txt"));
-        assert_eq!(prepare(b"\n\n\n\n\n\n\n\xff\xfe"), Prepared::Decided("unknown"));
+        assert_eq!(
+            prepare(b"\n\n\n\n\n\n\n\xff\xfe"),
+            Prepared::Decided("unknown")
+        );
     }
 
     #[test]
@@ -184,8 +187,16 @@ mod tests {
         let beg = b"#!/bin/sh\necho hello world\n\n \x0b";
         let end = b"\n\t  #!/bin/sh\necho hello world";
         assert_eq!(&f[..beg.len()], beg.map(|b| b as i32));
-        assert!(f[beg.len()..BEG_SIZE].iter().all(|&x| x == PADDING_TOKEN as i32));
-        assert!(f[BEG_SIZE..FEATURES - end.len()].iter().all(|&x| x == PADDING_TOKEN as i32));
+        assert!(
+            f[beg.len()..BEG_SIZE]
+                .iter()
+                .all(|&x| x == PADDING_TOKEN as i32)
+        );
+        assert!(
+            f[BEG_SIZE..FEATURES - end.len()]
+                .iter()
+                .all(|&x| x == PADDING_TOKEN as i32)
+        );
         assert_eq!(&f[FEATURES - end.len()..], end.map(|b| b as i32));
     }
 
