@@ -2,8 +2,27 @@
 //!
 //! * [`nn`]: `wasi:nn` on tract through wasmtime-wasi-nn, and the named-graph registry;
 //! * [`runtime`]: the engine, per-call stores with memory and deadline bounds;
-//! * [`report`]: outcomes and errors as JSON.
+//! * [`state`]: component state behind `wasi:keyvalue` (in memory, or durable in SQLite);
+//! * [`report`]: outcomes and errors as JSON;
+//!
+//! and the daemon (`verge-device serve`):
+//!
+//! * [`config`]: the daemon's configuration file, checked;
+//! * [`cache`]: components compiled once, kept precompiled on disk;
+//! * [`outbox`]: results bound for the cloud, durable until acknowledged;
+//! * [`uplink`]: the sender that drains the outbox (MQTT today);
+//! * [`api`]: the local HTTP API; [`metrics`]: its Prometheus counters;
+//! * [`daemon`]: wiring it all together, health, shutdown; [`log`]: JSON lines.
 
+pub mod api;
+pub mod cache;
+pub mod config;
+pub mod daemon;
+pub mod log;
+pub mod metrics;
 pub mod nn;
+pub mod outbox;
 pub mod report;
 pub mod runtime;
+pub mod state;
+pub mod uplink;

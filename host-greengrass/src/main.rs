@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use serde_json::json;
+use verge_device::config::{Config, Overrides};
 use verge_device::nn::Graphs;
-use verge_device::report;
 use verge_device::runtime::{Deployment, Limits, Placement, Request, Runtime};
+use verge_device::{daemon, log, report};
 use wasmtime::component::Component;
 
 #[derive(Parser)]
@@ -26,6 +27,26 @@ struct Cli {
 enum Command {
     /// Run a component once per input and print each outcome as a JSON line.
     Run(RunArgs),
+    /// Run the daemon: a local HTTP API, durable state, a durable outbox sent
+    /// to the cloud over MQTT, health and metrics. Logs JSON lines to stdout.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// The configuration file (TOML, or JSON when it ends in .json).
+    #[arg(long)]
+    config: PathBuf,
+    /// The device's name (fills {thing} in topics and the client id).
+    #[arg(long)]
+    thing_name: Option<String>,
+    /// Where state, the outbox and precompiled components are kept.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// What relative component, model and certificate paths are relative to
+    /// (default: the configuration file's folder).
+    #[arg(long)]
+    artifacts_dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -75,6 +96,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run(args),
+        Command::Serve(args) => return serve(args),
     };
     match result {
         Ok(code) => code,
@@ -82,6 +104,36 @@ fn main() -> ExitCode {
             eprintln!("verge-device: {e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Exit 0 after a clean shutdown, 1 on a fatal error (logged as JSON).
+fn serve(args: ServeArgs) -> ExitCode {
+    let overrides = Overrides {
+        thing_name: args.thing_name,
+        state_dir: args.state_dir,
+        artifacts_dir: args.artifacts_dir,
+    };
+    let fatal = |e: &dyn std::fmt::Display| {
+        log::error("fatal", json!({ "error": e.to_string() }));
+        ExitCode::from(1)
+    };
+    let config = match Config::load(&args.config, &overrides) {
+        Ok(c) => c,
+        Err(e) => return fatal(&e),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("verge-io")
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fatal(&e),
+    };
+    match runtime.block_on(daemon::serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fatal(&e),
     }
 }
 

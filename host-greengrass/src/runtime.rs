@@ -12,23 +12,28 @@ use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_config::{WasiConfig, WasiConfigVariables};
-use wasmtime_wasi_keyvalue::{WasiKeyValue, WasiKeyValueCtx, WasiKeyValueCtxBuilder};
 use wasmtime_wasi_nn::wit::WasiNnCtx;
 use wasmtime_wasi_nn::wit::WasiNnView;
 
 use crate::nn::{self, Graphs};
+use crate::state::{self, MemoryStore, StateStore};
 
-mod bindings {
+pub(crate) mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
         inline: "
             package verge:device-host;
             world guest {
+                import wasi:keyvalue/store@0.2.0-draft;
+                import wasi:keyvalue/atomics@0.2.0-draft;
                 import verge:inference/host@0.1.0;
                 export verge:inference/handler@0.1.0;
             }
         ",
         world: "verge:device-host/guest",
+        with: {
+            "wasi:keyvalue/store.bucket": crate::state::wit::Bucket,
+        },
     });
 }
 
@@ -111,9 +116,9 @@ impl CallError {
 /// environment, no network: only what this struct provides.
 pub struct State {
     wasi: WasiCtx,
-    table: ResourceTable,
+    pub(crate) table: ResourceTable,
     nn: WasiNnCtx,
-    keyvalue: WasiKeyValueCtx,
+    pub(crate) state: state::wit::StateCtx,
     config: Arc<WasiConfigVariables>,
     limits: StoreLimits,
     placement: Placement,
@@ -153,7 +158,7 @@ impl bindings::verge::inference::host::Host for State {
 
 impl bindings::verge::inference::types::Host for State {}
 
-struct HasSelf;
+pub(crate) struct HasSelf;
 impl wasmtime::component::HasData for HasSelf {
     type Data<'a> = &'a mut State;
 }
@@ -182,9 +187,7 @@ impl Runtime {
         wasmtime_wasi_nn::wit::add_to_linker(&mut linker, |s: &mut State| {
             WasiNnView::new(&mut s.table, &mut s.nn)
         })?;
-        wasmtime_wasi_keyvalue::add_to_linker(&mut linker, |s: &mut State| {
-            WasiKeyValue::new(&s.keyvalue, &mut s.table)
-        })?;
+        state::wit::add_to_linker(&mut linker)?;
         wasmtime_wasi_config::add_to_linker(&mut linker, |s: &mut State| {
             WasiConfig::new(&s.config)
         })?;
@@ -254,7 +257,11 @@ impl Runtime {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
             nn: self.graphs.context(),
-            keyvalue: WasiKeyValueCtxBuilder::new().build(),
+            state: match &deployment.state {
+                Some((store, namespace)) => state::wit::StateCtx::new(store.clone(), namespace),
+                // One-shot runs: state lives for one instance.
+                None => state::wit::StateCtx::new(Arc::new(MemoryStore::default()), ""),
+            },
             config: deployment.config.clone(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(limits.memory_bytes)
@@ -322,6 +329,9 @@ pub struct Deployment {
     pub placement: Placement,
     pub limits: Limits,
     pub config: Arc<WasiConfigVariables>,
+    /// Where `wasi:keyvalue` keeps this deployment's state, and its
+    /// namespace there; `None` gives each call a fresh in-memory store.
+    pub state: Option<(Arc<dyn StateStore>, String)>,
 }
 
 impl Deployment {
@@ -334,6 +344,13 @@ impl Deployment {
             placement,
             limits,
             config: Arc::new(config),
+            state: None,
         }
+    }
+
+    /// Keeps this deployment's state in `store`, under `namespace`.
+    pub fn with_state(mut self, store: Arc<dyn StateStore>, namespace: &str) -> Self {
+        self.state = Some((store, namespace.to_string()));
+        self
     }
 }

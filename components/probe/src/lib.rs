@@ -12,7 +12,8 @@
 //! * `nn:GRAPH:INPUT:DIMS:TYPE`: run GRAPH with a zero tensor as INPUT (dims
 //!   comma-separated, type f32|i32|i64|u8) and respond with the output shapes;
 //! * `count`: increment `hits` in the keyvalue store and respond with it;
-//! * `config:KEY`: respond with the deployment setting KEY.
+//! * `config:KEY`: respond with the deployment setting KEY;
+//! * `big:N`: respond with N bytes of text (to test response quotas).
 
 #![cfg(target_arch = "wasm32")]
 
@@ -124,6 +125,16 @@ impl Guest for Probe {
             other => {
                 if let Some(spec) = other.strip_prefix("nn:") {
                     nn(spec)
+                } else if let Some(n) = other.strip_prefix("big:") {
+                    let n: usize = n.parse().map_err(|_| {
+                        Error::InvalidInput(format!("big:N needs a number, got {n:?}"))
+                    })?;
+                    Ok(Outcome::Respond(Response {
+                        status: 200,
+                        content_type: "text/plain".into(),
+                        body: vec![b'x'; n],
+                        headers: vec![],
+                    }))
                 } else if let Some(key) = other.strip_prefix("config:") {
                     let v = wasi::config::store::get(key)
                         .map_err(|e| Error::Internal(format!("config: {e:?}")))?;

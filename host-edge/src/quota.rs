@@ -1,0 +1,173 @@
+//! Lambda@Edge quotas per CloudFront trigger (AWS, "Quotas" and
+//! "Restrictions on edge functions" in the CloudFront Developer Guide).
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Trigger {
+    ViewerRequest,
+    OriginRequest,
+    OriginResponse,
+    ViewerResponse,
+}
+
+const KB: u64 = 1024;
+const MB: u64 = 1024 * 1024;
+
+impl Trigger {
+    /// CloudFront's `EventType` name.
+    pub fn event_type(self) -> &'static str {
+        match self {
+            Trigger::ViewerRequest => "viewer-request",
+            Trigger::OriginRequest => "origin-request",
+            Trigger::OriginResponse => "origin-response",
+            Trigger::ViewerResponse => "viewer-response",
+        }
+    }
+
+    pub fn is_viewer(self) -> bool {
+        matches!(self, Trigger::ViewerRequest | Trigger::ViewerResponse)
+    }
+
+    pub fn is_request(self) -> bool {
+        matches!(self, Trigger::ViewerRequest | Trigger::OriginRequest)
+    }
+
+    pub fn limits(self) -> Limits {
+        if self.is_viewer() {
+            Limits {
+                zip_bytes: MB,
+                memory_mb: (128, 128),
+                timeout_s: 5,
+                body_bytes: 40 * KB,
+                response_bytes: 40 * KB,
+            }
+        } else {
+            Limits {
+                zip_bytes: 50 * MB,
+                memory_mb: (128, 10_240),
+                timeout_s: 30,
+                body_bytes: MB,
+                response_bytes: MB,
+            }
+        }
+    }
+}
+
+/// What one trigger allows.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Limits {
+    /// Compressed deployment package.
+    pub zip_bytes: u64,
+    /// Function memory, inclusive range.
+    pub memory_mb: (u32, u32),
+    /// Function timeout.
+    pub timeout_s: u32,
+    /// Request body exposed with include-body; beyond it, `inputTruncated`.
+    pub body_bytes: u64,
+    /// A generated response, headers and body.
+    pub response_bytes: u64,
+}
+
+/// A setting that does not fit the trigger: the figure and the limit.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum Misfit {
+    #[error("the package is {size} bytes compressed; {trigger} allows {limit} bytes ({})", mb(*.limit))]
+    Zip {
+        trigger: &'static str,
+        size: u64,
+        limit: u64,
+    },
+    #[error("memory {memory} MB is outside {trigger}'s {min}–{max} MB")]
+    Memory {
+        trigger: &'static str,
+        memory: u32,
+        min: u32,
+        max: u32,
+    },
+    #[error("timeout {timeout} s is over {trigger}'s {limit} s")]
+    Timeout {
+        trigger: &'static str,
+        timeout: u32,
+        limit: u32,
+    },
+    #[error("{trigger} cannot include a body: CloudFront exposes bodies to request triggers only")]
+    Body { trigger: &'static str },
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{} MB", bytes / MB)
+}
+
+/// Checks the function settings against the trigger, before anything is built.
+pub fn check_settings(
+    trigger: Trigger,
+    memory_mb: u32,
+    timeout_s: u32,
+    include_body: bool,
+) -> Result<(), Misfit> {
+    let l = trigger.limits();
+    let name = trigger.event_type();
+    if memory_mb < l.memory_mb.0 || memory_mb > l.memory_mb.1 {
+        return Err(Misfit::Memory {
+            trigger: name,
+            memory: memory_mb,
+            min: l.memory_mb.0,
+            max: l.memory_mb.1,
+        });
+    }
+    if timeout_s == 0 || timeout_s > l.timeout_s {
+        return Err(Misfit::Timeout {
+            trigger: name,
+            timeout: timeout_s,
+            limit: l.timeout_s,
+        });
+    }
+    if include_body && !trigger.is_request() {
+        return Err(Misfit::Body { trigger: name });
+    }
+    Ok(())
+}
+
+/// Checks the compressed package size against the trigger.
+pub fn check_zip(trigger: Trigger, size: u64) -> Result<(), Misfit> {
+    let limit = trigger.limits().zip_bytes;
+    if size > limit {
+        return Err(Misfit::Zip {
+            trigger: trigger.event_type(),
+            size,
+            limit,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn viewer_and_origin_limits() {
+        assert!(check_zip(Trigger::ViewerRequest, MB).is_ok());
+        let e = check_zip(Trigger::ViewerRequest, MB + 1).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the package is 1048577 bytes compressed; viewer-request allows 1048576 bytes (1 MB)"
+        );
+        assert!(check_zip(Trigger::OriginRequest, 50 * MB).is_ok());
+        assert!(check_zip(Trigger::OriginResponse, 50 * MB + 1).is_err());
+        assert!(check_settings(Trigger::ViewerResponse, 128, 5, false).is_ok());
+        assert_eq!(
+            check_settings(Trigger::ViewerRequest, 256, 5, false)
+                .unwrap_err()
+                .to_string(),
+            "memory 256 MB is outside viewer-request's 128–128 MB"
+        );
+        assert!(check_settings(Trigger::ViewerRequest, 128, 6, false).is_err());
+        assert!(check_settings(Trigger::OriginRequest, 10_240, 30, true).is_ok());
+        assert!(check_settings(Trigger::OriginRequest, 10_241, 30, true).is_err());
+        assert!(check_settings(Trigger::OriginRequest, 512, 31, true).is_err());
+        assert!(check_settings(Trigger::OriginResponse, 512, 30, true).is_err());
+    }
+}

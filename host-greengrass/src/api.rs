@@ -1,0 +1,416 @@
+//! The local HTTP API, for applications on the device (loopback by default).
+//!
+//! * `POST /v1/infer/{route}`: the body is the payload, `Content-Type` its
+//!   content type, other headers become request attributes; the answer is the
+//!   outcome as JSON (as `verge-device run` prints it), plus where the result
+//!   went in the outbox when the route sends to the cloud;
+//! * `GET /healthz` (the process answers), `GET /readyz` (every component and
+//!   model loaded), `GET /metrics` (Prometheus text).
+//!
+//! Caller mistakes get a 4xx, component failures a 5xx, both with a JSON
+//! `{"error": {"kind", "message"}}`. Calls run on blocking threads, at most
+//! `workers` at once, so inference never stalls the async runtime.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request as HttpRequest, Response, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+
+use crate::metrics::Metrics;
+use crate::outbox::{self, Outbox};
+use crate::report;
+use crate::runtime::{CallError, Deployment, Outcome, Prepared, Request, Runtime};
+
+/// One configured route, ready to call.
+pub struct Route {
+    pub component: String,
+    pub prepared: Prepared,
+    pub deployment: Deployment,
+    /// The MQTT topic its outcomes go to, if any.
+    pub cloud_topic: Option<String>,
+}
+
+/// What exists once loading has finished.
+pub struct Loaded {
+    pub runtime: Runtime,
+    pub routes: BTreeMap<String, Route>,
+}
+
+/// Everything a request handler needs.
+pub struct Api {
+    pub metrics: Arc<Metrics>,
+    pub outbox: Option<Arc<Outbox>>,
+    loaded: OnceLock<Arc<Loaded>>,
+    workers: Semaphore,
+    max_body: usize,
+    thing: Option<String>,
+    stopping: AtomicBool,
+}
+
+type Answer = Response<Full<Bytes>>;
+
+/// Headers that describe the HTTP exchange, not the request.
+const HOP_BY_HOP: [&str; 7] = [
+    "host",
+    "content-length",
+    "content-type",
+    "connection",
+    "transfer-encoding",
+    "expect",
+    "keep-alive",
+];
+
+fn json_answer(status: StatusCode, body: &Value) -> Answer {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn error_answer(status: StatusCode, kind: &str, message: impl Into<String>) -> Answer {
+    json_answer(
+        status,
+        &json!({ "error": { "kind": kind, "message": message.into() } }),
+    )
+}
+
+fn method_not_allowed(allow: &'static str) -> Answer {
+    let mut r = error_answer(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method",
+        format!("this path answers {allow} only"),
+    );
+    r.headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+/// The HTTP status for a call error: the caller's fault is a 4xx.
+pub fn status(e: &CallError) -> StatusCode {
+    match e {
+        CallError::Refused(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        e if e.is_caller_error() => StatusCode::UNPROCESSABLE_ENTITY,
+        CallError::Deadline(_) => StatusCode::GATEWAY_TIMEOUT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json" || essence.ends_with("+json")
+}
+
+impl Api {
+    pub fn new(
+        metrics: Arc<Metrics>,
+        outbox: Option<Arc<Outbox>>,
+        workers: usize,
+        max_body: usize,
+        thing: Option<String>,
+    ) -> Api {
+        Api {
+            metrics,
+            outbox,
+            loaded: OnceLock::new(),
+            workers: Semaphore::new(workers.max(1)),
+            max_body,
+            thing,
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    /// Marks loading done: from now on `/readyz` says ready.
+    pub fn set_loaded(&self, loaded: Arc<Loaded>) {
+        let _ = self.loaded.set(loaded);
+    }
+
+    pub fn loaded(&self) -> Option<&Arc<Loaded>> {
+        self.loaded.get()
+    }
+
+    /// Shutting down: not ready any more (requests in flight still finish).
+    pub fn set_stopping(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    pub async fn handle(self: Arc<Self>, req: HttpRequest<Incoming>) -> Result<Answer, Infallible> {
+        let path = req.uri().path().to_string();
+        let answer = match path.as_str() {
+            "/healthz" | "/readyz" | "/metrics" if req.method() != Method::GET => {
+                method_not_allowed("GET")
+            }
+            "/healthz" => json_answer(StatusCode::OK, &json!({ "status": "ok" })),
+            "/readyz" => {
+                if self.loaded.get().is_some() && !self.stopping.load(Ordering::Relaxed) {
+                    json_answer(StatusCode::OK, &json!({ "status": "ready" }))
+                } else {
+                    error_answer(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "not-ready",
+                        "loading or stopping",
+                    )
+                }
+            }
+            "/metrics" => {
+                let text = self.metrics.render(self.outbox.as_ref().map(|o| o.stats()));
+                let mut r = Response::new(Full::new(Bytes::from(text)));
+                r.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                r
+            }
+            p => match p.strip_prefix("/v1/infer/") {
+                Some(_) if req.method() != Method::POST => method_not_allowed("POST"),
+                Some(route) => {
+                    let route = route.to_string();
+                    self.infer(&route, req).await
+                }
+                None => error_answer(
+                    StatusCode::NOT_FOUND,
+                    "not-found",
+                    format!("no such path '{p}': try POST /v1/infer/{{route}}"),
+                ),
+            },
+        };
+        Ok(answer)
+    }
+
+    async fn infer(self: Arc<Self>, route: &str, req: HttpRequest<Incoming>) -> Answer {
+        let fail = |status: StatusCode, kind: &'static str, message: String| {
+            self.metrics.error(route, kind);
+            error_answer(status, kind, message)
+        };
+        let Some(loaded) = self.loaded.get().cloned() else {
+            return fail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not-ready",
+                "components and models are still loading".into(),
+            );
+        };
+        if !loaded.routes.contains_key(route) {
+            let known: Vec<&str> = loaded.routes.keys().map(String::as_str).collect();
+            return fail(
+                StatusCode::NOT_FOUND,
+                "unknown-route",
+                format!("no route '{route}' (routes: {})", known.join(", ")),
+            );
+        }
+        let declared = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.max_body as u64) {
+            return fail(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-large",
+                format!(
+                    "body of {} bytes is over the {} byte limit",
+                    declared.unwrap_or(0),
+                    self.max_body
+                ),
+            );
+        }
+        let mut content_type = String::new();
+        let mut attributes = Vec::new();
+        for (name, value) in req.headers() {
+            let Ok(value) = value.to_str() else {
+                return fail(
+                    StatusCode::BAD_REQUEST,
+                    "bad-header",
+                    format!("header '{name}' is not visible ASCII text"),
+                );
+            };
+            if name == CONTENT_TYPE {
+                content_type = value.to_string();
+            } else if !HOP_BY_HOP.contains(&name.as_str()) {
+                attributes.push((name.as_str().to_string(), value.to_string()));
+            }
+        }
+        let body = match Limited::new(req.into_body(), self.max_body).collect().await {
+            Ok(b) => b.to_bytes().to_vec(),
+            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+                return fail(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too-large",
+                    format!("body is over the {} byte limit", self.max_body),
+                );
+            }
+            Err(e) => {
+                return fail(
+                    StatusCode::BAD_REQUEST,
+                    "bad-body",
+                    format!("reading the body: {e}"),
+                );
+            }
+        };
+        if is_json(&content_type)
+            && let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body)
+        {
+            return fail(
+                StatusCode::BAD_REQUEST,
+                "bad-json",
+                format!("the body is declared {content_type} but is not JSON: {e}"),
+            );
+        }
+        let request = Request {
+            content_type,
+            body,
+            attributes,
+            truncated: false,
+        };
+        let started = Instant::now();
+        let in_flight = InFlight::new(&self.metrics);
+        let done = match self.workers.acquire().await {
+            Ok(_permit) => {
+                let api = self.clone();
+                let name = route.to_string();
+                Some(tokio::task::spawn_blocking(move || api.call(&loaded, &name, &request)).await)
+            }
+            Err(_) => None,
+        };
+        drop(in_flight);
+        let Some(done) = done else {
+            return fail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "stopping",
+                "shutting down".into(),
+            );
+        };
+        self.metrics.request(route, started.elapsed());
+        match done {
+            Ok(Ok(body)) => json_answer(StatusCode::OK, &body),
+            Ok(Err(e)) => {
+                self.metrics.error(route, e.kind());
+                json_answer(status(&e), &report::error(&e))
+            }
+            Err(e) => fail(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "host",
+                format!("the call's thread failed: {e}"),
+            ),
+        }
+    }
+
+    /// Runs one call and, for a cloud route, commits its outcome to the
+    /// outbox before answering.
+    fn call(&self, loaded: &Loaded, name: &str, request: &Request) -> Result<Value, CallError> {
+        let route = &loaded.routes[name];
+        let outcome = loaded
+            .runtime
+            .call(&route.prepared, &route.deployment, request)?;
+        let mut body = report::outcome(&outcome);
+        if let (Some(topic), Some(outbox)) = (&route.cloud_topic, &self.outbox) {
+            body["outbox"] = match self.enqueue(outbox, topic, name, route, &outcome) {
+                Ok(id) => json!({ "id": id, "topic": topic }),
+                Err(e) => {
+                    self.metrics.error(name, "outbox");
+                    json!({ "error": e.to_string() })
+                }
+            };
+        }
+        Ok(body)
+    }
+
+    fn enqueue(
+        &self,
+        outbox: &Outbox,
+        topic: &str,
+        name: &str,
+        route: &Route,
+        outcome: &Outcome,
+    ) -> Result<String, outbox::OutboxError> {
+        let id = outbox::new_id()?;
+        let message = json!({
+            "id": id,
+            "thing": self.thing,
+            "route": name,
+            "component": route.component,
+            "ts": crate::log::timestamp(SystemTime::now()),
+            "outcome": report::outcome(outcome),
+        });
+        outbox.push(&id, topic, message.to_string().as_bytes())?;
+        Ok(id)
+    }
+}
+
+/// Counts a call in flight until dropped (also when the caller goes away
+/// and the handler is dropped mid-wait).
+struct InFlight<'a>(&'a Metrics);
+
+impl<'a> InFlight<'a> {
+    fn new(m: &'a Metrics) -> Self {
+        m.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(m)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Serves connections from `listener` until `stop` turns true, then waits up
+/// to `grace` for requests in flight.
+pub async fn serve(
+    api: Arc<Api>,
+    listener: tokio::net::TcpListener,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    grace: Duration,
+) {
+    use hyper::server::conn::http1;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::server::graceful::GracefulShutdown;
+
+    let graceful = GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of descriptors and the like: wait, keep serving.
+                        crate::log::warn("accepting a connection", json!({ "error": e.to_string() }));
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let api = api.clone();
+                let service = hyper::service::service_fn(move |req| api.clone().handle(req));
+                let conn = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10))
+                    .serve_connection(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            _ = crate::uplink::stopped(&mut stop) => break,
+        }
+    }
+    drop(listener);
+    api.set_stopping();
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(grace) => {
+            crate::log::warn("shutdown grace period over, requests still in flight", json!({}));
+        }
+    }
+}

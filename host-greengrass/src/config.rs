@@ -1,0 +1,498 @@
+//! The daemon's configuration: a TOML file (or JSON, as Greengrass writes its
+//! component configuration), checked in full before anything starts.
+//!
+//! ```toml
+//! thing_name = "line-3-camera"          # or --thing-name; fills {thing} in topics
+//! state_dir = "/var/lib/verge"          # or --state-dir
+//!
+//! [api]
+//! listen = "127.0.0.1:8470"
+//!
+//! [models.magika]
+//! path = "model.onnx"
+//! sha256 = "fc8e…"
+//!
+//! [components.file-type]
+//! path = "file_type.wasm"
+//! sha256 = "9b1d…"
+//!
+//! [routes.file-type]
+//! component = "file-type"
+//! deadline_ms = 2000
+//! memory_mb = 128
+//! config = { threshold = "0.5" }
+//! cloud = { topic = "verge/{thing}/file-type" }
+//!
+//! [outbox]
+//! max_bytes = 67108864
+//! policy = "drop-oldest"                # or "reject-new"
+//!
+//! [mqtt]
+//! host = "abc123-ats.iot.eu-west-1.amazonaws.com"
+//! port = 8883
+//! client_id = "{thing}"
+//! tls = { ca = "AmazonRootCA1.pem", cert = "device.pem.crt", key = "private.pem.key" }
+//!
+//! [health]
+//! interval_s = 60
+//! topic = "verge/{thing}/health"
+//! ```
+//!
+//! Relative paths are relative to `artifacts_dir` (or `--artifacts-dir`),
+//! which defaults to the configuration file's folder.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {}: {error}", path.display())]
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{}: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+    #[error("configuration: {0}")]
+    Invalid(String),
+    #[error("{what} {}: sha256 is {actual}, the configuration expects {expected}", path.display())]
+    Digest {
+        what: String,
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+}
+
+fn invalid(message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid(message.into())
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub thing_name: Option<String>,
+    pub state_dir: Option<PathBuf>,
+    pub artifacts_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub api: Api,
+    #[serde(default)]
+    pub models: BTreeMap<String, Artifact>,
+    #[serde(default)]
+    pub components: BTreeMap<String, Artifact>,
+    #[serde(default)]
+    pub routes: BTreeMap<String, Route>,
+    #[serde(default)]
+    pub outbox: Outbox,
+    pub mqtt: Option<Mqtt>,
+    #[serde(default)]
+    pub health: Health,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Api {
+    /// Loopback by default: the API is for applications on the device.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Largest request body accepted, in bytes.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Calls run at once; more wait. Defaults to the number of cores.
+    pub workers: Option<usize>,
+    /// How long a shutdown waits for in-flight requests.
+    #[serde(default = "default_drain")]
+    pub shutdown_grace_s: u64,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8470))
+}
+fn default_max_body() -> usize {
+    16 << 20
+}
+fn default_drain() -> u64 {
+    10
+}
+
+impl Default for Api {
+    fn default() -> Self {
+        Api {
+            listen: default_listen(),
+            max_body_bytes: default_max_body(),
+            workers: None,
+            shutdown_grace_s: default_drain(),
+        }
+    }
+}
+
+/// A file the deployment ships, checked by digest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Artifact {
+    pub path: PathBuf,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub component: String,
+    #[serde(default = "default_deadline")]
+    pub deadline_ms: u64,
+    #[serde(default = "default_memory")]
+    pub memory_mb: usize,
+    /// Settings the component reads through `wasi:config`.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    /// Where this route's outcomes go in the cloud, if anywhere.
+    pub cloud: Option<Cloud>,
+}
+
+fn default_deadline() -> u64 {
+    10_000
+}
+fn default_memory() -> usize {
+    256
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cloud {
+    pub topic: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Policy {
+    /// Make room by dropping the oldest messages.
+    DropOldest,
+    /// Keep what is queued; refuse the new message.
+    RejectNew,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outbox {
+    #[serde(default = "default_outbox_bytes")]
+    pub max_bytes: u64,
+    #[serde(default = "default_policy")]
+    pub policy: Policy,
+}
+
+fn default_outbox_bytes() -> u64 {
+    64 << 20
+}
+fn default_policy() -> Policy {
+    Policy::DropOldest
+}
+
+impl Default for Outbox {
+    fn default() -> Self {
+        Outbox {
+            max_bytes: default_outbox_bytes(),
+            policy: default_policy(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mqtt {
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    #[serde(default = "default_client_id")]
+    pub client_id: String,
+    #[serde(default = "default_keep_alive")]
+    pub keep_alive_s: u64,
+    /// Mutual TLS (as AWS IoT Core requires); plain TCP when absent.
+    pub tls: Option<Tls>,
+    /// Messages published and not yet acknowledged, at most.
+    #[serde(default = "default_inflight")]
+    pub max_inflight: u16,
+    /// Longest wait between reconnection attempts, in seconds.
+    #[serde(default = "default_reconnect")]
+    pub reconnect_max_s: u64,
+}
+
+fn default_reconnect() -> u64 {
+    30
+}
+
+fn default_port() -> u16 {
+    8883
+}
+fn default_client_id() -> String {
+    "{thing}".into()
+}
+fn default_keep_alive() -> u64 {
+    30
+}
+fn default_inflight() -> u16 {
+    32
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    #[serde(default = "default_health_interval")]
+    pub interval_s: u64,
+    #[serde(default = "default_health_topic")]
+    pub topic: String,
+}
+
+fn default_health_interval() -> u64 {
+    60
+}
+fn default_health_topic() -> String {
+    "verge/{thing}/health".into()
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            interval_s: default_health_interval(),
+            topic: default_health_topic(),
+        }
+    }
+}
+
+/// What the command line may override.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub thing_name: Option<String>,
+    pub state_dir: Option<PathBuf>,
+    pub artifacts_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads and checks a configuration file: its syntax, names that refer to
+    /// each other, topics, and the paths made absolute. Digests are checked
+    /// when the files are loaded ([`verify`]).
+    pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.into(),
+            error,
+        })?;
+        let parse_error = |message: String| ConfigError::Parse {
+            path: path.into(),
+            message,
+        };
+        let mut config: Config = if path.extension().is_some_and(|e| e == "json") {
+            serde_json::from_str(&text).map_err(|e| parse_error(e.to_string()))?
+        } else {
+            toml::from_str(&text).map_err(|e| parse_error(e.to_string()))?
+        };
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        config.finish(base, overrides)?;
+        Ok(config)
+    }
+
+    fn finish(&mut self, config_dir: PathBuf, overrides: &Overrides) -> Result<(), ConfigError> {
+        if let Some(t) = &overrides.thing_name {
+            self.thing_name = Some(t.clone());
+        }
+        if let Some(d) = &overrides.state_dir {
+            self.state_dir = Some(d.clone());
+        }
+        if let Some(d) = &overrides.artifacts_dir {
+            self.artifacts_dir = Some(d.clone());
+        }
+        let base = match &self.artifacts_dir {
+            Some(d) if d.is_relative() => config_dir.join(d),
+            Some(d) => d.clone(),
+            None => config_dir,
+        };
+        let abs = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        for a in self.models.values_mut().chain(self.components.values_mut()) {
+            abs(&mut a.path);
+        }
+        if let Some(tls) = self.mqtt.as_mut().and_then(|m| m.tls.as_mut()) {
+            abs(&mut tls.ca);
+            abs(&mut tls.cert);
+            abs(&mut tls.key);
+        }
+        if self.state_dir.is_none() {
+            return Err(invalid("no state_dir (set it, or pass --state-dir)"));
+        }
+        for (name, a) in self.models.iter().chain(&self.components) {
+            if a.sha256.len() != 64 || !a.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(invalid(format!(
+                    "'{name}': sha256 must be 64 hexadecimal digits"
+                )));
+            }
+        }
+        if self.routes.is_empty() {
+            return Err(invalid("no routes: nothing to serve"));
+        }
+        let thing = self.thing_name.clone();
+        let fill = |what: &str, t: &str| -> Result<String, ConfigError> {
+            match (&thing, t.contains("{thing}")) {
+                (Some(thing), _) => Ok(t.replace("{thing}", thing)),
+                (None, false) => Ok(t.to_string()),
+                (None, true) => Err(invalid(format!(
+                    "{what} '{t}' uses {{thing}} but no thing_name is set (set it, or pass --thing-name)"
+                ))),
+            }
+        };
+        let has_mqtt = self.mqtt.is_some();
+        for (name, route) in &mut self.routes {
+            if !self.components.contains_key(&route.component) {
+                return Err(invalid(format!(
+                    "route '{name}' names component '{}', which is not configured",
+                    route.component
+                )));
+            }
+            if route.deadline_ms == 0 || route.memory_mb == 0 {
+                return Err(invalid(format!(
+                    "route '{name}': deadline_ms and memory_mb must be positive"
+                )));
+            }
+            if let Some(cloud) = &mut route.cloud {
+                if !has_mqtt {
+                    return Err(invalid(format!(
+                        "route '{name}' sends to the cloud but there is no [mqtt] section"
+                    )));
+                }
+                cloud.topic = fill("topic", &cloud.topic)?;
+                check_topic(&cloud.topic)?;
+            }
+        }
+        if let Some(m) = &mut self.mqtt {
+            m.client_id = fill("client_id", &m.client_id)?;
+            if m.client_id.is_empty() || m.max_inflight == 0 {
+                return Err(invalid(
+                    "mqtt: client_id and max_inflight must not be empty",
+                ));
+            }
+            self.health.topic = fill("health topic", &self.health.topic)?;
+            check_topic(&self.health.topic)?;
+        }
+        if self.outbox.max_bytes == 0 || self.api.max_body_bytes == 0 {
+            return Err(invalid(
+                "outbox.max_bytes and api.max_body_bytes must be positive",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        self.state_dir.as_deref().unwrap_or(Path::new("."))
+    }
+
+    pub fn health_interval(&self) -> Duration {
+        Duration::from_secs(self.health.interval_s.max(1))
+    }
+}
+
+/// MQTT topics a client may publish to: no wildcards, not empty.
+fn check_topic(t: &str) -> Result<(), ConfigError> {
+    if t.is_empty() || t.contains(['+', '#', '\0']) || t.len() > 256 {
+        return Err(invalid(format!(
+            "topic '{t}' is not a publishable MQTT topic (empty, wildcard or too long)"
+        )));
+    }
+    Ok(())
+}
+
+/// Reads a file and checks its sha256 against the configuration.
+pub fn verify(what: &str, artifact: &Artifact) -> Result<Vec<u8>, ConfigError> {
+    let bytes = std::fs::read(&artifact.path).map_err(|error| ConfigError::Read {
+        path: artifact.path.clone(),
+        error,
+    })?;
+    let actual = sha256_hex(&bytes);
+    if !actual.eq_ignore_ascii_case(&artifact.sha256) {
+        return Err(ConfigError::Digest {
+            what: what.into(),
+            path: artifact.path.clone(),
+            expected: artifact.sha256.to_ascii_lowercase(),
+            actual,
+        });
+    }
+    Ok(bytes)
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str, thing: Option<&str>) -> Result<Config, ConfigError> {
+        let mut c: Config = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        c.finish(
+            PathBuf::from("/base"),
+            &Overrides {
+                thing_name: thing.map(Into::into),
+                ..Default::default()
+            },
+        )?;
+        Ok(c)
+    }
+
+    const MINIMAL: &str = r#"
+        state_dir = "state"
+        [components.p]
+        path = "p.wasm"
+        sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
+        [routes.r]
+        component = "p"
+        cloud = { topic = "verge/{thing}/r" }
+        [mqtt]
+        host = "localhost"
+        port = 1883
+    "#;
+
+    #[test]
+    fn fills_thing_and_resolves_paths() {
+        let c = parse(MINIMAL, Some("t1")).unwrap();
+        assert_eq!(c.routes["r"].cloud.as_ref().unwrap().topic, "verge/t1/r");
+        assert_eq!(c.mqtt.as_ref().unwrap().client_id, "t1");
+        assert_eq!(c.health.topic, "verge/t1/health");
+        assert_eq!(c.components["p"].path, PathBuf::from("/base/p.wasm"));
+        assert_eq!(c.api.listen, default_listen());
+        assert_eq!(c.outbox.policy, Policy::DropOldest);
+    }
+
+    #[test]
+    fn refuses_what_cannot_work() {
+        let err = |text: &str| parse(text, None).unwrap_err().to_string();
+        assert!(err(MINIMAL).contains("no thing_name"));
+        assert!(err(&MINIMAL.replace("component = \"p\"", "component = \"q\"")).contains("'q'"));
+        assert!(err(&MINIMAL.replace("{thing}/r", "+/r")).contains("wildcard"));
+        assert!(err(&MINIMAL.replace("port = 1883", "prot = 1")).contains("unknown field"));
+        assert!(
+            err(&MINIMAL.replace("sha256 = \"0000", "sha256 = \"zz00")).contains("hexadecimal")
+        );
+        let no_mqtt = MINIMAL.split("[mqtt]").next().unwrap();
+        assert!(err(no_mqtt).contains("no [mqtt]"));
+    }
+}

@@ -1,0 +1,298 @@
+//! `verge-device serve`: the daemon, put together.
+//!
+//! Start-up: open the state and outbox databases, bind the API (so `/healthz`
+//! answers at once), then load models and components on a blocking thread
+//! (`/readyz` turns ready when all are loaded), then start the uplink.
+//! A failure in any of these is fatal: the daemon logs it and exits non-zero,
+//! so Greengrass marks the component broken. SIGTERM or SIGINT stops it
+//! cleanly: no new connections, requests in flight finish, then exit 0.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::api::{self, Api, Loaded, Route};
+use crate::cache::{ComponentCache, Source};
+use crate::config::{self, Config};
+use crate::log;
+use crate::metrics::Metrics;
+use crate::nn::Graphs;
+use crate::outbox::Outbox;
+use crate::runtime::{Deployment, Limits, Placement, Runtime};
+use crate::state::{SqliteStore, StateStore};
+use crate::uplink::{self, SenderOptions, mqtt::MqttConnector};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("state directory {}: {error}", path.display())]
+    StateDir {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error(transparent)]
+    Outbox(#[from] crate::outbox::OutboxError),
+    #[error(transparent)]
+    Uplink(#[from] uplink::UplinkError),
+    #[error("listening on {addr}: {error}")]
+    Listen { addr: String, error: std::io::Error },
+    #[error(transparent)]
+    Model(#[from] crate::nn::LoadError),
+    #[error(transparent)]
+    Cache(#[from] crate::cache::CacheError),
+    #[error("{0}")]
+    Load(String),
+    #[error("signal handler: {0}")]
+    Signal(std::io::Error),
+}
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Runs the daemon until a termination signal; `Err` is a fatal error.
+pub async fn serve(config: Config) -> Result<(), DaemonError> {
+    let started = Instant::now();
+    log::info(
+        "starting",
+        json!({
+            "version": VERSION,
+            "thing": config.thing_name,
+            "routes": config.routes.keys().collect::<Vec<_>>(),
+            "state_dir": config.state_dir(),
+        }),
+    );
+    let dir = config.state_dir().to_path_buf();
+    std::fs::create_dir_all(dir.join("cache")).map_err(|error| DaemonError::StateDir {
+        path: dir.clone(),
+        error,
+    })?;
+    let store: Arc<dyn StateStore> = Arc::new(SqliteStore::open(&dir.join("state.db"))?);
+    let outbox = if config.mqtt.is_some() {
+        let max_message = (crate::uplink::mqtt::MAX_PACKET as u64).min(config.outbox.max_bytes);
+        Some(Arc::new(Outbox::open(
+            &dir.join("outbox.db"),
+            config.outbox.max_bytes,
+            max_message,
+            config.outbox.policy,
+        )?))
+    } else {
+        None
+    };
+    // Check the TLS files now, not at the first connection.
+    let connector = config.mqtt.as_ref().map(MqttConnector::new).transpose()?;
+
+    let metrics = Arc::new(Metrics::new(config.routes.keys()));
+    let workers = config
+        .api
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let api = Arc::new(Api::new(
+        metrics.clone(),
+        outbox.clone(),
+        workers,
+        config.api.max_body_bytes,
+        config.thing_name.clone(),
+    ));
+    let listener = tokio::net::TcpListener::bind(config.api.listen)
+        .await
+        .map_err(|error| DaemonError::Listen {
+            addr: config.api.listen.to_string(),
+            error,
+        })?;
+    let local = listener.local_addr().map_err(|error| DaemonError::Listen {
+        addr: config.api.listen.to_string(),
+        error,
+    })?;
+    log::info("listening", json!({ "addr": local.to_string() }));
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let grace = Duration::from_secs(config.api.shutdown_grace_s);
+    let server = tokio::spawn(api::serve(api.clone(), listener, stop_rx.clone(), grace));
+    let mut signals = Signals::new()?;
+
+    // Load while the API already answers /healthz.
+    let load_config = config.clone();
+    let load_store = store.clone();
+    let loading = tokio::task::spawn_blocking(move || load(&load_config, load_store));
+    let loaded = tokio::select! {
+        r = loading => r.map_err(|e| DaemonError::Load(format!("loading task failed: {e}")))?,
+        sig = signals.next() => {
+            log::info("stopping before ready", json!({ "signal": sig }));
+            let _ = stop_tx.send(true);
+            let _ = server.await;
+            return Ok(());
+        }
+    };
+    let loaded = match loaded {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = stop_tx.send(true);
+            let _ = server.await;
+            return Err(e);
+        }
+    };
+    let components = loaded
+        .routes
+        .values()
+        .map(|r| r.component.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    metrics
+        .components_loaded
+        .store(components as u64, Ordering::Relaxed);
+    api.set_loaded(Arc::new(loaded));
+    log::info(
+        "ready",
+        json!({ "ms": started.elapsed().as_millis() as u64, "components": components, "addr": local.to_string() }),
+    );
+
+    let sender = match (connector, &outbox, &config.mqtt) {
+        (Some(connector), Some(outbox), Some(mqtt)) => {
+            let options = SenderOptions {
+                window: mqtt.max_inflight as usize,
+                max_backoff: Duration::from_secs(mqtt.reconnect_max_s.max(1)),
+                health_topic: config.health.topic.clone(),
+                health_interval: config.health_interval(),
+            };
+            let (m, o, thing) = (metrics.clone(), outbox.clone(), config.thing_name.clone());
+            let health = move || {
+                json!({
+                    "thing": thing,
+                    "version": VERSION,
+                    "uptime_s": m.uptime().as_secs(),
+                    "components_loaded": m.components_loaded.load(Ordering::Relaxed),
+                    "outbox_depth": o.stats().depth.load(Ordering::Relaxed),
+                    "outbox_bytes": o.stats().bytes.load(Ordering::Relaxed),
+                    "ts": log::timestamp(std::time::SystemTime::now()),
+                })
+            };
+            Some(tokio::spawn(uplink::run_sender(
+                connector,
+                outbox.clone(),
+                metrics.clone(),
+                options,
+                health,
+                stop_rx.clone(),
+            )))
+        }
+        _ => None,
+    };
+
+    let sig = signals.next().await;
+    log::info("stopping", json!({ "signal": sig }));
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    if let Some(s) = sender {
+        let _ = s.await;
+    }
+    log::info(
+        "stopped",
+        json!({ "outbox_depth": outbox.map(|o| o.stats().depth.load(Ordering::Relaxed)) }),
+    );
+    Ok(())
+}
+
+/// Checks, loads and compiles everything the configuration names.
+fn load(config: &Config, store: Arc<dyn StateStore>) -> Result<Loaded, DaemonError> {
+    let t = Instant::now();
+    let mut models = Vec::new();
+    for (name, artifact) in &config.models {
+        config::verify(&format!("model '{name}'"), artifact)?;
+        models.push((name.clone(), artifact.path.clone()));
+    }
+    let graphs = Graphs::load(&models)?;
+    let models_ms = t.elapsed().as_millis() as u64;
+    let runtime = Runtime::new(graphs).map_err(|e| DaemonError::Load(format!("engine: {e:#}")))?;
+    let cache = ComponentCache::new(runtime.engine(), &config.state_dir().join("cache")).map_err(
+        |error| DaemonError::StateDir {
+            path: config.state_dir().join("cache"),
+            error,
+        },
+    )?;
+    let mut prepared = BTreeMap::new();
+    for (name, artifact) in &config.components {
+        // Only components some route uses are compiled.
+        if !config.routes.values().any(|r| &r.component == name) {
+            continue;
+        }
+        let t = Instant::now();
+        let bytes = config::verify(&format!("component '{name}'"), artifact)?;
+        let (component, source) = cache.load(runtime.engine(), name, &artifact.sha256, &bytes)?;
+        let p = runtime
+            .prepare(&component)
+            .map_err(|e| DaemonError::Load(format!("component '{name}': {e}")))?;
+        log::info(
+            "component loaded",
+            json!({
+                "component": name,
+                "sha256": artifact.sha256,
+                "source": match source { Source::Cache => "cache", Source::Compiled => "compiled" },
+                "ms": t.elapsed().as_millis() as u64,
+            }),
+        );
+        prepared.insert(name.clone(), p);
+    }
+    let mut routes = BTreeMap::new();
+    for (name, r) in &config.routes {
+        let settings: Vec<(String, String)> = r
+            .config
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let deployment = Deployment::new(
+            Placement::Device,
+            Limits {
+                deadline: Duration::from_millis(r.deadline_ms),
+                memory_bytes: r.memory_mb << 20,
+                max_body_bytes: config.api.max_body_bytes,
+            },
+            &settings,
+        )
+        // One namespace per component: routes sharing a component share its state.
+        .with_state(store.clone(), &r.component);
+        routes.insert(
+            name.clone(),
+            Route {
+                component: r.component.clone(),
+                prepared: prepared[&r.component].clone(),
+                deployment,
+                cloud_topic: r.cloud.as_ref().map(|c| c.topic.clone()),
+            },
+        );
+    }
+    log::info(
+        "models loaded",
+        json!({ "models": config.models.keys().collect::<Vec<_>>(), "ms": models_ms }),
+    );
+    Ok(Loaded { runtime, routes })
+}
+
+/// SIGTERM (Greengrass stopping the component) and SIGINT (a person).
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Signals, DaemonError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).map_err(DaemonError::Signal)?,
+            int: signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?,
+        })
+    }
+
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! Counters for `/metrics`, in the Prometheus text format.
+//!
+//! Routes are fixed at start-up, so every label value comes from the
+//! configuration, never from a caller (an unknown route counts under `-`).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::outbox::Stats;
+
+/// Latency buckets, in seconds.
+const BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+#[derive(Default)]
+struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        for (i, le) in BUCKETS.iter().enumerate() {
+            if secs <= *le {
+                self.buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+#[derive(Default)]
+struct RouteMetrics {
+    requests: AtomicU64,
+    latency: Histogram,
+}
+
+pub struct Metrics {
+    started: Instant,
+    routes: BTreeMap<String, RouteMetrics>,
+    /// (route or "-", kind) → count.
+    errors: Mutex<BTreeMap<(String, &'static str), u64>>,
+    pub mqtt_connected: AtomicBool,
+    pub mqtt_published: AtomicU64,
+    pub mqtt_connects: AtomicU64,
+    pub components_loaded: AtomicU64,
+    pub in_flight: AtomicU64,
+}
+
+/// The route label for a caller-supplied name.
+fn label<'a>(routes: &BTreeMap<String, RouteMetrics>, route: &'a str) -> &'a str {
+    if routes.contains_key(route) {
+        route
+    } else {
+        "-"
+    }
+}
+
+impl Metrics {
+    pub fn new<'a>(routes: impl IntoIterator<Item = &'a String>) -> Metrics {
+        Metrics {
+            started: Instant::now(),
+            routes: routes
+                .into_iter()
+                .map(|r| (r.clone(), RouteMetrics::default()))
+                .collect(),
+            errors: Mutex::default(),
+            mqtt_connected: AtomicBool::new(false),
+            mqtt_published: AtomicU64::new(0),
+            mqtt_connects: AtomicU64::new(0),
+            components_loaded: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+        }
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// A call that reached a component (whatever its result).
+    pub fn request(&self, route: &str, took: Duration) {
+        if let Some(m) = self.routes.get(route) {
+            m.requests.fetch_add(1, Ordering::Relaxed);
+            m.latency.observe(took);
+        }
+    }
+
+    pub fn error(&self, route: &str, kind: &'static str) {
+        let key = (label(&self.routes, route).to_string(), kind);
+        *self
+            .errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key)
+            .or_default() += 1;
+    }
+
+    pub fn render(&self, outbox: Option<&Stats>) -> String {
+        let mut out = String::new();
+        let head = |out: &mut String, name: &str, kind: &str, help: &str| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        };
+        head(
+            &mut out,
+            "verge_requests_total",
+            "counter",
+            "Inference requests that reached a component, by route.",
+        );
+        for (route, m) in &self.routes {
+            let _ = writeln!(
+                out,
+                "verge_requests_total{{route=\"{route}\"}} {}",
+                m.requests.load(Ordering::Relaxed)
+            );
+        }
+        head(
+            &mut out,
+            "verge_errors_total",
+            "counter",
+            "Failed requests, by route and kind.",
+        );
+        for ((route, kind), n) in self.errors.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(
+                out,
+                "verge_errors_total{{route=\"{route}\",kind=\"{kind}\"}} {n}"
+            );
+        }
+        head(
+            &mut out,
+            "verge_request_duration_seconds",
+            "histogram",
+            "Time from request to outcome, by route.",
+        );
+        for (route, m) in &self.routes {
+            let h = &m.latency;
+            for (le, b) in BUCKETS.iter().zip(&h.buckets) {
+                let _ = writeln!(
+                    out,
+                    "verge_request_duration_seconds_bucket{{route=\"{route}\",le=\"{le}\"}} {}",
+                    b.load(Ordering::Relaxed)
+                );
+            }
+            let count = h.count.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "verge_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {count}\n\
+                 verge_request_duration_seconds_sum{{route=\"{route}\"}} {}\n\
+                 verge_request_duration_seconds_count{{route=\"{route}\"}} {count}",
+                h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+            );
+        }
+        if let Some(s) = outbox {
+            let gauges = [
+                (
+                    "verge_outbox_depth_messages",
+                    "gauge",
+                    "Messages waiting for the cloud.",
+                    &s.depth,
+                ),
+                (
+                    "verge_outbox_bytes",
+                    "gauge",
+                    "Bytes waiting for the cloud.",
+                    &s.bytes,
+                ),
+                (
+                    "verge_outbox_dropped_messages_total",
+                    "counter",
+                    "Messages dropped to make room (drop-oldest).",
+                    &s.dropped_messages,
+                ),
+                (
+                    "verge_outbox_dropped_bytes_total",
+                    "counter",
+                    "Bytes dropped to make room (drop-oldest).",
+                    &s.dropped_bytes,
+                ),
+                (
+                    "verge_outbox_rejected_messages_total",
+                    "counter",
+                    "Messages refused by a full outbox (reject-new) or too large.",
+                    &s.rejected_messages,
+                ),
+                (
+                    "verge_outbox_rejected_bytes_total",
+                    "counter",
+                    "Bytes refused by a full outbox (reject-new) or too large.",
+                    &s.rejected_bytes,
+                ),
+            ];
+            for (name, kind, help, v) in gauges {
+                head(&mut out, name, kind, help);
+                let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));
+            }
+        }
+        let plain = [
+            (
+                "verge_mqtt_connected",
+                "gauge",
+                "1 while connected to the MQTT broker.",
+                u64::from(self.mqtt_connected.load(Ordering::Relaxed)),
+            ),
+            (
+                "verge_mqtt_published_total",
+                "counter",
+                "Messages the broker acknowledged (PUBACK).",
+                self.mqtt_published.load(Ordering::Relaxed),
+            ),
+            (
+                "verge_mqtt_connects_total",
+                "counter",
+                "Successful connections to the broker.",
+                self.mqtt_connects.load(Ordering::Relaxed),
+            ),
+            (
+                "verge_components_loaded",
+                "gauge",
+                "Components compiled and ready.",
+                self.components_loaded.load(Ordering::Relaxed),
+            ),
+            (
+                "verge_requests_in_flight",
+                "gauge",
+                "Calls running or waiting for a worker.",
+                self.in_flight.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, kind, help, v) in plain {
+            head(&mut out, name, kind, help);
+            let _ = writeln!(out, "{name} {v}");
+        }
+        head(
+            &mut out,
+            "verge_uptime_seconds",
+            "gauge",
+            "Seconds since the daemon started.",
+        );
+        let _ = writeln!(
+            out,
+            "verge_uptime_seconds {:.3}",
+            self.uptime().as_secs_f64()
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_histograms() {
+        let routes = ["a".to_string()];
+        let m = Metrics::new(&routes);
+        m.request("a", Duration::from_millis(3));
+        m.error("a", "trap");
+        m.error("no-such-route", "unknown-route");
+        let text = m.render(Some(&Stats::default()));
+        assert!(text.contains("verge_requests_total{route=\"a\"} 1"));
+        assert!(text.contains("verge_errors_total{route=\"a\",kind=\"trap\"} 1"));
+        assert!(text.contains("verge_errors_total{route=\"-\",kind=\"unknown-route\"} 1"));
+        assert!(
+            text.contains("verge_request_duration_seconds_bucket{route=\"a\",le=\"0.0025\"} 0")
+        );
+        assert!(text.contains("verge_request_duration_seconds_bucket{route=\"a\",le=\"0.005\"} 1"));
+        assert!(text.contains("verge_outbox_depth_messages 0"));
+        assert!(!text.contains("no-such-route"));
+    }
+}

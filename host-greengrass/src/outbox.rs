@@ -1,0 +1,336 @@
+//! The durable outbox: results bound for the cloud, kept in SQLite until the
+//! cloud acknowledges them.
+//!
+//! A push is committed with `synchronous=FULL` (fsync) before it returns, so
+//! a caller that got its answer can rely on the message surviving a crash or
+//! a power loss. Messages keep their order (`seq`) and their unique id, which
+//! is inside the payload, so a message sent again after a crash can be told
+//! apart from a new one. The outbox is bounded in bytes (topic + payload).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{Connection, TransactionBehavior, params};
+use serde_json::json;
+use tokio::sync::Notify;
+
+use crate::config::Policy;
+use crate::log;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("outbox store: {0}")]
+    Store(String),
+    #[error(
+        "outbox full: {queued} of {max} bytes queued, this message needs {needed} (policy reject-new)"
+    )]
+    Full { queued: u64, needed: u64, max: u64 },
+    #[error("message of {needed} bytes is over the {max} byte limit of one message")]
+    TooLarge { needed: u64, max: u64 },
+}
+
+impl From<rusqlite::Error> for OutboxError {
+    fn from(e: rusqlite::Error) -> Self {
+        OutboxError::Store(e.to_string())
+    }
+}
+
+/// One queued message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Its place in the queue: increasing, never reused.
+    pub seq: u64,
+    pub id: String,
+    pub topic: String,
+    pub payload: Vec<u8>,
+}
+
+/// Counters for `/metrics`, readable without the lock.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub depth: AtomicU64,
+    pub bytes: AtomicU64,
+    pub dropped_messages: AtomicU64,
+    pub dropped_bytes: AtomicU64,
+    pub rejected_messages: AtomicU64,
+    pub rejected_bytes: AtomicU64,
+}
+
+pub struct Outbox {
+    conn: Mutex<Connection>,
+    max_bytes: u64,
+    /// Largest single message (the uplink's packet bound).
+    max_message: u64,
+    policy: Policy,
+    stats: Stats,
+    /// Woken on every push, so the sender need not poll.
+    pushed: Notify,
+}
+
+fn size(topic: &str, payload: &[u8]) -> u64 {
+    (topic.len() + payload.len()) as u64
+}
+
+/// A fresh message id: 128 random bits as hex.
+pub fn new_id() -> Result<String, OutboxError> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| OutboxError::Store(format!("random id: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+impl Outbox {
+    pub fn open(
+        path: &Path,
+        max_bytes: u64,
+        max_message: u64,
+        policy: Policy,
+    ) -> Result<Outbox, OutboxError> {
+        let conn = Connection::open(path)
+            .map_err(|e| OutboxError::Store(format!("{}: {e}", path.display())))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL;
+             PRAGMA synchronous=FULL;
+             PRAGMA busy_timeout=5000;
+             CREATE TABLE IF NOT EXISTS outbox (
+                 seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                 id TEXT NOT NULL UNIQUE,
+                 topic TEXT NOT NULL,
+                 payload BLOB NOT NULL,
+                 bytes INTEGER NOT NULL
+             );",
+        )?;
+        let (depth, bytes): (u64, u64) = conn.query_row(
+            "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM outbox",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let outbox = Outbox {
+            conn: Mutex::new(conn),
+            max_bytes,
+            max_message: max_message.min(max_bytes),
+            policy,
+            stats: Stats::default(),
+            pushed: Notify::new(),
+        };
+        outbox.stats.depth.store(depth, Ordering::Relaxed);
+        outbox.stats.bytes.store(bytes, Ordering::Relaxed);
+        Ok(outbox)
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // SQLite rolls back whatever a panicking holder left open.
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// Commits a message durably, applying the policy when the outbox is full.
+    pub fn push(&self, id: &str, topic: &str, payload: &[u8]) -> Result<u64, OutboxError> {
+        let needed = size(topic, payload);
+        let reject = |e: OutboxError| {
+            self.stats.rejected_messages.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .rejected_bytes
+                .fetch_add(needed, Ordering::Relaxed);
+            log::warn(
+                "outbox rejected a message",
+                json!({ "id": id, "topic": topic, "bytes": needed, "reason": e.to_string() }),
+            );
+            Err(e)
+        };
+        if needed > self.max_message {
+            return reject(OutboxError::TooLarge {
+                needed,
+                max: self.max_message,
+            });
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut queued = self.stats.bytes.load(Ordering::Relaxed);
+        let mut dropped = Vec::new();
+        if queued + needed > self.max_bytes {
+            if self.policy == Policy::RejectNew {
+                drop(tx);
+                return reject(OutboxError::Full {
+                    queued,
+                    needed,
+                    max: self.max_bytes,
+                });
+            }
+            let mut oldest =
+                tx.prepare_cached("SELECT seq, id, bytes FROM outbox ORDER BY seq LIMIT 64")?;
+            while queued + needed > self.max_bytes {
+                let batch = oldest
+                    .query_map([], |r| Ok((r.get::<_, u64>(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect::<Result<Vec<(u64, String, u64)>, _>>()?;
+                if batch.is_empty() {
+                    break;
+                }
+                for (seq, old_id, bytes) in batch {
+                    if queued + needed <= self.max_bytes {
+                        break;
+                    }
+                    tx.execute("DELETE FROM outbox WHERE seq = ?1", [seq])?;
+                    queued -= bytes;
+                    dropped.push((old_id, bytes));
+                }
+            }
+        }
+        tx.execute(
+            "INSERT INTO outbox (id, topic, payload, bytes) VALUES (?1, ?2, ?3, ?4)",
+            params![id, topic, payload, needed],
+        )?;
+        let seq = tx.last_insert_rowid() as u64;
+        tx.commit()?;
+        drop(conn);
+
+        let dropped_bytes: u64 = dropped.iter().map(|(_, b)| b).sum();
+        self.stats.depth.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .depth
+            .fetch_sub(dropped.len() as u64, Ordering::Relaxed);
+        self.stats.bytes.store(queued + needed, Ordering::Relaxed);
+        if !dropped.is_empty() {
+            self.stats
+                .dropped_messages
+                .fetch_add(dropped.len() as u64, Ordering::Relaxed);
+            self.stats
+                .dropped_bytes
+                .fetch_add(dropped_bytes, Ordering::Relaxed);
+            log::warn(
+                "outbox full: dropped the oldest messages (policy drop-oldest)",
+                json!({
+                    "dropped": dropped.len(),
+                    "bytes": dropped_bytes,
+                    "ids": dropped.iter().map(|(id, _)| id).collect::<Vec<_>>(),
+                }),
+            );
+        }
+        self.pushed.notify_one();
+        Ok(seq)
+    }
+
+    /// Up to `limit` messages after `seq`, oldest first.
+    pub fn after(&self, seq: u64, limit: usize) -> Result<Vec<Message>, OutboxError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, id, topic, payload FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = stmt
+            .query_map(params![seq, limit as i64], |r| {
+                Ok(Message {
+                    seq: r.get(0)?,
+                    id: r.get(1)?,
+                    topic: r.get(2)?,
+                    payload: r.get(3)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Removes acknowledged messages (those already dropped are ignored).
+    pub fn remove(&self, seqs: &[u64]) -> Result<(), OutboxError> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let mut removed = 0;
+        let mut freed = 0;
+        {
+            let mut stmt =
+                tx.prepare_cached("DELETE FROM outbox WHERE seq = ?1 RETURNING bytes")?;
+            for seq in seqs {
+                let bytes: Option<u64> = stmt.query_map([seq], |r| r.get(0))?.next().transpose()?;
+                if let Some(b) = bytes {
+                    removed += 1;
+                    freed += b;
+                }
+            }
+        }
+        tx.commit()?;
+        self.stats.depth.fetch_sub(removed, Ordering::Relaxed);
+        self.stats.bytes.fetch_sub(freed, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Waits until something is pushed (returns at once if a push came since
+    /// the last wait).
+    pub async fn pushed(&self) {
+        self.pushed.notified().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("verge-outbox-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn keeps_order_and_ids_across_reopening() {
+        let d = dir("order");
+        let path = d.join("outbox.db");
+        let o = Outbox::open(&path, 1 << 20, 1 << 20, Policy::RejectNew).unwrap();
+        let ids: Vec<String> = (0..5).map(|_| new_id().unwrap()).collect();
+        for (i, id) in ids.iter().enumerate() {
+            o.push(id, "t", format!("m{i}").as_bytes()).unwrap();
+        }
+        let first = o.after(0, 2).unwrap();
+        o.remove(&[first[0].seq]).unwrap();
+        drop(o);
+        let o = Outbox::open(&path, 1 << 20, 1 << 20, Policy::RejectNew).unwrap();
+        assert_eq!(o.stats().depth.load(Ordering::Relaxed), 4);
+        let rest = o.after(0, 10).unwrap();
+        assert_eq!(
+            rest.iter().map(|m| &m.id).collect::<Vec<_>>(),
+            ids[1..].iter().collect::<Vec<_>>()
+        );
+        assert_eq!(rest[0].payload, b"m1");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn applies_its_policy_when_full() {
+        let d = dir("policy");
+        // Each message: topic "t" (1) + payload (9) = 10 bytes; room for 3.
+        let o = Outbox::open(&d.join("a.db"), 35, 35, Policy::DropOldest).unwrap();
+        for i in 0..5 {
+            o.push(&format!("id{i}"), "t", b"123456789").unwrap();
+        }
+        let left: Vec<String> = o.after(0, 10).unwrap().into_iter().map(|m| m.id).collect();
+        assert_eq!(left, ["id2", "id3", "id4"]);
+        assert_eq!(o.stats().dropped_messages.load(Ordering::Relaxed), 2);
+        assert_eq!(o.stats().dropped_bytes.load(Ordering::Relaxed), 20);
+        assert_eq!(o.stats().bytes.load(Ordering::Relaxed), 30);
+
+        let o = Outbox::open(&d.join("b.db"), 35, 35, Policy::RejectNew).unwrap();
+        for i in 0..3 {
+            o.push(&format!("id{i}"), "t", b"123456789").unwrap();
+        }
+        assert!(matches!(
+            o.push("id3", "t", b"123456789"),
+            Err(OutboxError::Full { .. })
+        ));
+        assert!(matches!(
+            o.push("big", "t", &[0; 100]),
+            Err(OutboxError::TooLarge { .. })
+        ));
+        assert_eq!(o.stats().rejected_messages.load(Ordering::Relaxed), 2);
+        assert_eq!(o.stats().depth.load(Ordering::Relaxed), 3);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}

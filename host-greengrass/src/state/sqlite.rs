@@ -1,0 +1,96 @@
+//! Durable state in SQLite: WAL, `synchronous=FULL` so that a write the
+//! component saw succeed survives a power loss.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use super::{PAGE, StateError, StateStore, incremented, page};
+
+pub struct SqliteStore(Mutex<Connection>);
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> Result<SqliteStore, StateError> {
+        let conn = Connection::open(path)
+            .map_err(|e| StateError::Store(format!("{}: {e}", path.display())))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL;
+             PRAGMA synchronous=FULL;
+             PRAGMA busy_timeout=5000;
+             CREATE TABLE IF NOT EXISTS kv (
+                 ns TEXT NOT NULL, bucket TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,
+                 PRIMARY KEY (ns, bucket, key)
+             ) WITHOUT ROWID;",
+        )?;
+        Ok(SqliteStore(Mutex::new(conn)))
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // SQLite rolls back whatever a panicking holder left open.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl StateStore for SqliteStore {
+    fn get(&self, ns: &str, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        Ok(self
+            .conn()
+            .prepare_cached("SELECT value FROM kv WHERE ns = ?1 AND bucket = ?2 AND key = ?3")?
+            .query_row(params![ns, bucket, key], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn set(&self, ns: &str, bucket: &str, key: &str, value: &[u8]) -> Result<(), StateError> {
+        self.conn()
+            .prepare_cached(
+                "INSERT OR REPLACE INTO kv (ns, bucket, key, value) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![ns, bucket, key, value])?;
+        Ok(())
+    }
+
+    fn delete(&self, ns: &str, bucket: &str, key: &str) -> Result<(), StateError> {
+        self.conn()
+            .prepare_cached("DELETE FROM kv WHERE ns = ?1 AND bucket = ?2 AND key = ?3")?
+            .execute(params![ns, bucket, key])?;
+        Ok(())
+    }
+
+    fn list_keys(
+        &self,
+        ns: &str,
+        bucket: &str,
+        cursor: u64,
+    ) -> Result<(Vec<String>, Option<u64>), StateError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT key FROM kv WHERE ns = ?1 AND bucket = ?2 ORDER BY key LIMIT ?3 OFFSET ?4",
+        )?;
+        let keys = stmt
+            .query_map(params![ns, bucket, (PAGE + 1) as i64, cursor as i64], |r| {
+                r.get(0)
+            })?
+            .collect::<Result<Vec<String>, _>>()?;
+        Ok(page(keys, cursor))
+    }
+
+    fn increment(&self, ns: &str, bucket: &str, key: &str, delta: u64) -> Result<u64, StateError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let old: Option<Vec<u8>> = tx
+            .query_row(
+                "SELECT value FROM kv WHERE ns = ?1 AND bucket = ?2 AND key = ?3",
+                params![ns, bucket, key],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let new = incremented(key, old.as_deref(), delta)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO kv (ns, bucket, key, value) VALUES (?1, ?2, ?3, ?4)",
+            params![ns, bucket, key, new.to_string().into_bytes()],
+        )?;
+        tx.commit()?;
+        Ok(new)
+    }
+}

@@ -1,0 +1,117 @@
+//! `wasi:keyvalue` store and atomics for components, on a [`StateStore`].
+
+use std::sync::Arc;
+
+use wasmtime::component::{Linker, Resource};
+
+use super::{StateError, StateStore};
+use crate::runtime::bindings::wasi::keyvalue::{atomics, store};
+use crate::runtime::{HasSelf, State};
+
+/// An open bucket: its name, in the namespace of the instance's deployment.
+pub struct Bucket {
+    name: String,
+}
+
+/// What one instance may reach: one namespace of one store.
+pub(crate) struct StateCtx {
+    store: Arc<dyn StateStore>,
+    namespace: String,
+}
+
+impl StateCtx {
+    pub(crate) fn new(store: Arc<dyn StateStore>, namespace: &str) -> Self {
+        StateCtx {
+            store,
+            namespace: namespace.to_string(),
+        }
+    }
+}
+
+pub(crate) fn add_to_linker(linker: &mut Linker<State>) -> wasmtime::Result<()> {
+    store::add_to_linker::<State, HasSelf>(linker, |s| s)?;
+    atomics::add_to_linker::<State, HasSelf>(linker, |s| s)?;
+    Ok(())
+}
+
+fn other(e: impl std::fmt::Display) -> store::Error {
+    store::Error::Other(e.to_string())
+}
+
+impl From<StateError> for store::Error {
+    fn from(e: StateError) -> Self {
+        other(e)
+    }
+}
+
+impl State {
+    /// The bucket behind a handle, and the store and namespace it lives in.
+    fn bucket(&self, b: &Resource<Bucket>) -> Result<(&dyn StateStore, &str, &str), store::Error> {
+        let bucket = self.table.get(b).map_err(other)?;
+        Ok((
+            self.state.store.as_ref(),
+            self.state.namespace.as_str(),
+            bucket.name.as_str(),
+        ))
+    }
+}
+
+impl store::Host for State {
+    fn open(&mut self, identifier: String) -> Result<Resource<Bucket>, store::Error> {
+        self.table.push(Bucket { name: identifier }).map_err(other)
+    }
+}
+
+impl store::HostBucket for State {
+    fn get(&mut self, b: Resource<Bucket>, key: String) -> Result<Option<Vec<u8>>, store::Error> {
+        let (s, ns, bucket) = self.bucket(&b)?;
+        Ok(s.get(ns, bucket, &key)?)
+    }
+
+    fn set(
+        &mut self,
+        b: Resource<Bucket>,
+        key: String,
+        value: Vec<u8>,
+    ) -> Result<(), store::Error> {
+        let (s, ns, bucket) = self.bucket(&b)?;
+        Ok(s.set(ns, bucket, &key, &value)?)
+    }
+
+    fn delete(&mut self, b: Resource<Bucket>, key: String) -> Result<(), store::Error> {
+        let (s, ns, bucket) = self.bucket(&b)?;
+        Ok(s.delete(ns, bucket, &key)?)
+    }
+
+    fn exists(&mut self, b: Resource<Bucket>, key: String) -> Result<bool, store::Error> {
+        let (s, ns, bucket) = self.bucket(&b)?;
+        Ok(s.exists(ns, bucket, &key)?)
+    }
+
+    fn list_keys(
+        &mut self,
+        b: Resource<Bucket>,
+        cursor: Option<u64>,
+    ) -> Result<store::KeyResponse, store::Error> {
+        let (s, ns, bucket) = self.bucket(&b)?;
+        let (keys, cursor) = s.list_keys(ns, bucket, cursor.unwrap_or(0))?;
+        Ok(store::KeyResponse { keys, cursor })
+    }
+
+    fn drop(&mut self, b: Resource<Bucket>) -> wasmtime::Result<()> {
+        self.table.delete(b)?;
+        Ok(())
+    }
+}
+
+impl atomics::Host for State {
+    fn increment(
+        &mut self,
+        b: Resource<Bucket>,
+        key: String,
+        delta: u64,
+    ) -> Result<u64, store::Error> {
+        let (s, ns, bucket) = self.bucket(&b)?;
+        Ok(s.increment(ns, bucket, &key, delta)?)
+    }
+}

@@ -1,0 +1,190 @@
+//! `verge-device serve` as applications on the device use it: the local API,
+//! its answers to bad requests and failing components, durable state, the
+//! precompile cache and a clean shutdown. (The MQTT side is in `uplink.rs`.)
+
+mod support;
+
+use std::time::Duration;
+
+use support::{Daemon, config, raw, scratch};
+
+#[test]
+fn answers_outcomes_and_refuses_bad_requests_while_serving_on() {
+    let dir = scratch("api");
+    let d = Daemon::start(&config(&dir, ""));
+    assert_eq!(d.get("/healthz").status, 200);
+    assert_eq!(d.get("/readyz").status, 200);
+
+    let ok = d.post("local", "text/plain", b"echo");
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    let body = ok.json()["respond"]["body"].clone();
+    assert_eq!(body["content_type"], "text/plain");
+    assert!(
+        body["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "x-user=ada"),
+        "{body}"
+    );
+    let host = d.post("local", "", b"host").json();
+    assert_eq!(host["respond"]["body"]["placement"], "Device");
+    assert_eq!(host["respond"]["body"]["deadline_ms"], 1000);
+    let setting = d.post("local", "", b"config:greeting").json();
+    assert_eq!(setting["respond"]["body"]["value"], "hello");
+
+    // The real component, end to end.
+    let rust = d.post("file-type", "", include_bytes!("serve.rs"));
+    assert_eq!(rust.status, 200, "{}", rust.text());
+    assert_eq!(rust.json()["respond"]["body"]["label"], "rust");
+
+    // Caller mistakes: 4xx with a message.
+    let unknown = d.post("nope", "", b"echo");
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.json()["error"]["kind"], "unknown-route");
+    assert!(unknown.text().contains("local"), "{}", unknown.text());
+    assert_eq!(d.get("/v1/infer/local").status, 405);
+    assert_eq!(d.post("..", "", b"").status, 404);
+    assert_eq!(
+        support::http(d.addr, "POST", "/metrics", &[], b"").status,
+        405
+    );
+    assert_eq!(d.get("/nowhere").status, 404);
+    let big = d.post("local", "", &vec![b'x'; 65537]);
+    assert_eq!(big.status, 413, "{}", big.text());
+    let bad_json = d.post("local", "application/json", b"{\"echo\": ");
+    assert_eq!(bad_json.status, 400);
+    assert_eq!(bad_json.json()["error"]["kind"], "bad-json");
+    let invalid = d.post("local", "", b"invalid");
+    assert_eq!(invalid.status, 422);
+    assert_eq!(invalid.json()["error"]["kind"], "invalid-input");
+    // Not HTTP at all, and a request line without a version.
+    assert_eq!(raw(d.addr, b"\x16\x03\x01garbage\r\n\r\n").status, 400);
+    assert_eq!(raw(d.addr, b"POST /v1/infer/local\r\n\r\n").status, 400);
+    // A body shorter than its declared length: the connection ends, the daemon goes on.
+    let _ = std::net::TcpStream::connect(d.addr).map(|mut s| {
+        use std::io::Write;
+        let _ = s.write_all(b"POST /v1/infer/local HTTP/1.1\r\ncontent-length: 100\r\n\r\nech");
+    });
+
+    let again = d.post("local", "", b"echo");
+    assert_eq!(again.status, 200);
+    assert!(d.metric("verge_requests_total{route=\"local\"}") >= 5.0);
+    assert_eq!(
+        d.metric("verge_errors_total{route=\"-\",kind=\"unknown-route\"}"),
+        1.0
+    );
+    assert_eq!(
+        d.metric("verge_errors_total{route=\"local\",kind=\"too-large\"}"),
+        1.0
+    );
+    assert_eq!(d.metric("verge_components_loaded"), 2.0);
+    // Every log line is a JSON object with a timestamp, a level and a message.
+    for line in d.lines.lock().unwrap().iter() {
+        assert!(
+            line["ts"].is_string() && line["level"].is_string() && line["msg"].is_string(),
+            "{line}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn failing_components_get_5xx_and_the_daemon_keeps_serving() {
+    let dir = scratch("faults");
+    let d = Daemon::start(&config(&dir, ""));
+    let trap = d.post("local", "", b"trap");
+    assert_eq!(trap.status, 500, "{}", trap.text());
+    assert_eq!(trap.json()["error"]["kind"], "trap");
+    let alloc = d.post("local", "", b"alloc");
+    assert_eq!(alloc.status, 500);
+    assert_eq!(alloc.json()["error"]["kind"], "memory");
+
+    // An endless call does not hold up others.
+    let addr = d.addr;
+    let endless =
+        std::thread::spawn(move || support::http(addr, "POST", "/v1/infer/local", &[], b"loop"));
+    assert_eq!(d.get("/healthz").status, 200);
+    assert_eq!(d.post("local", "", b"echo").status, 200);
+    let endless = endless.join().unwrap();
+    assert_eq!(endless.status, 504, "{}", endless.text());
+    assert_eq!(endless.json()["error"]["kind"], "deadline");
+
+    assert_eq!(d.post("local", "", b"echo").status, 200);
+    assert_eq!(
+        d.metric("verge_errors_total{route=\"local\",kind=\"trap\"}"),
+        1.0
+    );
+    assert_eq!(
+        d.metric("verge_errors_total{route=\"local\",kind=\"deadline\"}"),
+        1.0
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn state_survives_a_restart_and_components_come_from_the_cache() {
+    let dir = scratch("state");
+    let cfg = config(&dir, "");
+    let mut d = Daemon::start(&cfg);
+    let count =
+        |d: &Daemon| d.post("local", "", b"count").json()["respond"]["body"]["hits"].clone();
+    assert_eq!(count(&d), 1);
+    assert_eq!(count(&d), 2);
+    assert!(
+        d.all("component loaded")
+            .iter()
+            .all(|l| l["source"] == "compiled")
+    );
+    assert!(d.terminate().success());
+
+    let d = Daemon::start(&cfg);
+    assert_eq!(count(&d), 3);
+    let loaded = d.all("component loaded");
+    assert_eq!(loaded.len(), 2);
+    assert!(loaded.iter().all(|l| l["source"] == "cache"), "{loaded:?}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn sigterm_lets_the_request_in_flight_finish() {
+    let dir = scratch("sigterm");
+    let mut d = Daemon::start(&config(&dir, ""));
+    let addr = d.addr;
+    let slow =
+        std::thread::spawn(move || support::http(addr, "POST", "/v1/infer/local", &[], b"loop"));
+    support::wait_until("the call to start", Duration::from_secs(10), || {
+        support::http(addr, "GET", "/metrics", &[], b"")
+            .text()
+            .contains("verge_requests_in_flight 1")
+    });
+    let status = d.terminate();
+    assert!(status.success(), "{status}");
+    // The request got its answer (the component's deadline), not a reset.
+    assert_eq!(slow.join().unwrap().status, 504);
+    assert!(d.find("stopped").is_some());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_fatal_configuration_error_exits_non_zero_with_a_json_line() {
+    let dir = scratch("fatal");
+    let cfg = config(&dir, "");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let probe_sha = support::sha256(&support::wasm("probe"));
+    std::fs::write(&cfg, text.replace(&probe_sha, &"0".repeat(64))).unwrap();
+    let mut d = Daemon::spawn(&cfg);
+    let status = d.wait(Duration::from_secs(120));
+    assert_eq!(status.code(), Some(1));
+    let fatal = d.find("fatal").expect("a fatal log line");
+    assert_eq!(fatal["level"], "error");
+    assert!(
+        fatal["error"].as_str().unwrap().contains("sha256"),
+        "{fatal}"
+    );
+
+    std::fs::write(&cfg, "routes = 3").unwrap();
+    let mut d = Daemon::spawn(&cfg);
+    assert_eq!(d.wait(Duration::from_secs(30)).code(), Some(1));
+    std::fs::remove_dir_all(&dir).ok();
+}

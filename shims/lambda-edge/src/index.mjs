@@ -1,0 +1,136 @@
+// The Lambda@Edge entry point of a package made by `verge-edge pack`.
+//
+// Module scope holds what warm invocations reuse: the manifest, the compiled
+// core modules, and the component instance with the graphs it has loaded. An
+// instance that trapped is dropped and the next invocation makes a new one.
+// Every component error or trap follows the package's on-error setting and is
+// logged as one JSON line.
+
+import { readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+import {
+  EventError,
+  QuotaError,
+  failure,
+  fromOutcome,
+  limitsFor,
+  passThrough,
+  recordOf,
+  toRequest,
+} from './cloudfront.mjs';
+import { hostImports } from './host.mjs';
+import { wasiImports } from './wasi.mjs';
+
+function log(level, fields) {
+  console.log(JSON.stringify({ level, time: new Date().toISOString(), ...fields }));
+}
+
+/** A handler for the package in `dir` (the folder holding verge.json). */
+export function createHandler(dir) {
+  const manifest = JSON.parse(readFileSync(join(dir, 'verge.json'), 'utf8'));
+  const cores = new Map();
+  // Per-invocation facts the host imports read.
+  const call = {
+    placement: 'edge-origin',
+    limits: { maxBodyBytes: 0, deadlineMs: 0, memoryBytes: 0 },
+    remainingMs: () => 0,
+  };
+  let instance = null;
+  let module = null;
+
+  async function getCoreModule(name) {
+    if (!cores.has(name)) {
+      cores.set(name, readFile(join(dir, 'component', name)).then((b) => WebAssembly.compile(b)));
+    }
+    return cores.get(name);
+  }
+
+  async function handlerOf() {
+    if (!instance) {
+      module ??= await import(pathToFileURL(join(dir, 'component', 'component.js')).href);
+      const imports = {
+        ...wasiImports((stream, line) => log('info', { source: 'component', stream, line })),
+        ...hostImports({ dir, manifest, call }),
+      };
+      instance = await module.instantiate(getCoreModule, imports);
+    }
+    return instance.handler ?? instance['verge:inference/handler'];
+  }
+
+  return async function handler(event, context) {
+    const started = process.hrtime.bigint();
+    let record;
+    try {
+      record = recordOf(event);
+    } catch (e) {
+      // Nothing sensible to pass on: CloudFront gets an error for a malformed event.
+      log('error', { kind: 'malformed-event', message: e.message });
+      throw e;
+    }
+    const { eventType } = record;
+    const limits = limitsFor(eventType);
+    call.placement = eventType.startsWith('viewer-') ? 'edge-viewer' : 'edge-origin';
+    call.limits = {
+      maxBodyBytes: limits.bodyBytes,
+      deadlineMs: manifest.timeout_s * 1000,
+      memoryBytes: manifest.memory_mb * 1024 * 1024,
+    };
+    const deadline = Date.now() + manifest.timeout_s * 1000;
+    call.remainingMs = () =>
+      typeof context?.getRemainingTimeInMillis === 'function'
+        ? context.getRemainingTimeInMillis()
+        : deadline - Date.now();
+
+    const onError = (kind, message) => {
+      log('error', { kind, message, event_type: eventType, on_error: manifest.on_error });
+      return manifest.on_error === 'fail' ? failure(record, message) : passThrough(record);
+    };
+
+    let request;
+    try {
+      request = toRequest(record);
+    } catch (e) {
+      if (e instanceof EventError) return onError('malformed-event', e.message);
+      throw e;
+    }
+
+    let outcome;
+    try {
+      const h = await handlerOf();
+      outcome = h.handle(request);
+    } catch (e) {
+      if (e?.payload?.tag) {
+        // The component's own error value: the instance stays usable.
+        return onError(e.payload.tag, String(e.payload.val));
+      }
+      // A trap (or a broken instance): drop it, the next call starts afresh.
+      instance = null;
+      return onError('trap', String(e?.message ?? e));
+    }
+    try {
+      const { result, notes } = fromOutcome(record, outcome);
+      log('info', {
+        kind: outcome.tag,
+        event_type: eventType,
+        ms: Number(process.hrtime.bigint() - started) / 1e6,
+        ...(notes.length ? { notes } : {}),
+      });
+      return result;
+    } catch (e) {
+      if (e instanceof QuotaError) return onError('quota', e.message);
+      return onError('internal', String(e?.message ?? e));
+    }
+  };
+}
+
+const here = dirname(fileURLToPath(import.meta.url));
+let packaged = null;
+
+/** The Lambda handler: `index.handler`. */
+export async function handler(event, context) {
+  packaged ??= createHandler(here);
+  return packaged(event, context);
+}
