@@ -396,6 +396,8 @@ pub async fn serve(
                 let conn = http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(Duration::from_secs(10))
+                    // A client that shuts its side after sending still gets its answer.
+                    .half_close(true)
                     .serve_connection(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {

@@ -28,7 +28,7 @@ fn answers_outcomes_and_refuses_bad_requests_while_serving_on() {
         "{body}"
     );
     let host = d.post("local", "", b"host").json();
-    assert_eq!(host["respond"]["body"]["placement"], "Device");
+    assert_eq!(host["respond"]["body"]["placement"], "Placement::Device");
     assert_eq!(host["respond"]["body"]["deadline_ms"], 1000);
     let setting = d.post("local", "", b"config:greeting").json();
     assert_eq!(setting["respond"]["body"]["value"], "hello");
@@ -72,7 +72,7 @@ fn answers_outcomes_and_refuses_bad_requests_while_serving_on() {
     assert!(d.metric("verge_requests_total{route=\"local\"}") >= 5.0);
     assert_eq!(
         d.metric("verge_errors_total{route=\"-\",kind=\"unknown-route\"}"),
-        1.0
+        2.0
     );
     assert_eq!(
         d.metric("verge_errors_total{route=\"local\",kind=\"too-large\"}"),

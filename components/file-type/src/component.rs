@@ -7,7 +7,7 @@
 //! * `deny-groups`: comma-separated Magika groups (e.g. `executable,archive`)
 //!   answered with 415 instead.
 
-use crate::magika::{self, Prepared, Verdict};
+use magika::{Prepared, Verdict};
 
 wit_bindgen::generate!({
     path: "../../wit",

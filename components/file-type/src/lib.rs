@@ -1,9 +1,7 @@
-//! `file-type`: Google's Magika model as a verge component.
-//!
-//! The Magika logic lives in [`magika`] (plain Rust, also built natively for
-//! benchmarks); `component` binds it to `wit/` when built for wasm32-wasip2.
+//! `file-type`: Google's Magika model as a verge component. The Magika logic
+//! lives in the `magika` crate (plain Rust, also built natively for
+//! benchmarks); this crate binds it to `wit/`.
 
-pub mod magika;
+#![cfg(target_arch = "wasm32")]
 
-#[cfg(target_arch = "wasm32")]
 mod component;

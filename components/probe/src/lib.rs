@@ -13,7 +13,10 @@
 //!   comma-separated, type f32|i32|i64|u8) and respond with the output shapes;
 //! * `count`: increment `hits` in the keyvalue store and respond with it;
 //! * `config:KEY`: respond with the deployment setting KEY;
-//! * `big:N`: respond with N bytes of text (to test response quotas).
+//! * `big:N`: respond with N bytes of text (to test response quotas);
+//! * `prep:N`: run file-type's Magika preprocessing N times on the body and
+//!   respond with the nanoseconds per run (the command then goes in the
+//!   `probe` attribute, since the body is the payload).
 
 #![cfg(target_arch = "wasm32")]
 
@@ -72,7 +75,10 @@ fn nn(spec: &str) -> Result<Outcome, Error> {
 
 impl Guest for Probe {
     fn handle(req: Request) -> Result<Outcome, Error> {
-        let body = String::from_utf8_lossy(&req.body).trim().to_string();
+        let body = match req.attributes.iter().find(|(k, _)| k == "probe") {
+            Some((_, command)) => command.clone(),
+            None => String::from_utf8_lossy(&req.body).trim().to_string(),
+        };
         match body.as_str() {
             "echo" => Ok(respond(format!(
                 "{{\"content_type\":{:?},\"length\":{},\"truncated\":{},\"attributes\":{:?}}}",
@@ -125,6 +131,16 @@ impl Guest for Probe {
             other => {
                 if let Some(spec) = other.strip_prefix("nn:") {
                     nn(spec)
+                } else if let Some(n) = other.strip_prefix("prep:") {
+                    let n: u32 = n.parse().map_err(|_| {
+                        Error::InvalidInput(format!("prep:N needs a number, got {n:?}"))
+                    })?;
+                    let started = std::time::Instant::now();
+                    for _ in 0..n {
+                        std::hint::black_box(magika::prepare(std::hint::black_box(&req.body)));
+                    }
+                    let ns = started.elapsed().as_nanos() as f64 / f64::from(n.max(1));
+                    Ok(respond(format!("{{\"ns_per_call\":{ns}}}")))
                 } else if let Some(n) = other.strip_prefix("big:") {
                     let n: usize = n.parse().map_err(|_| {
                         Error::InvalidInput(format!("big:N needs a number, got {n:?}"))

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 #[path = "../common.rs"]
 mod common;
-pub use common::{magika, model, wasm};
+pub use common::{magika, wasm};
 
 /// A fresh directory for one test.
 pub fn scratch(name: &str) -> PathBuf {
@@ -83,60 +83,25 @@ impl Certs {
             "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n",
         )
         .unwrap();
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ];
+        let ec = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
+        let run = |args: String| openssl(&dir, &args.split_whitespace().collect::<Vec<_>>());
         for ca in ["ca", "rogue-ca"] {
-            let mut a = vec!["req", "-x509"];
-            a.extend(ec);
-            a.extend([
-                "-keyout",
-                &format!("{ca}.key"),
-                "-out",
-                &format!("{ca}.pem"),
-            ]);
-            a.extend(["-days", "2", "-subj", &format!("/CN=verge test {ca}")]);
-            openssl(&dir, &a.iter().map(|s| &**s).collect::<Vec<_>>());
+            run(format!(
+                "req -x509 {ec} -keyout {ca}.key -out {ca}.pem -days 2 -subj /CN=verge-test-{ca}"
+            ));
         }
         for (name, ca, ext) in [
             ("server", "ca", "server.ext"),
             ("client", "ca", "client.ext"),
             ("rogue-client", "rogue-ca", "client.ext"),
         ] {
-            let (key, csr, pem) = (
-                format!("{name}.key"),
-                format!("{name}.csr"),
-                format!("{name}.pem"),
-            );
-            let mut a = vec!["req"];
-            a.extend(ec);
-            a.extend(["-keyout", &key, "-out", &csr, "-subj", "/CN=127.0.0.1"]);
-            openssl(&dir, &a);
-            let (ca_pem, ca_key) = (format!("{ca}.pem"), format!("{ca}.key"));
-            openssl(
-                &dir,
-                &[
-                    "x509",
-                    "-req",
-                    "-in",
-                    &csr,
-                    "-CA",
-                    &ca_pem,
-                    "-CAkey",
-                    &ca_key,
-                    "-CAcreateserial",
-                    "-out",
-                    &pem,
-                    "-days",
-                    "2",
-                    "-extfile",
-                    ext,
-                ],
-            );
+            run(format!(
+                "req {ec} -keyout {name}.key -out {name}.csr -subj /CN=127.0.0.1"
+            ));
+            run(format!(
+                "x509 -req -in {name}.csr -CA {ca}.pem -CAkey {ca}.key -CAcreateserial \
+                 -out {name}.pem -days 2 -extfile {ext}"
+            ));
         }
         Certs { dir }
     }
@@ -546,7 +511,6 @@ pub fn raw(addr: SocketAddr, bytes: &[u8]) -> Reply {
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     // The server may answer (and close) before reading a large body.
     let _ = s.write_all(bytes);
-    let _ = s.shutdown(std::net::Shutdown::Write);
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
     let split = out

@@ -36,17 +36,21 @@ const READ_ONLY = {
   'viewer-response': new Set(['content-encoding', 'content-length', 'transfer-encoding', 'warning', 'via']),
 };
 
-/** Whether a function may set this header in this event; why not, otherwise. */
-export function headerRefusal(eventType, name) {
+/** Whether a function may set this header (to this value) in this event; why not, otherwise. */
+export function headerRefusal(eventType, name, value = '') {
   const n = name.toLowerCase();
   if (DISALLOWED.has(n) || DISALLOWED_PREFIXES.some((p) => n.startsWith(p))) return 'disallowed';
   if (READ_ONLY[eventType]?.has(n)) return 'read-only';
   if (!/^[!#$%&'*+.^_`|~0-9a-z-]+$/.test(n)) return 'not a valid header name';
+  if (/[\0-\x08\x0a-\x1f\x7f]/.test(value)) return 'control characters in the value';
   return null;
 }
 
-/** A malformed event: reported, never thrown at CloudFront. */
+/** A malformed event. */
 export class EventError extends Error {}
+
+/** An outcome CloudFront would reject (a bad status, a body it cannot carry). */
+export class OutcomeError extends Error {}
 
 /** The CloudFront record of a Lambda@Edge event, checked. */
 export function recordOf(event) {
@@ -80,7 +84,8 @@ export function toRequest({ cf, eventType }) {
   const headers = isResponse ? cf.response.headers : req.headers;
   let body = new Uint8Array(0);
   let truncated = false;
-  if (!isResponse && req.body && typeof req.body.data === 'string') {
+  if (!isResponse && req.body) {
+    if (typeof req.body.data !== 'string') throw new EventError('the request body has no data string');
     const enc = req.body.encoding ?? 'base64';
     if (enc !== 'base64' && enc !== 'text') throw new EventError(`unknown body encoding ${JSON.stringify(enc)}`);
     body = new Uint8Array(Buffer.from(req.body.data, enc === 'base64' ? 'base64' : 'utf8'));
@@ -108,7 +113,7 @@ export function toRequest({ cf, eventType }) {
 /** Headers in CloudFront's shape, dropping (and noting) what this event forbids. */
 function applyHeaders(eventType, target, pairs, dropped) {
   for (const [name, value] of pairs) {
-    const refusal = headerRefusal(eventType, name);
+    const refusal = headerRefusal(eventType, name, String(value));
     if (refusal) {
       dropped.push({ header: name, reason: refusal });
       continue;
@@ -141,6 +146,23 @@ function generatedSize(result) {
   return size;
 }
 
+/**
+ * A response event's headers for a new body: the old body's length and
+ * encoding go where the event lets a function remove them; a read-only
+ * encoding (viewer-response) would mislabel the new body, so it is refused.
+ */
+function withoutBodyHeaders(eventType, headers = {}) {
+  const kept = { ...headers };
+  for (const name of ['content-encoding', 'content-length']) {
+    if (!kept[name]) continue;
+    if (headerRefusal(eventType, name) === null) delete kept[name];
+    else if (name === 'content-encoding' && kept[name].some((h) => h.value.trim().toLowerCase() !== 'identity')) {
+      throw new OutcomeError(`a ${eventType} cannot replace a body sent with read-only content-encoding ${headerValue(headers, name)}`);
+    }
+  }
+  return kept;
+}
+
 /** The generated response is over the event's quota. */
 export class QuotaError extends Error {}
 
@@ -158,9 +180,10 @@ export function fromOutcome({ cf, eventType }, outcome) {
   switch (outcome.tag) {
     case 'respond': {
       const r = outcome.val;
+      if (!(r.status >= 200 && r.status <= 599)) throw new OutcomeError(`status ${r.status} is not one CloudFront can return`);
       const body = Buffer.from(r.body);
       const asText = textual(r.contentType) && isUtf8(body);
-      const headers = isResponse ? { ...cf.response.headers } : {};
+      const headers = isResponse ? withoutBodyHeaders(eventType, cf.response.headers) : {};
       applyHeaders(eventType, headers, r.contentType ? [['Content-Type', r.contentType], ...r.headers] : r.headers, dropped);
       let status = String(r.status);
       if (eventType === 'viewer-response' && status !== String(cf.response.status)) {
@@ -192,7 +215,8 @@ export function fromOutcome({ cf, eventType }, outcome) {
     case 'defer': {
       // Beyond the edge's means: the origin handles it, told why.
       const target = passOn();
-      target.headers = applyHeaders(eventType, { ...(target.headers ?? {}) }, [['x-verge-deferred', outcome.val.slice(0, 512)]], dropped);
+      const reason = outcome.val.replace(/[\0-\x1f\x7f]+/g, ' ').slice(0, 512);
+      target.headers = applyHeaders(eventType, { ...(target.headers ?? {}) }, [['x-verge-deferred', reason]], dropped);
       result = target;
       break;
     }

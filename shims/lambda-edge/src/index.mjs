@@ -3,8 +3,9 @@
 // Module scope holds what warm invocations reuse: the manifest, the compiled
 // core modules, and the component instance with the graphs it has loaded. An
 // instance that trapped is dropped and the next invocation makes a new one.
-// Every component error or trap follows the package's on-error setting and is
-// logged as one JSON line.
+// Every invocation is logged as one JSON line (the component's own output
+// during the call goes into it); component errors and traps follow the
+// package's on-error setting.
 
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
@@ -13,6 +14,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 
 import {
   EventError,
+  OutcomeError,
   QuotaError,
   failure,
   fromOutcome,
@@ -28,6 +30,10 @@ function log(level, fields) {
   console.log(JSON.stringify({ level, time: new Date().toISOString(), ...fields }));
 }
 
+// Component output kept for one invocation's log line (CloudWatch takes 256 KB a line).
+const OUTPUT_LINES = 50;
+const OUTPUT_LINE_CHARS = 1000;
+
 /** A handler for the package in `dir` (the folder holding verge.json). */
 export function createHandler(dir) {
   const manifest = JSON.parse(readFileSync(join(dir, 'verge.json'), 'utf8'));
@@ -40,6 +46,7 @@ export function createHandler(dir) {
   };
   let instance = null;
   let module = null;
+  let output = [];
 
   async function getCoreModule(name) {
     if (!cores.has(name)) {
@@ -52,7 +59,9 @@ export function createHandler(dir) {
     if (!instance) {
       module ??= await import(pathToFileURL(join(dir, 'component', 'component.js')).href);
       const imports = {
-        ...wasiImports((stream, line) => log('info', { source: 'component', stream, line })),
+        ...wasiImports((stream, line) => {
+          if (output.length < OUTPUT_LINES) output.push(`${stream}: ${line.slice(0, OUTPUT_LINE_CHARS)}`);
+        }),
         ...hostImports({ dir, manifest, call }),
       };
       instance = await module.instantiate(getCoreModule, imports);
@@ -71,21 +80,13 @@ export function createHandler(dir) {
       throw e;
     }
     const { eventType } = record;
-    const limits = limitsFor(eventType);
-    call.placement = eventType.startsWith('viewer-') ? 'edge-viewer' : 'edge-origin';
-    call.limits = {
-      maxBodyBytes: limits.bodyBytes,
-      deadlineMs: manifest.timeout_s * 1000,
-      memoryBytes: manifest.memory_mb * 1024 * 1024,
-    };
     const deadline = Date.now() + manifest.timeout_s * 1000;
-    call.remainingMs = () =>
-      typeof context?.getRemainingTimeInMillis === 'function'
-        ? context.getRemainingTimeInMillis()
-        : deadline - Date.now();
+    output = [];
+    const ms = () => Number(process.hrtime.bigint() - started) / 1e6;
+    const componentOutput = () => (output.length ? { output } : {});
 
     const onError = (kind, message) => {
-      log('error', { kind, message, event_type: eventType, on_error: manifest.on_error });
+      log('error', { kind, message, event_type: eventType, on_error: manifest.on_error, ms: ms(), ...componentOutput() });
       return manifest.on_error === 'fail' ? failure(record, message) : passThrough(record);
     };
 
@@ -100,6 +101,19 @@ export function createHandler(dir) {
     let outcome;
     try {
       const h = await handlerOf();
+      // Set only now: from here to the log line all is synchronous, so no
+      // other invocation can change these before they are read.
+      call.placement = eventType.startsWith('viewer-') ? 'edge-viewer' : 'edge-origin';
+      call.limits = {
+        maxBodyBytes: limitsFor(eventType).bodyBytes,
+        deadlineMs: manifest.timeout_s * 1000,
+        memoryBytes: manifest.memory_mb * 1024 * 1024,
+      };
+      call.remainingMs = () =>
+        typeof context?.getRemainingTimeInMillis === 'function'
+          ? context.getRemainingTimeInMillis()
+          : deadline - Date.now();
+      output = [];
       outcome = h.handle(request);
     } catch (e) {
       if (e?.payload?.tag) {
@@ -115,12 +129,14 @@ export function createHandler(dir) {
       log('info', {
         kind: outcome.tag,
         event_type: eventType,
-        ms: Number(process.hrtime.bigint() - started) / 1e6,
+        ms: ms(),
         ...(notes.length ? { notes } : {}),
+        ...componentOutput(),
       });
       return result;
     } catch (e) {
       if (e instanceof QuotaError) return onError('quota', e.message);
+      if (e instanceof OutcomeError) return onError('invalid-outcome', e.message);
       return onError('internal', String(e?.message ?? e));
     }
   };

@@ -1,0 +1,190 @@
+//! The `fraud-score` component on the device host against scikit-learn's
+//! `predict_proba` on the held-out rows: `python models/fraud_score.py
+//! --reference FILE` writes them (features and probability), and the test
+//! reads FILE from VERGE_FRAUD_REFERENCE.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use verge_device::nn::Graphs;
+use verge_device::runtime::{CallError, Deployment, Limits, Outcome, Placement, Request, Runtime};
+use verge_device::runtime::{GuestError, Prepared};
+use wasmtime::component::Component;
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn wasm() -> PathBuf {
+    let dir = std::env::var_os("VERGE_WASM_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| workspace().join("target"))
+                .join("wasm32-wasip2/component")
+        });
+    let path = dir.join("fraud_score.wasm");
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (cargo build --target wasm32-wasip2 --profile component -p fraud-score)",
+        path.display()
+    );
+    path
+}
+
+fn model() -> PathBuf {
+    let path = std::env::var_os("VERGE_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("models/.cache"))
+        .join("fraud-score/model.onnx");
+    assert!(
+        path.exists(),
+        "{} is missing: run python models/fraud_score.py first",
+        path.display()
+    );
+    path
+}
+
+fn reference() -> Vec<Value> {
+    let path = std::env::var("VERGE_FRAUD_REFERENCE").expect(
+        "VERGE_FRAUD_REFERENCE must name the reference JSON lines (python models/fraud_score.py --reference FILE)",
+    );
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+struct Host {
+    runtime: Runtime,
+    prepared: Prepared,
+}
+
+impl Host {
+    fn new() -> Host {
+        let graphs = Graphs::load(&[("fraud-score".into(), model())]).unwrap();
+        let runtime = Runtime::new(graphs).unwrap();
+        let component = Component::from_file(runtime.engine(), wasm()).unwrap();
+        let prepared = runtime.prepare(&component).unwrap();
+        Host { runtime, prepared }
+    }
+
+    fn call(&self, body: &[u8], settings: &[(&str, &str)]) -> Result<Outcome, CallError> {
+        let settings: Vec<(String, String)> = settings
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let deployment = Deployment::new(
+            Placement::Local,
+            Limits {
+                deadline: Duration::from_secs(30),
+                ..Limits::default()
+            },
+            &settings,
+        );
+        let request = Request {
+            content_type: "application/json".into(),
+            body: body.to_vec(),
+            attributes: vec![],
+            truncated: false,
+        };
+        self.runtime.call(&self.prepared, &deployment, &request)
+    }
+}
+
+/// With low = high = 1 every score is annotated, so each row's score can be read.
+fn score(host: &Host, features: &Value) -> f64 {
+    let body = serde_json::to_vec(features).unwrap();
+    match host.call(&body, &[("low", "1"), ("high", "1")]) {
+        Ok(Outcome::Annotate(pairs)) => {
+            let (k, v) = &pairs[0];
+            assert_eq!(k, "x-fraud-score");
+            v.parse().unwrap()
+        }
+        other => panic!("{features}: {other:?}"),
+    }
+}
+
+#[test]
+fn scores_agree_with_scikit_learn() {
+    let rows = reference();
+    assert!(
+        rows.len() >= 1000,
+        "the reference has {} rows, the held-out set is 1000",
+        rows.len()
+    );
+    let host = Host::new();
+    let started = Instant::now();
+    let mut worst = 0f64;
+    for row in &rows {
+        let got = score(&host, &row["features"]);
+        let want = row["proba"].as_f64().unwrap();
+        worst = worst.max((got - want).abs());
+    }
+    let per_call = started.elapsed() / rows.len() as u32;
+    println!(
+        "fraud-score vs scikit-learn predict_proba: {} held-out rows, max |diff| {worst:.2e}, {per_call:?} per request on the device host",
+        rows.len()
+    );
+    assert!(worst <= 1e-5, "max difference {worst:.3e} is over 1e-5");
+}
+
+#[test]
+fn thresholds_choose_the_outcome() {
+    let rows = reference();
+    let host = Host::new();
+    let features = serde_json::to_vec(&rows[0]["features"]).unwrap();
+    let p = rows[0]["proba"].as_f64().unwrap();
+    let (below, above) = (format!("{}", p / 2.0), format!("{}", (p * 2.0).min(1.0)));
+    // Under low: annotate.
+    assert!(matches!(
+        host.call(&features, &[("low", &above), ("high", "1")]),
+        Ok(Outcome::Annotate(_))
+    ));
+    // Between: defer to the origin.
+    assert!(matches!(
+        host.call(&features, &[("low", &below), ("high", &above)]),
+        Ok(Outcome::Defer(r)) if r.contains("origin")
+    ));
+    // Over high: 403 with the score.
+    match host.call(&features, &[("low", "0"), ("high", &below)]) {
+        Ok(Outcome::Respond(r)) => {
+            assert_eq!(r.status, 403);
+            let body: Value = serde_json::from_slice(&r.body).unwrap();
+            assert!((body["fraud_score"].as_f64().unwrap() - p).abs() < 1e-5);
+        }
+        other => panic!("{other:?}"),
+    }
+    // A bad setting is the deployment's fault.
+    assert!(matches!(
+        host.call(&features, &[("low", "lots")]),
+        Err(CallError::Component(GuestError::Internal(m))) if m.contains("low")
+    ));
+}
+
+#[test]
+fn bad_inputs_are_invalid_input() {
+    let host = Host::new();
+    let mut missing: Value = reference()[0]["features"].clone();
+    missing.as_object_mut().unwrap().remove("merchant_risk");
+    let cases: [(&[u8], &str); 4] = [
+        (b"", "empty body"),
+        (b"not json", "not JSON"),
+        (
+            &serde_json::to_vec(&missing).unwrap(),
+            "missing feature 'merchant_risk'",
+        ),
+        (br#"{"amount": "a lot"}"#, "'amount' must be a number"),
+    ];
+    for (body, expected) in cases {
+        match host.call(body, &[]) {
+            Err(CallError::Component(GuestError::InvalidInput(m))) => {
+                assert!(m.contains(expected), "{m:?} should say {expected:?}")
+            }
+            other => panic!("{:?}: {other:?}", String::from_utf8_lossy(body)),
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! Per-deployment settings (`wasi:config/store`), parsed to a type.
+//!
+//! A setting that is present but does not parse is the deployment's fault, not
+//! the request's: it is an [`Error::Internal`] naming the key and the value.
+
+use crate::Error;
+use std::str::FromStr;
+
+/// Parses the raw value of setting `key` (`None` when it is not set).
+pub fn parse<T: FromStr>(key: &str, raw: Option<&str>) -> Result<Option<T>, Error>
+where
+    T::Err: std::fmt::Display,
+{
+    match raw.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|e| {
+            Error::internal(format!(
+                "setting {key} = {v:?} is not a valid {}: {e}",
+                std::any::type_name::<T>()
+            ))
+        }),
+    }
+}
+
+/// A comma-separated list (items trimmed, empty items dropped).
+pub fn list(raw: &str) -> Vec<String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+#[cfg(target_arch = "wasm32")]
+mod wit {
+    use super::parse;
+    use crate::Error;
+    use crate::bindings::wasi::config::store;
+    use std::str::FromStr;
+
+    fn config_error(key: &str, e: store::Error) -> Error {
+        Error::internal(format!("reading setting {key}: {e:?}"))
+    }
+
+    /// The raw value of setting `key`.
+    pub fn raw(key: &str) -> Result<Option<String>, Error> {
+        store::get(key).map_err(|e| config_error(key, e))
+    }
+
+    /// Setting `key` parsed as `T`, `None` when it is not set.
+    pub fn get<T: FromStr>(key: &str) -> Result<Option<T>, Error>
+    where
+        T::Err: std::fmt::Display,
+    {
+        parse(key, raw(key)?.as_deref())
+    }
+
+    /// Setting `key` parsed as `T`, or `default` when it is not set.
+    pub fn get_or<T: FromStr>(key: &str, default: T) -> Result<T, Error>
+    where
+        T::Err: std::fmt::Display,
+    {
+        Ok(get(key)?.unwrap_or(default))
+    }
+
+    /// Every setting whose key starts with `prefix`, prefix removed, sorted by key.
+    pub fn with_prefix(prefix: &str) -> Result<Vec<(String, String)>, Error> {
+        let mut all: Vec<(String, String)> = store::get_all()
+            .map_err(|e| config_error(prefix, e))?
+            .into_iter()
+            .filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v)))
+            .collect();
+        all.sort();
+        Ok(all)
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub use wit::{get, get_or, raw, with_prefix};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_parsing() {
+        assert_eq!(parse::<f32>("low", Some(" 0.25 ")).unwrap(), Some(0.25));
+        assert_eq!(parse::<f32>("low", None).unwrap(), None);
+        assert_eq!(parse::<u32>("k", Some("")).unwrap(), None);
+        assert_eq!(parse::<bool>("b", Some("true")).unwrap(), Some(true));
+        let e = parse::<f32>("high", Some("lots")).unwrap_err();
+        assert!(
+            matches!(&e, Error::Internal(m) if m.contains("high = \"lots\"") && m.contains("f32"))
+        );
+        assert_eq!(list(" a, b,,c "), vec!["a", "b", "c"]);
+    }
+}
