@@ -29,6 +29,9 @@ import { pathToFileURL } from 'node:url';
 
 const ENV = ['VERGE_DEVICE', 'VERGE_WASM_DIR', 'VERGE_MODELS_DIR', 'VERGE_EDGE_PACKAGES', 'VERGE_CORPUS'];
 const unset = ENV.filter((n) => !process.env[n]);
+if (unset.length && process.env.VERGE_REQUIRE_ALL === '1') {
+  throw new Error(`set ${unset.join(', ')}: the conformance test needs them`);
+}
 const { VERGE_DEVICE, VERGE_WASM_DIR, VERGE_MODELS_DIR, VERGE_EDGE_PACKAGES, VERGE_CORPUS } = process.env;
 const WANT = Number(process.env.VERGE_CONFORMANCE_FILES ?? 64);
 const MIN_FILES = 60;

@@ -13,7 +13,8 @@
 //   VERGE_EDGE           the verge-edge binary (pack determinism and refusals)
 //   VERGE_WASM_DIR       the built components (file_type.wasm, probe.wasm, nn_provider.wasm)
 //   VERGE_MODELS_DIR     models/.cache (magika-standard-v3-3/model.onnx)
-// Tests whose inputs are missing are skipped, saying which variable to set.
+// Tests whose inputs are missing are skipped, saying which variable to set,
+// except under VERGE_REQUIRE_ALL=1 (./dev test, CI), where that is a failure.
 //
 // Why no probe pack for a viewer trigger: probe imports wasi:nn, so the tract
 // provider is composed in and the zip is ~2.6 MB, over the 1 MB viewer quota
@@ -37,6 +38,9 @@ const MB = 1024 * KB;
 
 const missing = (...names) => {
   const unset = names.filter((n) => !process.env[n]);
+  if (unset.length && process.env.VERGE_REQUIRE_ALL === '1') {
+    throw new Error(`set ${unset.join(', ')}: the packed-artifact tests need them`);
+  }
   return unset.length ? `set ${unset.join(', ')}` : false;
 };
 const needPackages = missing('VERGE_EDGE_PACKAGES');
