@@ -19,7 +19,8 @@ anything. Deterministic and idempotent: a second run produces the same bytes and
 files untouched.
 
     python models/fraud_score.py            # train, convert, check, write
-    python models/fraud_score.py --reference OUT.jsonl   # also write held-out rows + predict_proba
+    python models/fraud_score.py --reference OUT.jsonl   # also write held-out rows, predict_proba,
+                                                          # and onnxruntime's time per row
 
 Needs scikit-learn, skl2onnx, onnxruntime (tests/reference/requirements.txt pins them).
 """
@@ -158,11 +159,23 @@ def main() -> int:
           f"held-out accuracy {meta['accuracy_heldout']}, fraud rate {meta['fraud_rate_train']}", file=sys.stderr)
 
     if args.reference:
+        import time
+
+        import onnxruntime as ort
+
+        # One row per run, one thread: the same unit of work as one request to the component.
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
         proba = clf.predict_proba(x_test)
         with open(args.reference, "w") as f:
             for row, p, label in zip(x_test, proba, y_test):
+                t0 = time.perf_counter()
+                sess.run(["probabilities"], {"features": row[None, :]})
+                ort_ms = (time.perf_counter() - t0) * 1000
                 features = {name: float(v) for name, v in zip(FEATURES, row)}
-                f.write(json.dumps({"features": features, "proba": float(p[1]), "label": int(label)}) + "\n")
+                f.write(json.dumps({"features": features, "proba": float(p[1]), "label": int(label),
+                                    "ort_ms": ort_ms}) + "\n")
     return 0
 
 

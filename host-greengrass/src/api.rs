@@ -8,8 +8,8 @@
 //!   model loaded), `GET /metrics` (Prometheus text).
 //!
 //! Caller mistakes get a 4xx, component failures a 5xx, both with a JSON
-//! `{"error": {"kind", "message"}}`. Calls run on blocking threads, at most
-//! `workers` at once, so inference never stalls the async runtime.
+//! `{"error": {"kind", "message"}}`. Calls run on a fixed pool of `workers`
+//! threads ([`Pool`]), so inference never stalls the async runtime.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -22,10 +22,10 @@ use hyper::body::{Bytes, Incoming};
 use hyper::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request as HttpRequest, Response, StatusCode};
 use serde_json::{Value, json};
-use tokio::sync::Semaphore;
 
 use crate::metrics::Metrics;
 use crate::outbox::{self, Outbox};
+use crate::pool::{Pool, PoolError};
 use crate::report;
 use crate::runtime::{CallError, Deployment, Outcome, Prepared, Request, Runtime};
 
@@ -49,7 +49,7 @@ pub struct Api {
     pub metrics: Arc<Metrics>,
     pub outbox: Option<Arc<Outbox>>,
     loaded: OnceLock<Arc<Loaded>>,
-    workers: Semaphore,
+    workers: Pool,
     max_body: usize,
     thing: Option<String>,
     stopping: AtomicBool,
@@ -118,7 +118,7 @@ impl Api {
     pub fn new(
         metrics: Arc<Metrics>,
         outbox: Option<Arc<Outbox>>,
-        workers: usize,
+        workers: Pool,
         max_body: usize,
         thing: Option<String>,
     ) -> Api {
@@ -126,7 +126,7 @@ impl Api {
             metrics,
             outbox,
             loaded: OnceLock::new(),
-            workers: Semaphore::new(workers.max(1)),
+            workers,
             max_body,
             thing,
             stopping: AtomicBool::new(false),
@@ -276,34 +276,33 @@ impl Api {
         };
         let started = Instant::now();
         let in_flight = InFlight::new(&self.metrics);
-        let done = match self.workers.acquire().await {
-            Ok(_permit) => {
-                let api = self.clone();
-                let name = route.to_string();
-                Some(tokio::task::spawn_blocking(move || api.call(&loaded, &name, &request)).await)
-            }
-            Err(_) => None,
-        };
+        let api = self.clone();
+        let name = route.to_string();
+        let done = self
+            .workers
+            .run(move || api.call(&loaded, &name, &request))
+            .await;
         drop(in_flight);
-        let Some(done) = done else {
-            return fail(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "stopping",
-                "shutting down".into(),
-            );
-        };
         self.metrics.request(route, started.elapsed());
         match done {
             Ok(Ok(body)) => json_answer(StatusCode::OK, &body),
             Ok(Err(e)) => {
                 self.metrics.error(route, e.kind());
-                json_answer(status(&e), &report::error(&e))
+                let status = status(&e);
+                // The component's failures are the operator's business; the
+                // caller's mistakes are counted, not logged.
+                if status.is_server_error() {
+                    crate::log::warn(
+                        "call failed",
+                        json!({ "route": route, "kind": e.kind(), "error": e.to_string() }),
+                    );
+                }
+                json_answer(status, &report::error(&e))
             }
-            Err(e) => fail(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "host",
-                format!("the call's thread failed: {e}"),
-            ),
+            Err(e @ PoolError::Stopped) => {
+                fail(StatusCode::SERVICE_UNAVAILABLE, "stopping", e.to_string())
+            }
+            Err(e) => fail(StatusCode::INTERNAL_SERVER_ERROR, "host", e.to_string()),
         }
     }
 

@@ -483,6 +483,42 @@ mod tests {
     }
 
     #[test]
+    fn reads_the_json_form_greengrass_writes() {
+        let dir = std::env::temp_dir().join(format!("verge-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("verge.json");
+        let json = serde_json::json!({
+            "state_dir": "/var/lib/verge",
+            "components": { "p": { "path": "p.wasm", "sha256": "ab".repeat(32) } },
+            "routes": { "r": { "component": "p", "cloud": { "topic": "verge/{thing}/r" } } },
+            "mqtt": { "host": "localhost", "client_id": "{thing}-verge",
+                      "tls": { "ca": "/certs/ca.pem", "cert": "c.pem", "key": "k.pem" } },
+            "outbox": { "policy": "reject-new" },
+        });
+        std::fs::write(&path, json.to_string()).unwrap();
+        let c = Config::load(
+            &path,
+            &Overrides {
+                thing_name: Some("gg-core".into()),
+                artifacts_dir: Some("/artifacts".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.mqtt.as_ref().unwrap().client_id, "gg-core-verge");
+        assert_eq!(
+            c.routes["r"].cloud.as_ref().unwrap().topic,
+            "verge/gg-core/r"
+        );
+        assert_eq!(c.components["p"].path, PathBuf::from("/artifacts/p.wasm"));
+        let tls = c.mqtt.as_ref().unwrap().tls.as_ref().unwrap();
+        assert_eq!(tls.ca, PathBuf::from("/certs/ca.pem"));
+        assert_eq!(tls.cert, PathBuf::from("/artifacts/c.pem"));
+        assert_eq!(c.outbox.policy, Policy::RejectNew);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn refuses_what_cannot_work() {
         let err = |text: &str| parse(text, None).unwrap_err().to_string();
         assert!(err(MINIMAL).contains("no thing_name"));

@@ -12,6 +12,7 @@
 //! * [`outbox`]: results bound for the cloud, durable until acknowledged;
 //! * [`uplink`]: the sender that drains the outbox (MQTT today);
 //! * [`api`]: the local HTTP API; [`metrics`]: its Prometheus counters;
+//!   [`pool`]: the threads calls run on;
 //! * [`daemon`]: wiring it all together, health, shutdown; [`log`]: JSON lines.
 
 pub mod api;
@@ -22,6 +23,7 @@ pub mod log;
 pub mod metrics;
 pub mod nn;
 pub mod outbox;
+pub mod pool;
 pub mod report;
 pub mod runtime;
 pub mod state;

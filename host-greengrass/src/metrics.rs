@@ -81,6 +81,14 @@ impl Metrics {
         }
     }
 
+    /// Requests that reached a component, over all routes.
+    pub fn total_requests(&self) -> u64 {
+        self.routes
+            .values()
+            .map(|m| m.requests.load(Ordering::Relaxed))
+            .sum()
+    }
+
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
     }

@@ -9,7 +9,10 @@ mod support;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use support::{Broker, Certs, Daemon, Subscriber, config, mqtt_section, scratch, wait_until};
+use support::{
+    Broker, Certs, Daemon, Subscriber, config, mqtt_section, plain_mqtt_section, scratch,
+    wait_until,
+};
 
 /// Posts `n` requests to the cloud route; returns the outbox ids, in order.
 fn post_many(d: &Daemon, n: usize) -> Vec<String> {
@@ -29,11 +32,11 @@ fn post_many(d: &Daemon, n: usize) -> Vec<String> {
 fn results_queue_while_the_broker_is_down_and_arrive_once_in_order() {
     let dir = scratch("offline");
     let certs = Certs::generate(&dir);
-    let mut broker = Broker::new(&dir, &certs);
+    let mut broker = Broker::new(&dir, Some(&certs));
     // A subscriber with a persistent session, so the broker keeps what
     // arrives for it while it is away.
     broker.start();
-    drop(Subscriber::start(broker.port, &certs, "verge/#"));
+    drop(Subscriber::start(broker.port, Some(&certs), "verge/#"));
     broker.stop();
 
     let extra = mqtt_section(broker.port, &certs, "client", "") + "[health]\ninterval_s = 1\n";
@@ -43,7 +46,7 @@ fn results_queue_while_the_broker_is_down_and_arrive_once_in_order() {
     assert_eq!(d.metric("verge_mqtt_connected"), 0.0);
 
     broker.start();
-    let sub = Subscriber::start(broker.port, &certs, "verge/#");
+    let sub = Subscriber::start(broker.port, Some(&certs), "verge/#");
     wait_until("all 20 results", Duration::from_secs(60), || {
         sub.ids("/probe").len() >= 20
     });
@@ -84,9 +87,9 @@ fn results_queue_while_the_broker_is_down_and_arrive_once_in_order() {
 fn a_crash_while_draining_loses_nothing_and_resends_keep_their_ids() {
     let dir = scratch("crash");
     let certs = Certs::generate(&dir);
-    let mut broker = Broker::new(&dir, &certs);
+    let mut broker = Broker::new(&dir, Some(&certs));
     broker.start();
-    let sub = Subscriber::start(broker.port, &certs, "verge/#");
+    let sub = Subscriber::start(broker.port, Some(&certs), "verge/#");
     broker.stop();
 
     // One message in flight at a time: a slow drain to crash in the middle of.
@@ -129,7 +132,7 @@ fn a_crash_while_draining_loses_nothing_and_resends_keep_their_ids() {
 fn a_full_outbox_applies_its_policy_and_counts_it() {
     let dir = scratch("full");
     let certs = Certs::generate(&dir);
-    let mut broker = Broker::new(&dir, &certs);
+    let mut broker = Broker::new(&dir, Some(&certs));
     // The broker is down throughout the posting.
     let one = {
         // Size one message the way the daemon does: post to a roomy outbox.
@@ -155,7 +158,7 @@ fn a_full_outbox_applies_its_policy_and_counts_it() {
     );
     // What remains is the newest, and that is what the cloud gets.
     broker.start();
-    let sub = Subscriber::start(broker.port, &certs, "verge/#");
+    let sub = Subscriber::start(broker.port, Some(&certs), "verge/#");
     wait_until("the 5 kept", Duration::from_secs(60), || {
         sub.ids("/probe").len() >= 5
     });
@@ -194,9 +197,9 @@ fn a_full_outbox_applies_its_policy_and_counts_it() {
 fn a_client_without_a_valid_certificate_is_refused() {
     let dir = scratch("refused");
     let certs = Certs::generate(&dir);
-    let mut broker = Broker::new(&dir, &certs);
+    let mut broker = Broker::new(&dir, Some(&certs));
     broker.start();
-    let sub = Subscriber::start(broker.port, &certs, "verge/#");
+    let sub = Subscriber::start(broker.port, Some(&certs), "verge/#");
 
     // A certificate from a CA the broker does not trust.
     let extra = mqtt_section(broker.port, &certs, "rogue-client", "");
@@ -241,5 +244,20 @@ fn a_client_without_a_valid_certificate_is_refused() {
     });
     assert_eq!(sub.ids("/probe"), ids);
     drop(d);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn plain_tcp_to_a_local_broker_works_too() {
+    let dir = scratch("plain");
+    let mut broker = Broker::new(&dir, None);
+    broker.start();
+    let sub = Subscriber::start(broker.port, None, "verge/#");
+    let d = Daemon::start(&config(&dir, &plain_mqtt_section(broker.port)));
+    let ids = post_many(&d, 3);
+    wait_until("3 results", Duration::from_secs(60), || {
+        sub.ids("/probe").len() >= 3
+    });
+    assert_eq!(sub.ids("/probe"), ids);
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -12,7 +12,7 @@
 //! `fraud-score`), `low` (default 0.3), `high` (default 0.8).
 
 use serde_json::Value;
-use verge_sdk::{Error, Handler, Outcome, Request, json_number};
+use verge_sdk::{Error, Handler, Model, Outcome, Request, Tensor, json_number, settings};
 
 /// The model's inputs, in its order (`FEATURES` in `models/fraud_score.py`).
 pub const FEATURES: [&str; 8] = [
@@ -103,9 +103,7 @@ pub fn decide(score: f32, low: f32, high: f32) -> Outcome {
 pub struct FraudScore;
 
 impl Handler for FraudScore {
-    #[cfg(target_arch = "wasm32")]
     fn handle(req: Request) -> Result<Outcome, Error> {
-        use verge_sdk::{Model, Tensor, settings};
         let features = parse_features(&req.body)?;
         let (low, high) = thresholds(
             settings::get_or("low", DEFAULT_LOW)?,
@@ -118,12 +116,6 @@ impl Handler for FraudScore {
             .get("probabilities")?
             .expect_dims(&[Some(1), Some(2)])?;
         Ok(decide(proba.values::<f32>()?[1], low, high))
-    }
-
-    #[cfg(not(target_arch = "wasm32"))]
-    fn handle(req: Request) -> Result<Outcome, Error> {
-        parse_features(&req.body)?;
-        Err(Error::internal("inference needs a wasm32 build"))
     }
 }
 
@@ -155,6 +147,24 @@ mod tests {
         assert!(msg(b"{nope").contains("not JSON"));
         assert_eq!(msg(br#"{"amount": 1}"#), "missing feature 'hour'");
         assert!(msg(br#"{"amount": "12"}"#).contains("'amount' must be a number"));
+    }
+
+    #[test]
+    fn handler_runs_natively_up_to_the_model() {
+        let req = |b: &[u8]| Request {
+            body: b.to_vec(),
+            ..Request::default()
+        };
+        assert!(matches!(
+            FraudScore::handle(req(b"{}")),
+            Err(Error::InvalidInput(m)) if m == "missing feature 'amount'"
+        ));
+        let ok = br#"{"amount": 1, "hour": 1, "distance_km": 1, "merchant_risk": 0.1,
+            "card_age_days": 1, "txn_last_24h": 1, "foreign": 0, "card_present": 1}"#;
+        assert!(matches!(
+            FraudScore::handle(req(ok)),
+            Err(Error::Internal(m)) if m.contains("wasi:nn")
+        ));
     }
 
     #[test]

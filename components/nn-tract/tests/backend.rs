@@ -343,7 +343,7 @@ fn corrupt_models_are_invalid_encodings() {
         vec![value("a", DataType::Float, &[D::N(2)])],
         vec![value("y", DataType::Float, &[D::N(2)])],
     );
-    let e = Model::load(&unknown).err().expect("an error");
+    let e = Model::load(&unknown).expect_err("an error");
     assert!(e.message.contains("NoSuchOperator"), "{e}");
 }
 

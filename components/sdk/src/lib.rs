@@ -11,8 +11,10 @@
 //! * [`Request`], [`Outcome`], [`Error`]: plain Rust mirrors of the WIT types
 //!   with helpers (`Outcome::json`, `Outcome::annotate`, `Outcome::defer`).
 //!
-//! The pure parts (tensors, parsing, JSON escaping, outcomes) build and test
-//! natively; what talks to the host exists only on `wasm32`.
+//! Everything builds natively too, so a component's own logic can be unit
+//! tested with `cargo test`: there, `Model::load` fails with `Error::Internal`
+//! and every setting is unset (defaults apply); `host` and `bindings` exist
+//! only on `wasm32`.
 //!
 //! ```ignore
 //! use verge_sdk::{Error, Handler, Model, Outcome, Request, Tensor};

@@ -44,6 +44,23 @@ impl Model {
     }
 }
 
+/// Outside a component there is no `wasi:nn`: a native build (a component's
+/// unit tests) compiles, and any use of a model fails with `Error::Internal`.
+#[cfg(not(target_arch = "wasm32"))]
+impl Model {
+    pub fn load(name: &str) -> Result<Model, Error> {
+        Err(Error::internal(format!(
+            "model '{name}': wasi:nn exists only inside a component (wasm32)"
+        )))
+    }
+
+    pub fn run(&self, _inputs: &[(&str, Tensor)]) -> Result<Outputs, Error> {
+        Err(Error::internal(
+            "wasi:nn exists only inside a component (wasm32)",
+        ))
+    }
+}
+
 #[cfg(target_arch = "wasm32")]
 mod wit {
     use super::{Model, Outputs};
@@ -112,5 +129,10 @@ mod tests {
             matches!(out.get("label"), Err(Error::Model(m)) if m.contains("[\"probabilities\"]"))
         );
         assert!(Outputs(vec![]).first().is_err());
+    }
+
+    #[test]
+    fn no_models_outside_a_component() {
+        assert!(matches!(Model::load("m"), Err(Error::Internal(m)) if m.contains("'m'")));
     }
 }

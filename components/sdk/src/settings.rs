@@ -31,20 +31,47 @@ pub fn list(raw: &str) -> Vec<String> {
         .collect()
 }
 
+/// Where settings come from: `wasi:config` in a component; nothing in a native
+/// build (every setting unset, so defaults apply in unit tests).
 #[cfg(target_arch = "wasm32")]
-mod wit {
-    use super::parse;
+mod source {
     use crate::Error;
     use crate::bindings::wasi::config::store;
-    use std::str::FromStr;
 
     fn config_error(key: &str, e: store::Error) -> Error {
         Error::internal(format!("reading setting {key}: {e:?}"))
     }
 
+    pub fn get(key: &str) -> Result<Option<String>, Error> {
+        store::get(key).map_err(|e| config_error(key, e))
+    }
+
+    pub fn get_all() -> Result<Vec<(String, String)>, Error> {
+        store::get_all().map_err(|e| config_error("*", e))
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+mod source {
+    use crate::Error;
+
+    pub fn get(_key: &str) -> Result<Option<String>, Error> {
+        Ok(None)
+    }
+
+    pub fn get_all() -> Result<Vec<(String, String)>, Error> {
+        Ok(vec![])
+    }
+}
+
+mod typed {
+    use super::{parse, source};
+    use crate::Error;
+    use std::str::FromStr;
+
     /// The raw value of setting `key`.
     pub fn raw(key: &str) -> Result<Option<String>, Error> {
-        store::get(key).map_err(|e| config_error(key, e))
+        source::get(key)
     }
 
     /// Setting `key` parsed as `T`, `None` when it is not set.
@@ -65,8 +92,7 @@ mod wit {
 
     /// Every setting whose key starts with `prefix`, prefix removed, sorted by key.
     pub fn with_prefix(prefix: &str) -> Result<Vec<(String, String)>, Error> {
-        let mut all: Vec<(String, String)> = store::get_all()
-            .map_err(|e| config_error(prefix, e))?
+        let mut all: Vec<(String, String)> = source::get_all()?
             .into_iter()
             .filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v)))
             .collect();
@@ -75,8 +101,7 @@ mod wit {
     }
 }
 
-#[cfg(target_arch = "wasm32")]
-pub use wit::{get, get_or, raw, with_prefix};
+pub use typed::{get, get_or, raw, with_prefix};
 
 #[cfg(test)]
 mod tests {
@@ -93,5 +118,8 @@ mod tests {
             matches!(&e, Error::Internal(m) if m.contains("high = \"lots\"") && m.contains("f32"))
         );
         assert_eq!(list(" a, b,,c "), vec!["a", "b", "c"]);
+        // Natively nothing is set: defaults apply.
+        assert_eq!(get_or("low", 0.5f32).unwrap(), 0.5);
+        assert!(with_prefix("label.").unwrap().is_empty());
     }
 }

@@ -22,7 +22,7 @@
 pub mod tokenizer;
 mod unicode_tables;
 
-use verge_sdk::{Error, Handler, Outcome, Request, json_string};
+use verge_sdk::{Error, Handler, Model, Outcome, Request, Tensor, settings};
 
 /// The embedding size of all-MiniLM-L6-v2.
 pub const DIM: usize = 384;
@@ -106,9 +106,7 @@ fn json_floats(v: &[f32]) -> String {
 
 pub struct TextEmbed;
 
-#[cfg(target_arch = "wasm32")]
-fn embed(model: &verge_sdk::Model, enc: &tokenizer::Encoding) -> Result<Vec<f32>, Error> {
-    use verge_sdk::Tensor;
+fn embed(model: &Model, enc: &tokenizer::Encoding) -> Result<Vec<f32>, Error> {
     let n = enc.ids.len() as u32;
     let outputs = model.run(&[
         ("input_ids", Tensor::new(&[1, n], &enc.ids)?),
@@ -125,9 +123,7 @@ fn embed(model: &verge_sdk::Model, enc: &tokenizer::Encoding) -> Result<Vec<f32>
 }
 
 impl Handler for TextEmbed {
-    #[cfg(target_arch = "wasm32")]
     fn handle(req: Request) -> Result<Outcome, Error> {
-        use verge_sdk::{Model, settings};
         let text = request_text(&req)?;
         let model = Model::load(&settings::get_or("model", "minilm".to_string())?)?;
         let labels = parse_labels(&settings::with_prefix("label.")?)?;
@@ -175,11 +171,11 @@ impl Handler for TextEmbed {
         if let Some((label, sim)) = nearest {
             let all: Vec<String> = similarities
                 .iter()
-                .map(|(n, s)| format!("{}:{s}", json_string(n)))
+                .map(|(n, s)| format!("{}:{s}", verge_sdk::json_string(n)))
                 .collect();
             body += &format!(
                 ",\"label\":{},\"similarity\":{sim},\"similarities\":{{{}}}",
-                json_string(label),
+                verge_sdk::json_string(label),
                 all.join(",")
             );
         }
@@ -192,12 +188,6 @@ impl Handler for TextEmbed {
         }
         body.push('}');
         Ok(Outcome::json(200, body))
-    }
-
-    #[cfg(not(target_arch = "wasm32"))]
-    fn handle(req: Request) -> Result<Outcome, Error> {
-        request_text(&req)?;
-        Err(Error::internal("inference needs a wasm32 build"))
     }
 }
 

@@ -124,11 +124,21 @@ pub fn pre_tokenize(text: &str) -> Vec<&str> {
     words
 }
 
+fn vocab_token(i: usize) -> &'static str {
+    &vocab::TOKENS[vocab::STARTS[i] as usize..vocab::STARTS[i + 1] as usize]
+}
+
 fn lookup(token: &str) -> Option<i64> {
-    vocab::VOCAB
-        .binary_search_by(|&(t, _)| t.as_bytes().cmp(token.as_bytes()))
-        .ok()
-        .map(|i| i64::from(vocab::VOCAB[i].1))
+    let (mut lo, mut hi) = (0, vocab::IDS.len());
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        match vocab_token(mid).as_bytes().cmp(token.as_bytes()) {
+            std::cmp::Ordering::Less => lo = mid + 1,
+            std::cmp::Ordering::Greater => hi = mid,
+            std::cmp::Ordering::Equal => return Some(i64::from(vocab::IDS[mid])),
+        }
+    }
+    None
 }
 
 /// WordPiece on one word: longest prefix first, `##` continuations, `[UNK]`
@@ -196,6 +206,19 @@ mod tests {
 
     fn id(tok: &str) -> i64 {
         lookup(tok).unwrap_or_else(|| panic!("{tok} not in the vocabulary"))
+    }
+
+    #[test]
+    fn vocabulary() {
+        assert_eq!(vocab::IDS.len(), 30522);
+        assert_eq!(
+            (id("[PAD]"), id("[UNK]"), id("[CLS]"), id("[SEP]")),
+            (0, UNK, CLS, SEP)
+        );
+        assert_eq!((CLS, SEP, UNK), (101, 102, 100));
+        assert_eq!(id("##ing"), 2075);
+        assert_eq!(lookup("notaword"), None);
+        assert!((1..vocab::IDS.len()).all(|i| vocab_token(i - 1) < vocab_token(i)));
     }
 
     #[test]

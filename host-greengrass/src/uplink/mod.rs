@@ -196,3 +196,125 @@ async fn blocking<T: Send + 'static>(
         Err(e) => Err(format!("outbox task failed: {e}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The sender against a scripted uplink: the seam, without a broker.
+
+    use std::sync::Mutex;
+
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::config::Policy;
+
+    /// Every connection attempt takes the next script: `None` refuses,
+    /// `Some(n)` accepts, acknowledges the first `n` messages it is sent, then drops.
+    struct Scripted {
+        scripts: Mutex<VecDeque<Option<usize>>>,
+        sent: Arc<Mutex<Vec<String>>>,
+    }
+
+    struct Link {
+        budget: usize,
+        sent: Arc<Mutex<Vec<String>>>,
+        tx: mpsc::UnboundedSender<Event>,
+        rx: mpsc::UnboundedReceiver<Event>,
+    }
+
+    impl Connector for Scripted {
+        type Uplink = Link;
+        async fn connect(&self) -> Result<Link, UplinkError> {
+            let script = self.scripts.lock().unwrap().pop_front().flatten();
+            let Some(budget) = script else {
+                return Err(UplinkError::Connect("refused".into()));
+            };
+            let (tx, rx) = mpsc::unbounded_channel();
+            Ok(Link {
+                budget,
+                sent: self.sent.clone(),
+                tx,
+                rx,
+            })
+        }
+    }
+
+    impl Uplink for Link {
+        fn send(&mut self, msg: &Message) -> Result<(), UplinkError> {
+            self.sent.lock().unwrap().push(msg.id.clone());
+            let event = if self.budget == 0 {
+                Event::Lost("dropped".into())
+            } else {
+                self.budget -= 1;
+                Event::Acked(msg.seq)
+            };
+            let _ = self.tx.send(event);
+            Ok(())
+        }
+        fn notify(&mut self, _: &str, _: Vec<u8>) -> Result<(), UplinkError> {
+            Ok(())
+        }
+        async fn events(&mut self) -> Vec<Event> {
+            let mut out = vec![self.rx.recv().await.expect("sender alive")];
+            while let Ok(e) = self.rx.try_recv() {
+                out.push(e);
+            }
+            out
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn drains_in_order_through_refusals_and_drops() {
+        let dir = std::env::temp_dir().join(format!("verge-sender-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let outbox =
+            Arc::new(Outbox::open(&dir.join("o.db"), 1 << 20, 1 << 16, Policy::RejectNew).unwrap());
+        let ids: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+        for id in &ids {
+            outbox.push(id, "t", b"{}").unwrap();
+        }
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        // Refused, then 3 acknowledged and dropped, refused, then all the rest.
+        let connector = Scripted {
+            scripts: Mutex::new([None, Some(3), None, Some(usize::MAX)].into()),
+            sent: sent.clone(),
+        };
+        let metrics = Arc::new(Metrics::new(&[]));
+        let options = SenderOptions {
+            window: 4,
+            max_backoff: Duration::from_millis(1),
+            health_topic: "h".into(),
+            health_interval: Duration::from_secs(60),
+        };
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(run_sender(
+            connector,
+            outbox.clone(),
+            metrics.clone(),
+            options,
+            || json!({}),
+            stop_rx,
+        ));
+        for _ in 0..500 {
+            if outbox.stats().depth.load(Ordering::Relaxed) == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stop_tx.send(true).unwrap();
+        task.await.unwrap();
+        assert_eq!(outbox.stats().depth.load(Ordering::Relaxed), 0);
+        assert_eq!(metrics.mqtt_connects.load(Ordering::Relaxed), 2);
+        assert_eq!(metrics.mqtt_published.load(Ordering::Relaxed), 10);
+        // First sends are in order; after the drop, the sender starts again
+        // from the oldest unacknowledged message.
+        let sent = sent.lock().unwrap().clone();
+        let mut seen = std::collections::HashSet::new();
+        let firsts: Vec<&String> = sent.iter().filter(|id| seen.insert(*id)).collect();
+        assert_eq!(firsts, ids.iter().collect::<Vec<_>>());
+        let resumed = sent.iter().rposition(|id| id == "m3").unwrap();
+        assert_eq!(sent[resumed..], ids[3..]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

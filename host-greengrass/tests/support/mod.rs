@@ -123,25 +123,30 @@ pub struct Broker {
 }
 
 impl Broker {
-    pub fn new(dir: &Path, certs: &Certs) -> Broker {
+    /// With `certs`, mutual TLS; without, plain TCP.
+    pub fn new(dir: &Path, certs: Option<&Certs>) -> Broker {
         let port = free_port();
         let data = dir.join("mosquitto");
         std::fs::create_dir_all(&data).unwrap();
         let conf = data.join("mosquitto.conf");
+        let tls = certs.map_or(String::new(), |c| {
+            format!(
+                "require_certificate true\ncafile {}\ncertfile {}\nkeyfile {}\n",
+                c.path("ca.pem").display(),
+                c.path("server.pem").display(),
+                c.path("server.key").display(),
+            )
+        });
         std::fs::write(
             &conf,
             format!(
                 "listener {port} 127.0.0.1\n\
                  allow_anonymous true\n\
-                 require_certificate true\n\
-                 cafile {ca}\ncertfile {cert}\nkeyfile {key}\n\
+                 {tls}\
                  persistence true\npersistence_location {data}/\n\
                  max_queued_messages 100000\n\
                  log_dest file {data}/mosquitto.log\n\
                  user root\n",
-                ca = certs.path("ca.pem").display(),
-                cert = certs.path("server.pem").display(),
-                key = certs.path("server.key").display(),
                 data = data.display(),
             ),
         )
@@ -236,16 +241,18 @@ pub struct Subscriber {
 impl Subscriber {
     /// Connects (retrying while the broker is away) and waits for the first
     /// SUBACK, so nothing published afterwards is missed.
-    pub fn start(port: u16, certs: &Certs, filter: &str) -> Subscriber {
+    pub fn start(port: u16, certs: Option<&Certs>, filter: &str) -> Subscriber {
         let received = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let subscribed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let tls = verge_device::uplink::mqtt::tls_config(&verge_device::config::Tls {
-            ca: certs.path("ca.pem"),
-            cert: certs.path("client.pem"),
-            key: certs.path("client.key"),
-        })
-        .unwrap();
+        let tls = certs.map(|certs| {
+            verge_device::uplink::mqtt::tls_config(&verge_device::config::Tls {
+                ca: certs.path("ca.pem"),
+                cert: certs.path("client.pem"),
+                key: certs.path("client.key"),
+            })
+            .unwrap()
+        });
         let (r, s, sub) = (received.clone(), stop.clone(), subscribed.clone());
         let filter = filter.to_string();
         let thread = std::thread::spawn(move || {
@@ -260,10 +267,12 @@ impl Subscriber {
                 let mut o = MqttOptions::new("verge-test-subscriber", "127.0.0.1", port);
                 o.set_clean_session(false)
                     .set_keep_alive(Duration::from_secs(5))
-                    .set_max_packet_size(1 << 20, 1 << 20)
-                    .set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+                    .set_max_packet_size(1 << 20, 1 << 20);
+                if let Some(tls) = tls {
+                    o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
                         Arc::new(tls),
                     )));
+                }
                 let (client, mut el) = AsyncClient::new(o, 100);
                 client.subscribe(&filter, QoS::AtLeastOnce).await.unwrap();
                 while !s.load(std::sync::atomic::Ordering::Relaxed) {
@@ -588,6 +597,14 @@ component = "file-type"
     let path = dir.join("verge.toml");
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// The `[mqtt]` section over plain TCP, and a cloud route `probe`.
+pub fn plain_mqtt_section(port: u16) -> String {
+    format!(
+        "[routes.probe]\ncomponent = \"probe\"\ncloud = {{ topic = \"verge/{{thing}}/probe\" }}\n\n\
+         [mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nreconnect_max_s = 1\n"
+    )
 }
 
 /// The `[mqtt]` section (mutual TLS) and a cloud route `probe`.

@@ -1,0 +1,248 @@
+//! The `image-classify` component on the device host against onnxruntime on
+//! the same preprocessed tensor (`tests/reference/image_classify_reference.py`,
+//! JSON lines named by VERGE_IMAGE_REFERENCE): scikit-image's photographs of a
+//! cat and a cup of coffee (PNG) and a rocket (JPEG).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use verge_device::nn::Graphs;
+use verge_device::runtime::{
+    CallError, Deployment, GuestError, Limits, Outcome, Placement, Prepared, Request, Runtime,
+};
+use verge_nn_tract::{ElementType, Tensor};
+use wasmtime::component::Component;
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn wasm() -> PathBuf {
+    let path = std::env::var_os("VERGE_WASM_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| workspace().join("target"))
+                .join("wasm32-wasip2/component")
+        })
+        .join("image_classify.wasm");
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (cargo build --target wasm32-wasip2 --profile component -p image-classify)",
+        path.display()
+    );
+    path
+}
+
+fn model() -> PathBuf {
+    let path = std::env::var_os("VERGE_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("models/.cache"))
+        .join("efficientnet-lite0/model.onnx");
+    assert!(
+        path.exists(),
+        "{} is missing: run python models/efficientnet_lite0.py first",
+        path.display()
+    );
+    path
+}
+
+fn reference() -> Vec<Value> {
+    let path = std::env::var("VERGE_IMAGE_REFERENCE").expect(
+        "VERGE_IMAGE_REFERENCE must name the reference JSON lines (tests/reference/image_classify_reference.py)",
+    );
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+struct Host {
+    runtime: Runtime,
+    prepared: Prepared,
+}
+
+impl Host {
+    fn new() -> Host {
+        let graphs = Graphs::load(&[("efficientnet-lite0".into(), model())]).unwrap();
+        let runtime = Runtime::new(graphs).unwrap();
+        let component = Component::from_file(runtime.engine(), wasm()).unwrap();
+        let prepared = runtime.prepare(&component).unwrap();
+        Host { runtime, prepared }
+    }
+
+    fn call(&self, body: &[u8], settings: &[(&str, &str)]) -> Result<Outcome, CallError> {
+        let settings: Vec<(String, String)> = settings
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let deployment = Deployment::new(
+            Placement::Local,
+            Limits {
+                deadline: Duration::from_secs(60),
+                ..Limits::default()
+            },
+            &settings,
+        );
+        let request = Request {
+            content_type: String::new(),
+            body: body.to_vec(),
+            attributes: vec![],
+            truncated: false,
+        };
+        self.runtime.call(&self.prepared, &deployment, &request)
+    }
+}
+
+fn top(probabilities: &[f64], k: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..probabilities.len()).collect();
+    idx.sort_by(|&a, &b| probabilities[b].total_cmp(&probabilities[a]));
+    idx.truncate(k);
+    idx
+}
+
+#[test]
+fn agrees_with_onnxruntime_on_photographs() {
+    let rows = reference();
+    assert_eq!(
+        rows.len(),
+        3,
+        "the reference has {} images, expected 3",
+        rows.len()
+    );
+    let host = Host::new();
+    let model = host
+        .runtime
+        .graphs()
+        .model("efficientnet-lite0")
+        .unwrap()
+        .clone();
+    let mut session = model.session();
+    let (mut ours, mut native, mut ort) = (Duration::ZERO, Duration::ZERO, 0f64);
+    for row in &rows {
+        let image = row["image"].as_str().unwrap();
+        let body = std::fs::read(image).unwrap_or_else(|e| panic!("{image}: {e}"));
+        let want: Vec<f64> = row["probabilities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+
+        let started = Instant::now();
+        let outcome = host.call(&body, &[("top-k", "5")]);
+        ours += started.elapsed();
+        let Ok(Outcome::Respond(r)) = outcome else {
+            panic!("{image}: {outcome:?}")
+        };
+        let got: Value = serde_json::from_slice(&r.body).unwrap();
+        let got = got["top"].as_array().unwrap();
+        assert_eq!(got.len(), 5);
+        let expected = top(&want, 5);
+        assert_eq!(
+            got[0]["index"].as_u64().unwrap() as usize,
+            expected[0],
+            "{image}: top-1 differs from onnxruntime: {got:?}"
+        );
+        // PNG decodes to the same pixels in both: the same tensor, scores within 1e-4.
+        // JPEG decoders (zune-jpeg, libjpeg) may differ by a level here and there.
+        let tolerance = if row["format"] == "png" { 1e-4 } else { 2e-2 };
+        for item in got {
+            let i = item["index"].as_u64().unwrap() as usize;
+            let d = (item["score"].as_f64().unwrap() - want[i]).abs();
+            assert!(d <= tolerance, "{image}: class {i} score differs by {d}");
+        }
+        println!(
+            "{image}: {} ({:.3}), onnxruntime {} ({:.3})",
+            got[0]["label"], got[0]["score"], expected[0], want[expected[0]]
+        );
+
+        // Native tract on the reference's own tensor agrees with onnxruntime too.
+        let tensor = std::fs::read(row["tensor"].as_str().unwrap()).unwrap();
+        let input = Tensor::new(vec![1, 3, 224, 224], ElementType::F32, tensor);
+        let started = Instant::now();
+        let out = session.run(&[("input".into(), input)]).unwrap();
+        native += started.elapsed();
+        let p: Vec<f32> = out[0]
+            .1
+            .data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        let d = p
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (f64::from(*a) - b).abs())
+            .fold(0f64, f64::max);
+        assert!(
+            d <= 1e-4,
+            "{image}: native tract differs from onnxruntime by {d}"
+        );
+        ort += row["ort_ms"].as_f64().unwrap();
+    }
+    let n = rows.len() as f64;
+    println!(
+        "image-classify: mean per request: device host {:.1} ms (decode + preprocess + model, fresh instance), \
+         native tract {:.1} ms, onnxruntime (Python, 1 thread) {:.1} ms (model only)",
+        ours.as_secs_f64() * 1000.0 / n,
+        native.as_secs_f64() * 1000.0 / n,
+        ort / n
+    );
+}
+
+#[test]
+fn photographs_make_sense() {
+    let host = Host::new();
+    let dir = std::env::var_os("VERGE_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("models/.cache"));
+    // ImageNet's cats (tabby, tiger cat, Persian, Siamese, Egyptian) and coffee (mug, espresso, cup).
+    let cases: [(&str, &[u64]); 2] = [
+        ("skimage-chelsea/chelsea.png", &[281, 282, 283, 284, 285]),
+        ("skimage-coffee/coffee.png", &[504, 967, 968]),
+    ];
+    for (file, classes) in cases {
+        let path = dir.join(file);
+        let body = std::fs::read(&path).unwrap_or_else(|e| {
+            panic!("{}: {e}: run python3 models/fetch.py first", path.display())
+        });
+        match host.call(&body, &[("mode", "annotate")]) {
+            Ok(Outcome::Annotate(pairs)) => {
+                assert_eq!(pairs[0].0, "x-image-label");
+                let label = &pairs[0].1;
+                let i = image_classify::LABELS
+                    .iter()
+                    .position(|l| l == label)
+                    .unwrap() as u64;
+                assert!(classes.contains(&i), "{file}: top-1 {label} ({i})");
+            }
+            other => panic!("{file}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn bad_inputs_are_invalid_input() {
+    let host = Host::new();
+    let cases: [(&[u8], &str); 4] = [
+        (b"", "not a PNG or JPEG"),
+        (b"GIF89a....", "not a PNG or JPEG"),
+        (b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0", "invalid PNG"),
+        (&[0xff, 0xd8, 0xff, 0xe0, 0, 16, b'J', b'F'], "invalid JPEG"),
+    ];
+    for (body, expected) in cases {
+        match host.call(body, &[]) {
+            Err(CallError::Component(GuestError::InvalidInput(m))) => {
+                assert!(m.contains(expected), "{m:?} should say {expected:?}")
+            }
+            other => panic!("{:?}: {other:?}", String::from_utf8_lossy(body)),
+        }
+    }
+    assert!(matches!(
+        host.call(b"x", &[("top-k", "0")]),
+        Err(CallError::Component(GuestError::Internal(m))) if m.contains("top-k")
+    ));
+}
