@@ -16,7 +16,7 @@
 //! and every setting is unset (defaults apply); `host` and `bindings` exist
 //! only on `wasm32`.
 //!
-//! ```ignore
+//! ```
 //! use verge_sdk::{Error, Handler, Model, Outcome, Request, Tensor};
 //!
 //! struct Doubler;
