@@ -8,52 +8,27 @@ mod common;
 use std::time::Duration;
 
 use serde_json::Value;
-use verge_device::nn::Graphs;
-use verge_device::runtime::{Deployment, Limits, Outcome, Placement, Request, Runtime};
-use wasmtime::component::Component;
+use verge_device::runtime::Outcome;
+use verge_device::testkit::{self, Host};
 
 #[test]
 fn file_type_agrees_with_python_magika() {
-    let reference = std::env::var("VERGE_MAGIKA_REFERENCE").expect(
-        "VERGE_MAGIKA_REFERENCE must name the reference JSON lines (./dev test writes them)",
-    );
-    let text = std::fs::read_to_string(&reference).unwrap();
-    let rows: Vec<Value> = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let rows = testkit::reference("VERGE_MAGIKA_REFERENCE", "./dev test writes them");
     assert!(
         rows.len() >= 200,
         "the corpus has {} files, at least 200 are needed",
         rows.len()
     );
 
-    let graphs = Graphs::load(&[("magika".into(), common::magika())]).unwrap();
-    let runtime = Runtime::new(graphs).unwrap();
-    let component = Component::from_file(runtime.engine(), common::wasm("file_type")).unwrap();
-    let prepared = runtime.prepare(&component).unwrap();
-    let deployment = Deployment::new(
-        Placement::Local,
-        Limits {
-            deadline: Duration::from_secs(30),
-            ..Limits::default()
-        },
-        &[],
-    );
+    let wasm = common::wasm("file_type");
+    let host = Host::new("magika", common::magika(), wasm, Duration::from_secs(30));
 
     let (mut same, mut score_diff) = (0, 0f64);
     let mut disagreements = Vec::new();
     for row in &rows {
         let path = row["path"].as_str().unwrap();
         let body = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        let request = Request {
-            content_type: String::new(),
-            body,
-            attributes: vec![],
-            truncated: false,
-        };
-        let outcome = runtime.call(&prepared, &deployment, &request);
+        let outcome = host.call("", &body, &[]);
         let Ok(Outcome::Respond(r)) = outcome else {
             panic!("{path}: {outcome:?}");
         };

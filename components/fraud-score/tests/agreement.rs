@@ -3,103 +3,34 @@
 //! --reference FILE` writes them (features and probability), and the test
 //! reads FILE from VERGE_FRAUD_REFERENCE.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use verge_device::nn::Graphs;
-use verge_device::runtime::{CallError, Deployment, Limits, Outcome, Placement, Request, Runtime};
-use verge_device::runtime::{GuestError, Prepared};
+use verge_device::runtime::{CallError, GuestError, Outcome};
+use verge_device::testkit::{self, Host};
 use verge_nn_tract::{ElementType, Tensor};
-use wasmtime::component::Component;
-
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn wasm() -> PathBuf {
-    let dir = std::env::var_os("VERGE_WASM_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| workspace().join("target"))
-                .join("wasm32-wasip2/component")
-        });
-    let path = dir.join("fraud_score.wasm");
-    assert!(
-        path.exists(),
-        "{} is missing: build it first (cargo build --target wasm32-wasip2 --profile component -p fraud-score)",
-        path.display()
-    );
-    path
-}
-
-fn model() -> PathBuf {
-    let path = std::env::var_os("VERGE_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("models/.cache"))
-        .join("fraud-score/model.onnx");
-    assert!(
-        path.exists(),
-        "{} is missing: run python models/fraud_score.py first",
-        path.display()
-    );
-    path
-}
 
 fn reference() -> Vec<Value> {
-    let path = std::env::var("VERGE_FRAUD_REFERENCE").expect(
-        "VERGE_FRAUD_REFERENCE must name the reference JSON lines (python models/fraud_score.py --reference FILE)",
-    );
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    testkit::reference(
+        "VERGE_FRAUD_REFERENCE",
+        "python models/fraud_score.py --reference FILE",
+    )
 }
 
-struct Host {
-    runtime: Runtime,
-    prepared: Prepared,
+fn host() -> Host {
+    let model = testkit::model("fraud-score", "model.onnx", "python models/fraud_score.py");
+    let wasm = testkit::wasm("fraud_score");
+    Host::new("fraud-score", model, wasm, Duration::from_secs(30))
 }
 
-impl Host {
-    fn new() -> Host {
-        let graphs = Graphs::load(&[("fraud-score".into(), model())]).unwrap();
-        let runtime = Runtime::new(graphs).unwrap();
-        let component = Component::from_file(runtime.engine(), wasm()).unwrap();
-        let prepared = runtime.prepare(&component).unwrap();
-        Host { runtime, prepared }
-    }
-
-    fn call(&self, body: &[u8], settings: &[(&str, &str)]) -> Result<Outcome, CallError> {
-        let settings: Vec<(String, String)> = settings
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let deployment = Deployment::new(
-            Placement::Local,
-            Limits {
-                deadline: Duration::from_secs(30),
-                ..Limits::default()
-            },
-            &settings,
-        );
-        let request = Request {
-            content_type: "application/json".into(),
-            body: body.to_vec(),
-            attributes: vec![],
-            truncated: false,
-        };
-        self.runtime.call(&self.prepared, &deployment, &request)
-    }
+fn call(host: &Host, body: &[u8], settings: &[(&str, &str)]) -> Result<Outcome, CallError> {
+    host.call("application/json", body, settings)
 }
 
 /// With low = high = 1 every score is annotated, so each row's score can be read.
 fn score(host: &Host, features: &Value) -> f64 {
     let body = serde_json::to_vec(features).unwrap();
-    match host.call(&body, &[("low", "1"), ("high", "1")]) {
+    match call(host, &body, &[("low", "1"), ("high", "1")]) {
         Ok(Outcome::Annotate(pairs)) => {
             let (k, v) = &pairs[0];
             assert_eq!(k, "x-fraud-score");
@@ -117,7 +48,7 @@ fn scores_agree_with_scikit_learn() {
         "the reference has {} rows, the held-out set is 1000",
         rows.len()
     );
-    let host = Host::new();
+    let host = host();
     let started = Instant::now();
     let mut worst = 0f64;
     for row in &rows {
@@ -158,22 +89,22 @@ fn scores_agree_with_scikit_learn() {
 #[test]
 fn thresholds_choose_the_outcome() {
     let rows = reference();
-    let host = Host::new();
+    let host = host();
     let features = serde_json::to_vec(&rows[0]["features"]).unwrap();
     let p = rows[0]["proba"].as_f64().unwrap();
     let (below, above) = (format!("{}", p / 2.0), format!("{}", (p * 2.0).min(1.0)));
     // Under low: annotate.
     assert!(matches!(
-        host.call(&features, &[("low", &above), ("high", "1")]),
+        call(&host, &features, &[("low", &above), ("high", "1")]),
         Ok(Outcome::Annotate(_))
     ));
     // Between: defer to the origin.
     assert!(matches!(
-        host.call(&features, &[("low", &below), ("high", &above)]),
+        call(&host, &features, &[("low", &below), ("high", &above)]),
         Ok(Outcome::Defer(r)) if r.contains("origin")
     ));
     // Over high: 403 with the score.
-    match host.call(&features, &[("low", "0"), ("high", &below)]) {
+    match call(&host, &features, &[("low", "0"), ("high", &below)]) {
         Ok(Outcome::Respond(r)) => {
             assert_eq!(r.status, 403);
             let body: Value = serde_json::from_slice(&r.body).unwrap();
@@ -183,14 +114,14 @@ fn thresholds_choose_the_outcome() {
     }
     // A bad setting is the deployment's fault.
     assert!(matches!(
-        host.call(&features, &[("low", "lots")]),
+        call(&host, &features, &[("low", "lots")]),
         Err(CallError::Component(GuestError::Internal(m))) if m.contains("low")
     ));
 }
 
 #[test]
 fn bad_inputs_are_invalid_input() {
-    let host = Host::new();
+    let host = host();
     let mut missing: Value = reference()[0]["features"].clone();
     missing.as_object_mut().unwrap().remove("merchant_risk");
     let cases: [(&[u8], &str); 4] = [
@@ -203,7 +134,7 @@ fn bad_inputs_are_invalid_input() {
         (br#"{"amount": "a lot"}"#, "'amount' must be a number"),
     ];
     for (body, expected) in cases {
-        match host.call(body, &[]) {
+        match call(&host, body, &[]) {
             Err(CallError::Component(GuestError::InvalidInput(m))) => {
                 assert!(m.contains(expected), "{m:?} should say {expected:?}")
             }

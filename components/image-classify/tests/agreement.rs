@@ -3,98 +3,32 @@
 //! JSON lines named by VERGE_IMAGE_REFERENCE): scikit-image's photographs of a
 //! cat and a cup of coffee (PNG) and a rocket (JPEG).
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use verge_device::nn::Graphs;
-use verge_device::runtime::{
-    CallError, Deployment, GuestError, Limits, Outcome, Placement, Prepared, Request, Runtime,
-};
+use verge_device::runtime::{CallError, GuestError, Outcome};
+use verge_device::testkit::{self, Host};
 use verge_nn_tract::{ElementType, Tensor};
-use wasmtime::component::Component;
-
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn wasm() -> PathBuf {
-    let path = std::env::var_os("VERGE_WASM_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| workspace().join("target"))
-                .join("wasm32-wasip2/component")
-        })
-        .join("image_classify.wasm");
-    assert!(
-        path.exists(),
-        "{} is missing: build it first (cargo build --target wasm32-wasip2 --profile component -p image-classify)",
-        path.display()
-    );
-    path
-}
-
-fn model() -> PathBuf {
-    let path = std::env::var_os("VERGE_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("models/.cache"))
-        .join("efficientnet-lite0/model.onnx");
-    assert!(
-        path.exists(),
-        "{} is missing: run python models/efficientnet_lite0.py first",
-        path.display()
-    );
-    path
-}
 
 fn reference() -> Vec<Value> {
-    let path = std::env::var("VERGE_IMAGE_REFERENCE").expect(
-        "VERGE_IMAGE_REFERENCE must name the reference JSON lines (tests/reference/image_classify_reference.py)",
+    testkit::reference(
+        "VERGE_IMAGE_REFERENCE",
+        "tests/reference/image_classify_reference.py",
+    )
+}
+
+fn host() -> Host {
+    let model = testkit::model(
+        "efficientnet-lite0",
+        "model.onnx",
+        "python models/efficientnet_lite0.py",
     );
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    let wasm = testkit::wasm("image_classify");
+    Host::new("efficientnet-lite0", model, wasm, Duration::from_secs(60))
 }
 
-struct Host {
-    runtime: Runtime,
-    prepared: Prepared,
-}
-
-impl Host {
-    fn new() -> Host {
-        let graphs = Graphs::load(&[("efficientnet-lite0".into(), model())]).unwrap();
-        let runtime = Runtime::new(graphs).unwrap();
-        let component = Component::from_file(runtime.engine(), wasm()).unwrap();
-        let prepared = runtime.prepare(&component).unwrap();
-        Host { runtime, prepared }
-    }
-
-    fn call(&self, body: &[u8], settings: &[(&str, &str)]) -> Result<Outcome, CallError> {
-        let settings: Vec<(String, String)> = settings
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let deployment = Deployment::new(
-            Placement::Local,
-            Limits {
-                deadline: Duration::from_secs(60),
-                ..Limits::default()
-            },
-            &settings,
-        );
-        let request = Request {
-            content_type: String::new(),
-            body: body.to_vec(),
-            attributes: vec![],
-            truncated: false,
-        };
-        self.runtime.call(&self.prepared, &deployment, &request)
-    }
+fn call(host: &Host, body: &[u8], settings: &[(&str, &str)]) -> Result<Outcome, CallError> {
+    host.call("", body, settings)
 }
 
 fn top(probabilities: &[f64], k: usize) -> Vec<usize> {
@@ -113,7 +47,7 @@ fn agrees_with_onnxruntime_on_photographs() {
         "the reference has {} images, expected 3",
         rows.len()
     );
-    let host = Host::new();
+    let host = host();
     let model = host
         .runtime
         .graphs()
@@ -133,7 +67,7 @@ fn agrees_with_onnxruntime_on_photographs() {
             .collect();
 
         let started = Instant::now();
-        let outcome = host.call(&body, &[("top-k", "5")]);
+        let outcome = call(&host, &body, &[("top-k", "5")]);
         ours += started.elapsed();
         let Ok(Outcome::Respond(r)) = outcome else {
             panic!("{image}: {outcome:?}")
@@ -195,10 +129,8 @@ fn agrees_with_onnxruntime_on_photographs() {
 
 #[test]
 fn photographs_make_sense() {
-    let host = Host::new();
-    let dir = std::env::var_os("VERGE_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("models/.cache"));
+    let host = host();
+    let dir = testkit::models_dir();
     // ImageNet's cats (tabby, tiger cat, Persian, Siamese, Egyptian) and coffee (mug, espresso, cup).
     let cases: [(&str, &[u64]); 2] = [
         ("skimage-chelsea/chelsea.png", &[281, 282, 283, 284, 285]),
@@ -209,7 +141,7 @@ fn photographs_make_sense() {
         let body = std::fs::read(&path).unwrap_or_else(|e| {
             panic!("{}: {e}: run python3 models/fetch.py first", path.display())
         });
-        match host.call(&body, &[("mode", "annotate")]) {
+        match call(&host, &body, &[("mode", "annotate")]) {
             Ok(Outcome::Annotate(pairs)) => {
                 assert_eq!(pairs[0].0, "x-image-label");
                 let label = &pairs[0].1;
@@ -226,7 +158,7 @@ fn photographs_make_sense() {
 
 #[test]
 fn bad_inputs_are_invalid_input() {
-    let host = Host::new();
+    let host = host();
     let cases: [(&[u8], &str); 4] = [
         (b"", "not a PNG or JPEG"),
         (b"GIF89a....", "not a PNG or JPEG"),
@@ -234,7 +166,7 @@ fn bad_inputs_are_invalid_input() {
         (&[0xff, 0xd8, 0xff, 0xe0, 0, 16, b'J', b'F'], "invalid JPEG"),
     ];
     for (body, expected) in cases {
-        match host.call(body, &[]) {
+        match call(&host, body, &[]) {
             Err(CallError::Component(GuestError::InvalidInput(m))) => {
                 assert!(m.contains(expected), "{m:?} should say {expected:?}")
             }
@@ -242,7 +174,7 @@ fn bad_inputs_are_invalid_input() {
         }
     }
     assert!(matches!(
-        host.call(b"x", &[("top-k", "0")]),
+        call(&host, b"x", &[("top-k", "0")]),
         Err(CallError::Component(GuestError::Internal(m))) if m.contains("top-k")
     ));
 }

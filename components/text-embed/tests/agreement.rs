@@ -4,114 +4,35 @@
 //! VERGE_TEXT_EMBED_REFERENCE: the same token ids, and cosine >= 0.999 per
 //! sentence; then known pairs, labels and bad inputs.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use verge_device::nn::Graphs;
-use verge_device::runtime::{
-    CallError, Deployment, GuestError, Limits, Outcome, Placement, Prepared, Request, Runtime,
-};
+use verge_device::runtime::{CallError, GuestError, Outcome};
+use verge_device::testkit::{self, Host};
 use verge_nn_tract::{ElementType, Tensor};
-use wasmtime::component::Component;
-
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn wasm() -> PathBuf {
-    let path = std::env::var_os("VERGE_WASM_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| workspace().join("target"))
-                .join("wasm32-wasip2/component")
-        })
-        .join("text_embed.wasm");
-    assert!(
-        path.exists(),
-        "{} is missing: build it first (cargo build --target wasm32-wasip2 --profile component -p text-embed)",
-        path.display()
-    );
-    path
-}
-
-fn model() -> PathBuf {
-    let path = std::env::var_os("VERGE_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("models/.cache"))
-        .join("minilm-l6-v2-int8/model.onnx");
-    assert!(
-        path.exists(),
-        "{} is missing: run python3 models/fetch.py first",
-        path.display()
-    );
-    path
-}
 
 fn reference() -> Vec<Value> {
-    let path = std::env::var("VERGE_TEXT_EMBED_REFERENCE").expect(
-        "VERGE_TEXT_EMBED_REFERENCE must name the reference JSON lines (tests/reference/text_embed_reference.py > FILE)",
-    );
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    testkit::reference(
+        "VERGE_TEXT_EMBED_REFERENCE",
+        "tests/reference/text_embed_reference.py > FILE",
+    )
 }
 
-struct Host {
-    runtime: Runtime,
-    prepared: Prepared,
+fn host() -> Host {
+    let model = testkit::model("minilm-l6-v2-int8", "model.onnx", "python3 models/fetch.py");
+    let wasm = testkit::wasm("text_embed");
+    Host::new("minilm", model, wasm, Duration::from_secs(60))
 }
 
-impl Host {
-    fn new() -> Host {
-        let graphs = Graphs::load(&[("minilm".into(), model())]).unwrap();
-        let runtime = Runtime::new(graphs).unwrap();
-        let component = Component::from_file(runtime.engine(), wasm()).unwrap();
-        let prepared = runtime.prepare(&component).unwrap();
-        Host { runtime, prepared }
+fn json(host: &Host, text: &str, settings: &[(&str, &str)]) -> Value {
+    match host.call("text/plain", text.as_bytes(), settings) {
+        Ok(Outcome::Respond(r)) if r.status == 200 => serde_json::from_slice(&r.body).unwrap(),
+        other => panic!("{text:?}: {other:?}"),
     }
+}
 
-    fn call(
-        &self,
-        content_type: &str,
-        body: &[u8],
-        settings: &[(&str, &str)],
-    ) -> Result<Outcome, CallError> {
-        let settings: Vec<(String, String)> = settings
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let deployment = Deployment::new(
-            Placement::Local,
-            Limits {
-                deadline: Duration::from_secs(60),
-                ..Limits::default()
-            },
-            &settings,
-        );
-        let request = Request {
-            content_type: content_type.into(),
-            body: body.to_vec(),
-            attributes: vec![],
-            truncated: false,
-        };
-        self.runtime.call(&self.prepared, &deployment, &request)
-    }
-
-    fn json(&self, text: &str, settings: &[(&str, &str)]) -> Value {
-        match self.call("text/plain", text.as_bytes(), settings) {
-            Ok(Outcome::Respond(r)) if r.status == 200 => serde_json::from_slice(&r.body).unwrap(),
-            other => panic!("{text:?}: {other:?}"),
-        }
-    }
-
-    fn embedding(&self, text: &str) -> Vec<f64> {
-        floats(&self.json(text, &[])["embedding"])
-    }
+fn embedding(host: &Host, text: &str) -> Vec<f64> {
+    floats(&json(host, text, &[])["embedding"])
 }
 
 fn floats(v: &Value) -> Vec<f64> {
@@ -136,13 +57,13 @@ fn agrees_with_tokenizers_and_onnxruntime() {
         "the reference has {} sentences",
         rows.len()
     );
-    let host = Host::new();
+    let host = host();
     let mut worst = 1f64;
     let (mut ours, mut ort_ms) = (Duration::ZERO, 0f64);
     for row in &rows {
         let text = row["text"].as_str().unwrap();
         let started = Instant::now();
-        let got = host.json(text, &[("ids", "true")]);
+        let got = json(&host, text, &[("ids", "true")]);
         ours += started.elapsed();
         ort_ms += row["ort_ms"].as_f64().unwrap();
         assert_eq!(
@@ -200,10 +121,10 @@ fn agrees_with_tokenizers_and_onnxruntime() {
 
 #[test]
 fn known_pairs() {
-    let host = Host::new();
-    let food = host.embedding("A man is eating food.");
-    let bread = host.embedding("A man is eating a piece of bread.");
-    let stocks = host.embedding("The stock market crashed.");
+    let host = host();
+    let food = embedding(&host, "A man is eating food.");
+    let bread = embedding(&host, "A man is eating a piece of bread.");
+    let stocks = embedding(&host, "The stock market crashed.");
     let (similar, unrelated) = (cosine(&food, &bread), cosine(&food, &stocks));
     println!("food/bread {similar:.3}, food/stocks {unrelated:.3}");
     assert!(similar > 0.6, "food/bread similarity {similar}");
@@ -212,7 +133,7 @@ fn known_pairs() {
 
 #[test]
 fn nearest_label() {
-    let host = Host::new();
+    let host = host();
     let labels = [
         (
             "label.account",
@@ -221,7 +142,8 @@ fn nearest_label() {
         ("label.billing", "I want a refund|Why was I charged twice?"),
         ("label.food", "A man is eating a piece of bread."),
     ];
-    let got = host.json(
+    let got = json(
+        &host,
         "I forgot the password to my account and cannot log in.",
         &[labels[0], labels[1], labels[2], ("embedding", "false")],
     );
@@ -246,7 +168,7 @@ fn nearest_label() {
 
 #[test]
 fn bad_inputs_are_invalid_input() {
-    let host = Host::new();
+    let host = host();
     let cases: [(&str, &[u8], &str); 5] = [
         ("text/plain", b"", "empty text"),
         ("text/plain", b" \n\t ", "empty text"),

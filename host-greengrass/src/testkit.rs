@@ -1,0 +1,120 @@
+//! Helpers for tests of components against the device host: where the built
+//! components, the fetched models and the reference files are, and a runtime
+//! with one component prepared to call.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+use wasmtime::component::Component;
+
+use crate::nn::Graphs;
+use crate::runtime::{
+    CallError, Deployment, Limits, Outcome, Placement, Prepared, Request, Runtime,
+};
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The component `NAME.wasm` built for wasm32-wasip2 with profile `component`,
+/// in `$VERGE_WASM_DIR`, else `$CARGO_TARGET_DIR/wasm32-wasip2/component`;
+/// panics naming the missing file and the build command.
+pub fn wasm(name: &str) -> PathBuf {
+    let dir = std::env::var_os("VERGE_WASM_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| workspace().join("target"))
+                .join("wasm32-wasip2/component")
+        });
+    let path = dir.join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (./dev build, or cargo build --target wasm32-wasip2 --profile component -p {})",
+        path.display(),
+        name.replace('_', "-")
+    );
+    path
+}
+
+/// Where the models are: `$VERGE_MODELS_DIR`, else `models/.cache`.
+pub fn models_dir() -> PathBuf {
+    std::env::var_os("VERGE_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("models/.cache"))
+}
+
+/// The file `NAME/FILE` in [`models_dir`]; panics naming the missing file and
+/// `make`, the command that makes it.
+pub fn model(name: &str, file: &str, make: &str) -> PathBuf {
+    let path = models_dir().join(name).join(file);
+    assert!(
+        path.exists(),
+        "{} is missing: run {make} first",
+        path.display()
+    );
+    path
+}
+
+/// The JSON lines of the reference file named by the environment variable
+/// `var`; panics if it is unset, saying that `make` writes it.
+pub fn reference(var: &str, make: &str) -> Vec<Value> {
+    let path = std::env::var(var)
+        .unwrap_or_else(|_| panic!("{var} must name the reference JSON lines ({make})"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A runtime with one model loaded and one component prepared.
+pub struct Host {
+    pub runtime: Runtime,
+    pub prepared: Prepared,
+    deadline: Duration,
+}
+
+impl Host {
+    /// Loads `model` as the graph `graph`, prepares the component at `wasm`;
+    /// each call gets `deadline`.
+    pub fn new(graph: &str, model: PathBuf, wasm: PathBuf, deadline: Duration) -> Host {
+        let graphs = Graphs::load(&[(graph.into(), model)]).unwrap();
+        let runtime = Runtime::new(graphs).unwrap();
+        let component = Component::from_file(runtime.engine(), wasm).unwrap();
+        let prepared = runtime.prepare(&component).unwrap();
+        Host {
+            runtime,
+            prepared,
+            deadline,
+        }
+    }
+
+    /// Calls the component, placed locally, with a body, its content type and
+    /// the deployment's settings.
+    pub fn call(
+        &self,
+        content_type: &str,
+        body: &[u8],
+        settings: &[(&str, &str)],
+    ) -> Result<Outcome, CallError> {
+        let settings: Vec<(String, String)> = settings
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let limits = Limits {
+            deadline: self.deadline,
+            ..Limits::default()
+        };
+        let deployment = Deployment::new(Placement::Local, limits, &settings);
+        let request = Request {
+            content_type: content_type.into(),
+            body: body.to_vec(),
+            attributes: vec![],
+            truncated: false,
+        };
+        self.runtime.call(&self.prepared, &deployment, &request)
+    }
+}
