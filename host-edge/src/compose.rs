@@ -8,22 +8,13 @@ use wac_graph::{CompositionGraph, EncodeOptions};
 /// the provider's `verge:inference/models`) and exports the handler.
 pub fn plug_nn(component: &[u8], provider: &[u8]) -> anyhow::Result<Vec<u8>> {
     let mut graph = CompositionGraph::new();
-    let socket = Package::from_bytes(
-        "verge:component",
-        None,
-        component.to_vec(),
-        graph.types_mut(),
-    )
-    .map_err(|e| anyhow::anyhow!("the component is not a valid component: {e:#}"))?;
-    let socket = graph.register_package(socket)?;
-    let plug = Package::from_bytes(
-        "verge:nn-provider",
-        None,
-        provider.to_vec(),
-        graph.types_mut(),
-    )
-    .map_err(|e| anyhow::anyhow!("the wasi:nn provider is not a valid component: {e:#}"))?;
-    let plug = graph.register_package(plug)?;
+    let mut register = |name: &str, what: &str, bytes: &[u8]| -> anyhow::Result<_> {
+        let package = Package::from_bytes(name, None, bytes.to_vec(), graph.types_mut())
+            .map_err(|e| anyhow::anyhow!("{what} is not a valid component: {e:#}"))?;
+        Ok(graph.register_package(package)?)
+    };
+    let socket = register("verge:component", "the component", component)?;
+    let plug = register("verge:nn-provider", "the wasi:nn provider", provider)?;
     match wac_graph::plug(&mut graph, vec![plug], socket) {
         Ok(()) => {}
         // A component that does no inference needs no provider.

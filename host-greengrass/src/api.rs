@@ -27,7 +27,7 @@ use crate::metrics::Metrics;
 use crate::outbox::{self, Outbox};
 use crate::pool::{Pool, PoolError};
 use crate::report;
-use crate::runtime::{CallError, Deployment, Outcome, Prepared, Request, Runtime};
+use crate::runtime::{CallError, Deployment, Prepared, Request, Runtime};
 
 /// One configured route, ready to call.
 pub struct Route {
@@ -315,7 +315,8 @@ impl Api {
             .call(&route.prepared, &route.deployment, request)?;
         let mut body = report::outcome(&outcome);
         if let (Some(topic), Some(outbox)) = (&route.cloud_topic, &self.outbox) {
-            body["outbox"] = match self.enqueue(outbox, topic, name, route, &outcome) {
+            // The message carries the same outcome JSON as the answer.
+            body["outbox"] = match self.enqueue(outbox, topic, name, route, body.clone()) {
                 Ok(id) => json!({ "id": id, "topic": topic }),
                 Err(e) => {
                     self.metrics.error(name, "outbox");
@@ -332,7 +333,7 @@ impl Api {
         topic: &str,
         name: &str,
         route: &Route,
-        outcome: &Outcome,
+        outcome: Value,
     ) -> Result<String, outbox::OutboxError> {
         let id = outbox::new_id()?;
         let message = json!({
@@ -341,7 +342,7 @@ impl Api {
             "route": name,
             "component": route.component,
             "ts": crate::log::timestamp(SystemTime::now()),
-            "outcome": report::outcome(outcome),
+            "outcome": outcome,
         });
         outbox.push(&id, topic, message.to_string().as_bytes())?;
         Ok(id)

@@ -178,10 +178,6 @@ impl Graphs {
         Ok(Arc::new(model))
     }
 
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.0.keys().map(String::as_str)
-    }
-
     /// The model behind a name, for callers that run it without a component.
     pub fn model(&self, name: &str) -> Option<&Arc<Model>> {
         self.0.get(name).map(|(m, _)| m)

@@ -86,20 +86,17 @@ impl Outbox {
         max_message: u64,
         policy: Policy,
     ) -> Result<Outbox, OutboxError> {
-        let conn = Connection::open(path)
-            .map_err(|e| OutboxError::Store(format!("{}: {e}", path.display())))?;
-        conn.execute_batch(
-            "PRAGMA journal_mode=WAL;
-             PRAGMA synchronous=FULL;
-             PRAGMA busy_timeout=5000;
-             CREATE TABLE IF NOT EXISTS outbox (
+        let conn = crate::state::open_durable(
+            path,
+            "CREATE TABLE IF NOT EXISTS outbox (
                  seq INTEGER PRIMARY KEY AUTOINCREMENT,
                  id TEXT NOT NULL UNIQUE,
                  topic TEXT NOT NULL,
                  payload BLOB NOT NULL,
                  bytes INTEGER NOT NULL
              );",
-        )?;
+        )
+        .map_err(OutboxError::Store)?;
         let (depth, bytes): (u64, u64) = conn.query_row(
             "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM outbox",
             [],

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
+use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_config::{WasiConfig, WasiConfigVariables};
@@ -315,12 +315,6 @@ fn trap(e: wasmtime::Error, limits: &Limits) -> CallError {
 #[derive(Clone)]
 pub struct Prepared {
     pre: bindings::GuestPre<State>,
-}
-
-impl Prepared {
-    pub fn instance_pre(&self) -> &InstancePre<State> {
-        self.pre.instance_pre()
-    }
 }
 
 /// What a deployment grants a component.

@@ -151,11 +151,12 @@ fn a_full_outbox_applies_its_policy_and_counts_it() {
     assert_eq!(d.metric("verge_outbox_depth_messages"), room);
     assert_eq!(d.metric("verge_outbox_dropped_messages_total"), 3.0);
     assert!(d.metric("verge_outbox_dropped_bytes_total") >= 3.0 * one - 3.0);
-    assert!(
-        d.all("outbox full: dropped the oldest messages (policy drop-oldest)")
-            .len()
-            == 3
-    );
+    // The log lines arrive through a reader thread: wait for them before counting.
+    let dropped = "outbox full: dropped the oldest messages (policy drop-oldest)";
+    wait_until("the drop log lines", Duration::from_secs(10), || {
+        d.all(dropped).len() >= 3
+    });
+    assert!(d.all(dropped).len() == 3);
     // What remains is the newest, and that is what the cloud gets.
     broker.start();
     let sub = Subscriber::start(broker.port, Some(&certs), "verge/#");

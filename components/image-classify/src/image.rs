@@ -140,10 +140,11 @@ pub fn preprocess(img: &Rgb) -> Vec<f32> {
     let at = |y: usize, x: usize, c: usize| {
         f64::from(img.pixels[((top + y) * img.width + left + x) * 3 + c])
     };
-    let (ys, xs) = (axis(side), axis(side));
+    // The crop is square: rows and columns share one axis.
+    let steps = axis(side);
     let mut out = vec![0f32; 3 * SIZE * SIZE];
-    for (oy, &(y0, y1, fy)) in ys.iter().enumerate() {
-        for (ox, &(x0, x1, fx)) in xs.iter().enumerate() {
+    for (oy, &(y0, y1, fy)) in steps.iter().enumerate() {
+        for (ox, &(x0, x1, fx)) in steps.iter().enumerate() {
             for c in 0..3 {
                 // Rows first, then columns, as the numpy reference does.
                 let r0 = at(y0, x0, c) * (1.0 - fy) + at(y1, x0, c) * fy;

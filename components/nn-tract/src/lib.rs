@@ -260,7 +260,8 @@ pub struct Model {
     general: Option<Plan>,
     /// Kept to specialise when `general` is `None`.
     graph: Option<Graph>,
-    specialised: Mutex<Vec<(Vec<usize>, Plan)>>,
+    /// Plans per concrete input shapes, oldest first.
+    specialised: Mutex<Vec<(Vec<Vec<usize>>, Plan)>>,
 }
 
 impl fmt::Debug for Model {
@@ -339,11 +340,6 @@ impl Model {
                 // Specialise now for the usual case, every symbol = 1 (a batch
                 // of one), so the first call does not pay for it.
                 model.graph = Some(Graph::Inference(inference));
-                let ones: Vec<usize> = model
-                    .inputs
-                    .iter()
-                    .flat_map(|i| i.dims.iter().map(|d| d.unwrap_or(1)))
-                    .collect();
                 let shapes: Vec<Vec<usize>> = model
                     .inputs
                     .iter()
@@ -353,7 +349,7 @@ impl Model {
                     .specialise(&shapes)
                     .map_err(|_| unsupported("type this model", &e))?;
                 model.outputs = output_names(plan.model())?;
-                model.specialised.get_mut().unwrap().push((ones, plan));
+                model.specialised.get_mut().unwrap().push((shapes, plan));
             }
         }
         Ok(model)
@@ -466,19 +462,18 @@ impl Model {
         if let Some(plan) = &self.general {
             return Ok(plan.clone());
         }
-        let key: Vec<usize> = inputs.iter().flat_map(|t| t.shape().to_vec()).collect();
+        let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
         let mut cache = self.specialised.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, plan)) = cache.iter().find(|(k, _)| *k == key) {
+        if let Some((_, plan)) = cache.iter().find(|(k, _)| *k == shapes) {
             return Ok(plan.clone());
         }
-        let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
         let plan = self
             .specialise(&shapes)
             .map_err(|e| unsupported(&format!("run this model for input shapes {shapes:?}"), &e))?;
         if cache.len() == MAX_SPECIALISED_PLANS {
             cache.remove(0);
         }
-        cache.push((key, plan.clone()));
+        cache.push((shapes, plan.clone()));
         Ok(plan)
     }
 }

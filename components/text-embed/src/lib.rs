@@ -22,6 +22,10 @@
 pub mod tokenizer;
 mod unicode_tables;
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
 use verge_sdk::{Error, Handler, Model, Outcome, Request, Tensor, settings};
 
 /// The embedding size of all-MiniLM-L6-v2.
@@ -122,6 +126,25 @@ fn embed(model: &Model, enc: &tokenizer::Encoding) -> Result<Vec<f32>, Error> {
     Ok(v)
 }
 
+/// Embeddings of the labels' reference sentences, by model name and sentence.
+type References = HashMap<(String, String), Rc<[f32]>>;
+
+thread_local! {
+    /// Computed once per instance rather than on every request.
+    static REFERENCES: RefCell<References> = RefCell::new(HashMap::new());
+}
+
+/// The embedding of a label's reference sentence, from the cache when it is there.
+fn reference_embedding(model: &Model, sentence: &str) -> Result<Rc<[f32]>, Error> {
+    let key = (model.name().to_string(), sentence.to_string());
+    if let Some(v) = REFERENCES.with(|m| m.borrow().get(&key).cloned()) {
+        return Ok(v);
+    }
+    let v: Rc<[f32]> = embed(model, &tokenizer::encode(sentence))?.into();
+    REFERENCES.with(|m| m.borrow_mut().insert(key, v.clone()));
+    Ok(v)
+}
+
 impl Handler for TextEmbed {
     fn handle(req: Request) -> Result<Outcome, Error> {
         let text = request_text(&req)?;
@@ -143,7 +166,7 @@ impl Handler for TextEmbed {
         for (name, sentences) in &labels {
             let mut best = f32::NEG_INFINITY;
             for s in sentences {
-                best = best.max(cosine(&embedding, &embed(&model, &tokenizer::encode(s))?));
+                best = best.max(cosine(&embedding, &reference_embedding(&model, s)?));
             }
             similarities.push((name.as_str(), best));
         }

@@ -12,6 +12,7 @@ mod sqlite;
 pub(crate) mod wit;
 
 pub use sqlite::SqliteStore;
+pub(crate) use sqlite::open_durable;
 
 /// How many keys one `list-keys` page holds.
 pub const PAGE: usize = 1000;

@@ -10,19 +10,31 @@ use super::{PAGE, StateError, StateStore, incremented, page};
 
 pub struct SqliteStore(Mutex<Connection>);
 
+/// Opens a durable database at `path` (WAL, `synchronous=FULL`, a busy
+/// timeout) and runs `schema` on it. The error is a message for the caller's
+/// own store error: an open failure names the path.
+pub(crate) fn open_durable(path: &Path, schema: &str) -> Result<Connection, String> {
+    let conn = Connection::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL;
+         PRAGMA synchronous=FULL;
+         PRAGMA busy_timeout=5000;",
+    )
+    .and_then(|()| conn.execute_batch(schema))
+    .map_err(|e| e.to_string())?;
+    Ok(conn)
+}
+
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore, StateError> {
-        let conn = Connection::open(path)
-            .map_err(|e| StateError::Store(format!("{}: {e}", path.display())))?;
-        conn.execute_batch(
-            "PRAGMA journal_mode=WAL;
-             PRAGMA synchronous=FULL;
-             PRAGMA busy_timeout=5000;
-             CREATE TABLE IF NOT EXISTS kv (
+        let conn = open_durable(
+            path,
+            "CREATE TABLE IF NOT EXISTS kv (
                  ns TEXT NOT NULL, bucket TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,
                  PRIMARY KEY (ns, bucket, key)
              ) WITHOUT ROWID;",
-        )?;
+        )
+        .map_err(StateError::Store)?;
         Ok(SqliteStore(Mutex::new(conn)))
     }
 
