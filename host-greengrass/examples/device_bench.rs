@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use magika::Prepared as Features;
-use verge_device::nn::Graphs;
+use verge_device::nn::{Graphs, ModelSpec};
 use verge_device::runtime::{Deployment, Limits, Outcome, Placement, Prepared, Request, Runtime};
 use verge_nn_tract::{ElementType, Tensor};
 use wasmtime::component::Component;
@@ -126,7 +126,7 @@ fn wasm_prep_ns(
 fn main() -> Result<()> {
     let a = args()?;
     let model_path = a.models_dir.join("magika-standard-v3-3/model.onnx");
-    let graphs = Graphs::load(&[("magika".into(), model_path)])?;
+    let graphs = Graphs::load(&[ModelSpec::tract("magika", model_path)])?;
     let runtime = Runtime::new(graphs.clone())?;
     let load = |name: &str| -> Result<(Vec<u8>, Prepared)> {
         let bytes = std::fs::read(a.wasm_dir.join(format!("{name}.wasm")))
@@ -147,8 +147,7 @@ fn main() -> Result<()> {
         ElementType::I32,
         features.iter().flat_map(|v| v.to_le_bytes()).collect(),
     );
-    let model = graphs.model("magika").expect("loaded above").clone();
-    let mut session = model.session();
+    let mut session = graphs.engine("magika").expect("loaded above").session();
 
     let (mut native, mut nn, mut noop, mut ft, mut ft_tiny, mut prep, mut wprep) =
         (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);

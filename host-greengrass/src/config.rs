@@ -11,6 +11,14 @@
 //! [models.magika]
 //! path = "model.onnx"
 //! sha256 = "fc8e…"
+//! backend = "onnxruntime"               # or "tract" (the default, built in)
+//! threads = 2                           # intra-op threads; 0 = the backend's default
+//! target = "cpu"                        # or "gpu": ONNX Runtime's execution providers
+//! providers = ["tensorrt", "cuda"]      # for "gpu", tried in this order
+//! fallback = "tract"                    # run on tract if ONNX Runtime (or the gpu) is missing
+//!
+//! [onnxruntime]
+//! library = "/usr/lib/libonnxruntime.so" # default: ORT_DYLIB_PATH, then the usual places
 //!
 //! [components.file-type]
 //! path = "file_type.wasm"
@@ -49,6 +57,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::nn::{Backend, EngineSpec, ModelSpec, Target};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("reading {}: {error}", path.display())]
@@ -82,7 +92,8 @@ pub struct Config {
     #[serde(default)]
     pub api: Api,
     #[serde(default)]
-    pub models: BTreeMap<String, Artifact>,
+    pub models: BTreeMap<String, ModelConfig>,
+    pub onnxruntime: Option<OnnxRuntime>,
     #[serde(default)]
     pub components: BTreeMap<String, Artifact>,
     #[serde(default)]
@@ -129,6 +140,40 @@ impl Default for Api {
             shutdown_grace_s: default_drain(),
         }
     }
+}
+
+/// A model the deployment ships, checked by digest, and how to run it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub path: PathBuf,
+    pub sha256: String,
+    #[serde(default)]
+    pub backend: Backend,
+    #[serde(default)]
+    pub threads: usize,
+    #[serde(default)]
+    pub target: Target,
+    #[serde(default)]
+    pub providers: Vec<String>,
+    /// The only fallback is tract, which is always there.
+    pub fallback: Option<Backend>,
+}
+
+impl ModelConfig {
+    pub fn artifact(&self) -> Artifact {
+        Artifact {
+            path: self.path.clone(),
+            sha256: self.sha256.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnnxRuntime {
+    /// The `libonnxruntime` to load.
+    pub library: Option<PathBuf>,
 }
 
 /// A file the deployment ships, checked by digest.
@@ -326,8 +371,14 @@ impl Config {
                 *p = base.join(&*p);
             }
         };
-        for a in self.models.values_mut().chain(self.components.values_mut()) {
+        for m in self.models.values_mut() {
+            abs(&mut m.path);
+        }
+        for a in self.components.values_mut() {
             abs(&mut a.path);
+        }
+        if let Some(lib) = self.onnxruntime.as_mut().and_then(|o| o.library.as_mut()) {
+            abs(lib);
         }
         if let Some(tls) = self.mqtt.as_mut().and_then(|m| m.tls.as_mut()) {
             abs(&mut tls.ca);
@@ -337,8 +388,26 @@ impl Config {
         if self.state_dir.is_none() {
             return Err(invalid("no state_dir (set it, or pass --state-dir)"));
         }
-        for (name, a) in self.models.iter().chain(&self.components) {
-            if a.sha256.len() != 64 || !a.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        for (name, m) in &self.models {
+            if m.fallback == Some(Backend::Onnxruntime) {
+                return Err(invalid(format!(
+                    "model '{name}': the only fallback is \"tract\""
+                )));
+            }
+            if m.fallback.is_some() && m.backend == Backend::Tract {
+                return Err(invalid(format!(
+                    "model '{name}': a fallback only applies to backend = \"onnxruntime\""
+                )));
+            }
+            if m.target == Target::Gpu && m.backend == Backend::Tract {
+                return Err(invalid(format!(
+                    "model '{name}': target = \"gpu\" needs backend = \"onnxruntime\""
+                )));
+            }
+        }
+        let digests = self.models.iter().map(|(n, m)| (n, &m.sha256));
+        for (name, sha256) in digests.chain(self.components.iter().map(|(n, a)| (n, &a.sha256))) {
+            if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(invalid(format!(
                     "'{name}': sha256 must be 64 hexadecimal digits"
                 )));
@@ -418,6 +487,28 @@ fn check_topic(t: &str) -> Result<(), ConfigError> {
 }
 
 /// Reads a file and checks its sha256 against the configuration.
+impl Config {
+    /// The models to load, each with the engine the deployment chose.
+    pub fn model_specs(&self) -> Vec<ModelSpec> {
+        let library = self.onnxruntime.as_ref().and_then(|o| o.library.clone());
+        self.models
+            .iter()
+            .map(|(name, m)| ModelSpec {
+                name: name.clone(),
+                path: m.path.clone(),
+                engine: EngineSpec {
+                    backend: m.backend,
+                    threads: m.threads,
+                    target: m.target,
+                    providers: m.providers.clone(),
+                    library: library.clone(),
+                    fallback_to_tract: m.fallback == Some(Backend::Tract),
+                },
+            })
+            .collect()
+    }
+}
+
 pub fn verify(what: &str, artifact: &Artifact) -> Result<Vec<u8>, ConfigError> {
     let bytes = std::fs::read(&artifact.path).map_err(|error| ConfigError::Read {
         path: artifact.path.clone(),

@@ -154,6 +154,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     metrics
         .components_loaded
         .store(components as u64, Ordering::Relaxed);
+    metrics.set_models(loaded.runtime.graphs().loaded());
     api.set_loaded(Arc::new(loaded));
     trim_allocator();
     let trimmer = tokio::spawn(trim_when_idle(metrics.clone()));
@@ -242,12 +243,10 @@ async fn trim_when_idle(metrics: Arc<Metrics>) {
 /// Checks, loads and compiles everything the configuration names.
 fn load(config: &Config, store: Arc<dyn StateStore>) -> Result<Loaded, DaemonError> {
     let t = Instant::now();
-    let mut models = Vec::new();
-    for (name, artifact) in &config.models {
-        config::verify(&format!("model '{name}'"), artifact)?;
-        models.push((name.clone(), artifact.path.clone()));
+    for (name, model) in &config.models {
+        config::verify(&format!("model '{name}'"), &model.artifact())?;
     }
-    let graphs = Graphs::load(&models)?;
+    let graphs = Graphs::load(&config.model_specs())?;
     let models_ms = t.elapsed().as_millis() as u64;
     let runtime = Runtime::new(graphs).map_err(|e| DaemonError::Load(format!("engine: {e:#}")))?;
     let cache = ComponentCache::new(runtime.engine(), &config.state_dir().join("cache")).map_err(
@@ -306,6 +305,18 @@ fn load(config: &Config, store: Arc<dyn StateStore>) -> Result<Loaded, DaemonErr
                 cloud_topic: r.cloud.as_ref().map(|c| c.topic.clone()),
             },
         );
+    }
+    for m in runtime.graphs().loaded() {
+        match &m.fallback {
+            Some(why) => log::warn(
+                "model fell back to tract",
+                json!({ "model": m.name, "configured": "onnxruntime", "reason": why }),
+            ),
+            None => log::info(
+                "model loaded",
+                json!({ "model": m.name, "backend": m.backend.to_string(), "providers": m.providers }),
+            ),
+        }
     }
     log::info(
         "models loaded",

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use serde_json::json;
 use verge_device::config::{Config, Overrides};
-use verge_device::nn::Graphs;
+use verge_device::nn::{Backend, EngineSpec, Graphs, ModelSpec, Target};
 use verge_device::runtime::{Deployment, Limits, Placement, Request, Runtime};
 use verge_device::{daemon, log, report};
 use wasmtime::component::Component;
@@ -16,7 +16,7 @@ use wasmtime::component::Component;
 #[derive(Parser)]
 #[command(
     version,
-    about = "The verge device host: inference components on wasmtime, wasi:nn on tract"
+    about = "The verge device host: inference components on wasmtime, wasi:nn on tract or ONNX Runtime"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -56,6 +56,24 @@ struct RunArgs {
     /// A model the component may load by name: NAME=PATH.onnx (repeatable).
     #[arg(long = "model", value_parser = pair)]
     models: Vec<(String, String)>,
+    /// The engine for every model: tract (built in) or onnxruntime.
+    #[arg(long, default_value = "tract")]
+    backend: Backend,
+    /// Intra-op threads per model (0: the backend's default).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Run models on an accelerator through ONNX Runtime's execution providers.
+    #[arg(long)]
+    gpu: bool,
+    /// Execution providers to try for --gpu, in order (tensorrt, cuda, openvino).
+    #[arg(long = "provider")]
+    providers: Vec<String>,
+    /// The libonnxruntime to load (default: ORT_DYLIB_PATH, then the usual places).
+    #[arg(long)]
+    onnxruntime_lib: Option<PathBuf>,
+    /// Run a model on tract when ONNX Runtime or a provider is missing or refuses it.
+    #[arg(long)]
+    fallback_to_tract: bool,
     /// A file whose bytes are the request body (repeatable: one outcome per input).
     #[arg(long = "input", required = true)]
     inputs: Vec<PathBuf>,
@@ -139,12 +157,32 @@ fn serve(args: ServeArgs) -> ExitCode {
 
 /// Exit 0 when every input got an outcome, 2 when some got an error.
 fn run(args: RunArgs) -> Result<ExitCode> {
-    let models: Vec<(String, PathBuf)> = args
+    let engine = EngineSpec {
+        backend: args.backend,
+        threads: args.threads,
+        target: if args.gpu { Target::Gpu } else { Target::Cpu },
+        providers: args.providers.clone(),
+        library: args.onnxruntime_lib.clone(),
+        fallback_to_tract: args.fallback_to_tract,
+    };
+    let models: Vec<ModelSpec> = args
         .models
         .into_iter()
-        .map(|(n, p)| (n, PathBuf::from(p)))
+        .map(|(name, path)| ModelSpec {
+            name,
+            path: PathBuf::from(path),
+            engine: engine.clone(),
+        })
         .collect();
     let graphs = Graphs::load(&models)?;
+    for loaded in graphs.loaded() {
+        if let Some(why) = &loaded.fallback {
+            eprintln!(
+                "verge-device: model '{}' runs on tract: {why}",
+                loaded.name
+            );
+        }
+    }
     let runtime = Runtime::new(graphs)?;
     let bytes = std::fs::read(&args.component)
         .with_context(|| format!("reading component {}", args.component.display()))?;

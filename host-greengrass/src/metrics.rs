@@ -53,6 +53,8 @@ pub struct Metrics {
     pub mqtt_connects: AtomicU64,
     pub components_loaded: AtomicU64,
     pub in_flight: AtomicU64,
+    /// How each model was loaded: its backend, and whether it fell back.
+    models: Mutex<Vec<crate::nn::Loaded>>,
 }
 
 /// The route label for a caller-supplied name.
@@ -78,7 +80,12 @@ impl Metrics {
             mqtt_connects: AtomicU64::new(0),
             components_loaded: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            models: Mutex::default(),
         }
+    }
+
+    pub fn set_models(&self, models: Vec<crate::nn::Loaded>) {
+        *self.models.lock().unwrap_or_else(|e| e.into_inner()) = models;
     }
 
     /// Requests that reached a component, over all routes.
@@ -245,6 +252,31 @@ impl Metrics {
             head(&mut out, name, kind, help);
             let _ = writeln!(out, "{name} {v}");
         }
+        let models = self.models.lock().unwrap_or_else(|e| e.into_inner());
+        head(
+            &mut out,
+            "verge_model_backend",
+            "gauge",
+            "The engine serving each model (1), with its execution providers.",
+        );
+        for m in models.iter() {
+            let _ = writeln!(
+                out,
+                "verge_model_backend{{model=\"{}\",backend=\"{}\",providers=\"{}\"}} 1",
+                m.name,
+                m.backend,
+                m.providers.join(",")
+            );
+        }
+        head(
+            &mut out,
+            "verge_model_fallbacks",
+            "gauge",
+            "Models running on tract because their configured backend could not load them.",
+        );
+        let fallbacks = models.iter().filter(|m| m.fallback.is_some()).count();
+        let _ = writeln!(out, "verge_model_fallbacks {fallbacks}");
+        drop(models);
         head(
             &mut out,
             "verge_uptime_seconds",

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 use wasmtime::component::Component;
 
-use crate::nn::Graphs;
+use crate::nn::{Backend, EngineSpec, Graphs, ModelSpec};
 use crate::runtime::{
     CallError, Deployment, Limits, Outcome, Placement, Prepared, Request, Runtime,
 };
@@ -58,6 +58,24 @@ pub fn model(name: &str, file: &str, make: &str) -> PathBuf {
     path
 }
 
+/// The `libonnxruntime` for tests and benchmarks: `$VERGE_ONNXRUNTIME_LIB`,
+/// which `./dev` points at the library inside the `onnxruntime` wheel.
+pub fn onnxruntime_lib() -> PathBuf {
+    std::env::var_os("VERGE_ONNXRUNTIME_LIB")
+        .map(PathBuf::from)
+        .expect("VERGE_ONNXRUNTIME_LIB must name a libonnxruntime (./dev test sets it)")
+}
+
+/// ONNX Runtime on the CPU with `threads` intra-op threads (0: its default).
+pub fn onnxruntime(threads: usize) -> EngineSpec {
+    EngineSpec {
+        backend: Backend::Onnxruntime,
+        threads,
+        library: Some(onnxruntime_lib()),
+        ..EngineSpec::default()
+    }
+}
+
 /// The JSON lines of the reference file named by the environment variable
 /// `var`; panics if it is unset, saying that `make` writes it.
 pub fn reference(var: &str, make: &str) -> Vec<Value> {
@@ -81,7 +99,23 @@ impl Host {
     /// Loads `model` as the graph `graph`, prepares the component at `wasm`;
     /// each call gets `deadline`.
     pub fn new(graph: &str, model: PathBuf, wasm: PathBuf, deadline: Duration) -> Host {
-        let graphs = Graphs::load(&[(graph.into(), model)]).unwrap();
+        Self::with_engine(graph, model, wasm, deadline, EngineSpec::default())
+    }
+
+    /// [`Host::new`] with the model on the given engine.
+    pub fn with_engine(
+        graph: &str,
+        model: PathBuf,
+        wasm: PathBuf,
+        deadline: Duration,
+        engine: EngineSpec,
+    ) -> Host {
+        let spec = ModelSpec {
+            name: graph.into(),
+            path: model,
+            engine,
+        };
+        let graphs = Graphs::load(&[spec]).unwrap_or_else(|e| panic!("{e}"));
         let runtime = Runtime::new(graphs).unwrap();
         let component = Component::from_file(runtime.engine(), wasm).unwrap();
         let prepared = runtime.prepare(&component).unwrap();

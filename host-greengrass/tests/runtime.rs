@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use verge_device::nn::{Graphs, LoadError};
+use verge_device::nn::{Graphs, LoadError, ModelSpec};
 use verge_device::runtime::{
     CallError, Deployment, GuestError, Limits, Outcome, Placement, Prepared, Request, Runtime,
 };
@@ -22,7 +22,7 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let graphs = Graphs::load(&[("magika".into(), common::magika())]).unwrap();
+        let graphs = Graphs::load(&[ModelSpec::tract("magika", common::magika())]).unwrap();
         let runtime = Runtime::new(graphs).unwrap();
         let component = Component::from_file(runtime.engine(), common::wasm("probe")).unwrap();
         let probe = runtime.prepare(&component).unwrap();
@@ -204,7 +204,7 @@ fn corrupt_and_missing_models_are_clear_load_errors() {
     std::fs::create_dir_all(&dir).unwrap();
     let corrupt = dir.join("corrupt.onnx");
     std::fs::write(&corrupt, b"\x08\x07garbage that is not onnx").unwrap();
-    let e = Graphs::load(&[("bad".into(), corrupt.clone())])
+    let e = Graphs::load(&[ModelSpec::tract("bad", corrupt.clone())])
         .err()
         .unwrap();
     assert!(matches!(e, LoadError::Model { .. }), "{e:?}");
@@ -213,8 +213,8 @@ fn corrupt_and_missing_models_are_clear_load_errors() {
     // A truncated copy of a real model.
     let real = std::fs::read(common::magika()).unwrap();
     std::fs::write(&corrupt, &real[..real.len() / 3]).unwrap();
-    assert!(Graphs::load(&[("bad".into(), corrupt)]).is_err());
-    let e = Graphs::load(&[("gone".into(), dir.join("gone.onnx"))])
+    assert!(Graphs::load(&[ModelSpec::tract("bad", corrupt)]).is_err());
+    let e = Graphs::load(&[ModelSpec::tract("gone", dir.join("gone.onnx"))])
         .err()
         .unwrap();
     assert!(matches!(e, LoadError::Read { .. }), "{e}");

@@ -51,7 +51,7 @@ pub struct NnError {
 }
 
 impl NnError {
-    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),
@@ -262,6 +262,17 @@ pub struct Model {
     graph: Option<Graph>,
     /// Plans per concrete input shapes, oldest first.
     specialised: Mutex<Vec<(Vec<Vec<usize>>, Plan)>>,
+    /// The thread pool for matrix kernels, when more than one thread is asked for.
+    #[cfg(feature = "multithread")]
+    executor: Option<tract_linalg::multithread::Executor>,
+}
+
+/// How a model runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Threads for matrix kernels; 0 and 1 mean the calling thread only.
+    /// Honoured with the `multithread` feature (native hosts); otherwise ignored.
+    pub threads: usize,
 }
 
 impl fmt::Debug for Model {
@@ -293,8 +304,13 @@ fn unsupported(what: &str, e: &TractError) -> NnError {
 }
 
 impl Model {
-    /// Parses, types and optimises an ONNX model.
+    /// Parses, types and optimises an ONNX model, to run on the calling thread.
     pub fn load(onnx: &[u8]) -> Result<Model> {
+        Self::load_with(onnx, Options::default())
+    }
+
+    /// Parses, types and optimises an ONNX model.
+    pub fn load_with(onnx: &[u8], options: Options) -> Result<Model> {
         if onnx.is_empty() {
             return Err(NnError::new(
                 ErrorCode::InvalidEncoding,
@@ -317,7 +333,16 @@ impl Model {
             general: None,
             graph: None,
             specialised: Mutex::new(Vec::new()),
+            #[cfg(feature = "multithread")]
+            executor: (options.threads > 1).then(|| {
+                tract_linalg::multithread::Executor::multithread_with_name(
+                    options.threads,
+                    "verge-tract",
+                )
+            }),
         };
+        #[cfg(not(feature = "multithread"))]
+        let _ = options;
         match inference
             .clone()
             .into_typed()
@@ -583,8 +608,15 @@ impl Session {
         }
         let inputs: TVec<TValue> = self.inputs.iter().flatten().cloned().collect();
         let plan = self.model.plan_for(&inputs)?;
-        self.outputs = plan
-            .run(inputs)
+        let run = || plan.run(inputs);
+        #[cfg(feature = "multithread")]
+        let outputs = match &self.model.executor {
+            Some(pool) => tract_linalg::multithread::multithread_tract_scope(pool.clone(), run),
+            None => run(),
+        };
+        #[cfg(not(feature = "multithread"))]
+        let outputs = run();
+        self.outputs = outputs
             .map_err(|e| runtime(format!("inference failed: {}", chain(&e))))?
             .into_vec();
         Ok(())

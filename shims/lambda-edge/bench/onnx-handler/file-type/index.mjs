@@ -1,14 +1,15 @@
-// The baseline for the edge benchmark (bench/edge-bench.mjs): what a web team
-// would write without verge. A plain Lambda@Edge origin-request handler that
-// runs Google's Magika model (standard_v3_3) with onnxruntime-node and adds
-// the same headers as the verge file-type component in annotate mode:
-// x-file-type, x-file-type-group, x-file-type-mime, x-file-type-score.
+// The file-type baseline for the edge benchmark (bench/edge-bench.mjs): what a
+// web team would write without verge. A plain Lambda@Edge origin-request
+// handler that runs Google's Magika model (standard_v3_3) with
+// onnxruntime-node and adds the same headers as the verge file-type component
+// in annotate mode: x-file-type, x-file-type-group, x-file-type-mime,
+// x-file-type-score.
 //
 // Magika's preprocessing and postprocessing are written here in JS, as
 // components/magika/src/lib.rs (and magika 1.0.3's magika.py) do them, from
 // the config.min.json and content_types_kb.min.json shipped with the model.
 //
-// Deployed layout (the zip's root):
+// Deployed layout (the zip's root; edge-bench.mjs builds it from this file):
 //   index.mjs  package.json  node_modules/onnxruntime-{node,common}
 //   magika/model.onnx  magika/config.min.json  magika/content_types_kb.min.json
 // Lambda handler: `index.handler`. A request that cannot be classified

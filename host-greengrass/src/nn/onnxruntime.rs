@@ -1,0 +1,533 @@
+//! The ONNX Runtime backend, through the `ort` crate with the library loaded
+//! at run time: the device brings its own `libonnxruntime` (CPU, CUDA,
+//! TensorRT, OpenVINO builds alike) and nothing is downloaded or linked at
+//! build time.
+//!
+//! An `ort` session runs with `&mut self`, so a model keeps a small pool of
+//! sessions: one made at load (which checks the model), more only when calls
+//! overlap, each returned to the pool after its call.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use ort::environment::Environment;
+use ort::ep::{self, ExecutionProvider, ExecutionProviderDispatch};
+use ort::session::Session as OrtSession;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::{DynValue, PrimitiveTensorElementType, TensorElementType, ValueType};
+
+use super::{ElementType, Engine, EngineSpec, ErrorCode, Id, NnError, Session, Target, Tensor};
+
+/// The process's ONNX Runtime: one library, loaded once.
+static RUNTIME: Mutex<Option<(PathBuf, &'static Environment)>> = Mutex::new(None);
+
+/// Where the library is looked for when the deployment does not say: the
+/// `ORT_DYLIB_PATH` variable (`ort`'s convention), next to the executable or on
+/// the dynamic loader's path, then the usual install prefixes.
+pub fn library_candidates(explicit: Option<&Path>) -> Vec<PathBuf> {
+    if let Some(p) = explicit {
+        return vec![p.to_path_buf()];
+    }
+    let name = format!(
+        "{}onnxruntime{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    );
+    let mut v = Vec::new();
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        v.push(PathBuf::from(p));
+    }
+    v.push(PathBuf::from(&name));
+    for prefix in ["/usr/local/lib", "/usr/lib", "/opt/onnxruntime/lib"] {
+        v.push(Path::new(prefix).join(&name));
+    }
+    v
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> NnError {
+    NnError::new(code, message)
+}
+
+/// ONNX Runtime's error codes in `wasi:nn` terms.
+fn ort_error<R>(what: &str, e: ort::Error<R>) -> NnError {
+    use ort::error::ErrorCode as E;
+    let code = match e.code() {
+        E::InvalidArgument => ErrorCode::InvalidArgument,
+        E::NoSuchFile | E::NoModel | E::InvalidProtobuf | E::InvalidGraph => {
+            ErrorCode::InvalidEncoding
+        }
+        E::NotImplemented => ErrorCode::UnsupportedOperation,
+        E::NotFound => ErrorCode::NotFound,
+        _ => ErrorCode::RuntimeError,
+    };
+    error(code, format!("onnxruntime: {what}: {}", e.message()))
+}
+
+/// Loads the library (once per process) and returns its environment.
+fn runtime(library: Option<&Path>) -> Result<(PathBuf, &'static Environment), NnError> {
+    let mut slot = RUNTIME.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((path, env)) = slot.as_ref() {
+        return match library {
+            Some(want) if want != path => Err(error(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "ONNX Runtime is already loaded from {}; a process loads one library, not also {}",
+                    path.display(),
+                    want.display()
+                ),
+            )),
+            _ => Ok((path.clone(), *env)),
+        };
+    }
+    let mut tried = Vec::new();
+    for candidate in library_candidates(library) {
+        match ort::init_from(&candidate) {
+            Ok(builder) => {
+                let env = builder
+                    .with_name("verge")
+                    .with_telemetry(false)
+                    .build()
+                    .map_err(|e| ort_error("creating the environment", e))?;
+                let env: &'static Environment = Box::leak(Box::new(env));
+                *slot = Some((candidate.clone(), env));
+                return Ok((candidate, env));
+            }
+            Err(e) => tried.push(format!("{}: {e}", candidate.display())),
+        }
+    }
+    Err(error(
+        ErrorCode::NotFound,
+        format!(
+            "no ONNX Runtime library could be loaded ({}); set `library` under [onnxruntime] (or --onnxruntime-lib) to a libonnxruntime of version 1.22 or newer",
+            tried.join("; ")
+        ),
+    ))
+}
+
+/// The execution providers the loaded library offers, among those verge knows.
+pub fn available_providers() -> Vec<&'static str> {
+    if RUNTIME.lock().map(|r| r.is_none()).unwrap_or(true) {
+        return Vec::new();
+    }
+    let known: [(&str, fn() -> ort::Result<bool>); 4] = [
+        ("tensorrt", ep::TensorRT::is_available),
+        ("cuda", ep::CUDA::is_available),
+        ("openvino", ep::OpenVINO::is_available),
+        ("cpu", ep::CPU::is_available),
+    ];
+    known
+        .into_iter()
+        .filter(|(_, available)| available().unwrap_or(false))
+        .map(|(name, _)| name)
+        .collect()
+}
+
+/// The providers to register for a model, in the configured order.
+fn providers(spec: &EngineSpec) -> Result<(Vec<ExecutionProviderDispatch>, Vec<String>), NnError> {
+    if spec.target == Target::Cpu {
+        return Ok((Vec::new(), vec!["cpu".into()]));
+    }
+    let wanted: Vec<String> = if spec.providers.is_empty() {
+        vec!["tensorrt".into(), "cuda".into()]
+    } else {
+        spec.providers.iter().map(|p| p.to_lowercase()).collect()
+    };
+    let offered = available_providers();
+    let mut chosen = Vec::new();
+    let mut names = Vec::new();
+    for name in &wanted {
+        let dispatch = match name.as_str() {
+            "tensorrt" => ep::TensorRT::default().build(),
+            "cuda" => ep::CUDA::default().build(),
+            "openvino" => ep::OpenVINO::default().build(),
+            "cpu" => ep::CPU::default().build(),
+            other => {
+                return Err(error(
+                    ErrorCode::InvalidArgument,
+                    format!("unknown execution provider '{other}' (tensorrt, cuda, openvino or cpu)"),
+                ));
+            }
+        };
+        if offered.contains(&name.as_str()) {
+            chosen.push(dispatch.error_on_failure());
+            names.push(name.clone());
+        }
+    }
+    if chosen.is_empty() {
+        return Err(error(
+            ErrorCode::NotFound,
+            format!(
+                "execution target gpu: this ONNX Runtime offers none of {} (it offers {})",
+                wanted.join(", "),
+                offered.join(", ")
+            ),
+        ));
+    }
+    Ok((chosen, names))
+}
+
+/// One input or output as the model declares it.
+struct Port {
+    name: String,
+    ty: Option<TensorElementType>,
+    /// Negative for a symbolic dimension.
+    dims: Vec<i64>,
+}
+
+impl Port {
+    fn of(name: &str, ty: &ValueType) -> Port {
+        Port {
+            name: name.to_string(),
+            ty: ty.tensor_type(),
+            dims: ty.tensor_shape().map(|s| s.to_vec()).unwrap_or_default(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        let dims: Vec<String> = self
+            .dims
+            .iter()
+            .map(|&d| if d < 0 { "?".into() } else { d.to_string() })
+            .collect();
+        let ty = self
+            .ty
+            .and_then(element_of)
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| format!("{:?}", self.ty));
+        format!("'{}' {ty}[{}]", self.name, dims.join(", "))
+    }
+}
+
+struct Inner {
+    onnx: Vec<u8>,
+    env: &'static Environment,
+    threads: usize,
+    providers: Vec<ExecutionProviderDispatch>,
+    inputs: Vec<Port>,
+    outputs: Vec<Port>,
+    idle: Mutex<Vec<OrtSession>>,
+}
+
+impl Inner {
+    fn new_session(&self) -> Result<OrtSession, NnError> {
+        let mut b = OrtSession::builder(self.env)
+            .map_err(|e| ort_error("session options", e))?
+            .with_optimization_level(GraphOptimizationLevel::All)
+            .map_err(|e| ort_error("optimisation level", e))?;
+        if self.threads > 0 {
+            b = b
+                .with_intra_threads(self.threads)
+                .map_err(|e| ort_error("intra-op threads", e))?;
+        }
+        if !self.providers.is_empty() {
+            b = b
+                .with_execution_providers(&self.providers)
+                .map_err(|e| ort_error("registering execution providers", e))?;
+        }
+        b.commit_from_memory(&self.onnx)
+            .map_err(|e| ort_error("loading the model", e))
+    }
+}
+
+/// Loads a model; returns it with the execution providers that serve it.
+pub(super) fn load(
+    onnx: &[u8],
+    spec: &EngineSpec,
+) -> Result<(Arc<dyn Engine>, Vec<String>), NnError> {
+    if onnx.is_empty() {
+        return Err(error(ErrorCode::InvalidEncoding, "the model is empty"));
+    }
+    let (_, env) = runtime(spec.library.as_deref())?;
+    let (providers, names) = providers(spec)?;
+    let mut inner = Inner {
+        onnx: onnx.to_vec(),
+        env,
+        threads: spec.threads,
+        providers,
+        inputs: Vec::new(),
+        outputs: Vec::new(),
+        idle: Mutex::new(Vec::new()),
+    };
+    let first = inner.new_session()?;
+    inner.inputs = first
+        .inputs()
+        .iter()
+        .map(|o| Port::of(o.name(), o.dtype()))
+        .collect();
+    inner.outputs = first
+        .outputs()
+        .iter()
+        .map(|o| Port::of(o.name(), o.dtype()))
+        .collect();
+    inner.idle.get_mut().unwrap().push(first);
+    Ok((Arc::new(OrtEngine(Arc::new(inner))), names))
+}
+
+struct OrtEngine(Arc<Inner>);
+
+impl Engine for OrtEngine {
+    fn session(&self) -> Box<dyn Session> {
+        Box::new(OrtContext {
+            model: self.0.clone(),
+            inputs: (0..self.0.inputs.len()).map(|_| None).collect(),
+            outputs: Vec::new(),
+        })
+    }
+}
+
+struct OrtContext {
+    model: Arc<Inner>,
+    inputs: Vec<Option<DynValue>>,
+    outputs: Vec<Tensor>,
+}
+
+fn list(ports: &[Port]) -> String {
+    let v: Vec<String> = ports.iter().map(Port::describe).collect();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+fn index(ports: &[Port], id: Id<'_>, kind: &str) -> Result<usize, NnError> {
+    match id {
+        Id::Index(i) if (i as usize) < ports.len() => Some(i as usize),
+        Id::Name(n) => ports.iter().position(|p| p.name == n),
+        _ => None,
+    }
+    .ok_or_else(|| {
+        let which = match id {
+            Id::Index(i) => format!("#{i}"),
+            Id::Name(n) => format!("'{n}'"),
+        };
+        error(
+            ErrorCode::InvalidArgument,
+            format!("no {kind} {which}; the model's {kind}s are {}", list(ports)),
+        )
+    })
+}
+
+impl Session for OrtContext {
+    fn set_input(&mut self, id: Id<'_>, tensor: &Tensor) -> Result<(), NnError> {
+        let ix = index(&self.model.inputs, id, "input")?;
+        let port = &self.model.inputs[ix];
+        let fits = element_of_opt(port.ty) == Some(tensor.ty)
+            && port.dims.len() == tensor.dims.len()
+            && port
+                .dims
+                .iter()
+                .zip(&tensor.dims)
+                .all(|(&want, &got)| want < 0 || want == got as i64);
+        if !fits {
+            return Err(error(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "input {} cannot take {}{:?}",
+                    port.describe(),
+                    tensor.ty,
+                    tensor.dims
+                ),
+            ));
+        }
+        self.inputs[ix] = Some(to_value(tensor, &port.name)?);
+        Ok(())
+    }
+
+    fn compute(&mut self) -> Result<(), NnError> {
+        let missing: Vec<String> = self
+            .model
+            .inputs
+            .iter()
+            .zip(&self.inputs)
+            .filter(|(_, v)| v.is_none())
+            .map(|(p, _)| p.describe())
+            .collect();
+        if !missing.is_empty() {
+            return Err(error(
+                ErrorCode::InvalidArgument,
+                format!("inputs not set: {}", missing.join(", ")),
+            ));
+        }
+        let inputs: Vec<(&str, &DynValue)> = self
+            .model
+            .inputs
+            .iter()
+            .zip(self.inputs.iter().flatten())
+            .map(|(p, v)| (p.name.as_str(), v))
+            .collect();
+        let taken = self.model.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut session = match taken {
+            Some(s) => s,
+            None => self.model.new_session()?,
+        };
+        let result = session
+            .run(inputs)
+            .map_err(|e| ort_error("inference failed", e))
+            .and_then(|outputs| {
+                outputs
+                    .into_iter()
+                    .map(|(name, value)| from_value(&value, name))
+                    .collect::<Result<Vec<Tensor>, NnError>>()
+            });
+        self.model
+            .idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(session);
+        self.outputs = result?;
+        Ok(())
+    }
+
+    fn get_output(&self, id: Id<'_>) -> Result<Tensor, NnError> {
+        let ix = index(&self.model.outputs, id, "output")?;
+        self.outputs.get(ix).cloned().ok_or_else(|| {
+            error(
+                ErrorCode::InvalidArgument,
+                "no outputs yet: call compute first",
+            )
+        })
+    }
+
+    fn run(&mut self, inputs: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>, NnError> {
+        for (name, t) in inputs {
+            self.set_input(Id::Name(name), t)?;
+        }
+        self.compute()?;
+        Ok(self
+            .model
+            .outputs
+            .iter()
+            .map(|p| p.name.clone())
+            .zip(self.outputs.iter().cloned())
+            .collect())
+    }
+}
+
+fn element_of(t: TensorElementType) -> Option<ElementType> {
+    Some(match t {
+        TensorElementType::Float32 => ElementType::F32,
+        TensorElementType::Float16 => ElementType::F16,
+        TensorElementType::Float64 => ElementType::F64,
+        TensorElementType::Bfloat16 => ElementType::Bf16,
+        TensorElementType::Uint8 => ElementType::U8,
+        TensorElementType::Int32 => ElementType::I32,
+        TensorElementType::Int64 => ElementType::I64,
+        _ => return None,
+    })
+}
+
+fn element_of_opt(t: Option<TensorElementType>) -> Option<ElementType> {
+    t.and_then(element_of)
+}
+
+/// Element types as little-endian bytes.
+trait Le: PrimitiveTensorElementType + Copy + std::fmt::Debug + 'static {
+    const SIZE: usize;
+    fn read(b: &[u8]) -> Self;
+    fn write(self, out: &mut Vec<u8>);
+}
+
+macro_rules! le {
+    ($($t:ty),*) => {$(
+        impl Le for $t {
+            const SIZE: usize = std::mem::size_of::<$t>();
+            fn read(b: &[u8]) -> Self {
+                <$t>::from_le_bytes(b.try_into().expect("chunk of SIZE bytes"))
+            }
+            fn write(self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_le_bytes());
+            }
+        }
+    )*};
+}
+le!(f32, f64, u8, i32, i64, half::f16, half::bf16);
+
+fn tensor_of<T: Le>(dims: Vec<i64>, data: &[u8]) -> ort::Result<DynValue> {
+    let values: Vec<T> = data.chunks_exact(T::SIZE).map(T::read).collect();
+    Ok(ort::value::Tensor::from_array((dims, values))?.into_dyn())
+}
+
+fn to_value(t: &Tensor, name: &str) -> Result<DynValue, NnError> {
+    let count: usize = t.dims.iter().map(|&d| d as usize).product();
+    if t.data.len() != count * t.ty.size() {
+        return Err(error(
+            ErrorCode::InvalidArgument,
+            format!(
+                "input '{name}': {} bytes do not make {}{:?} ({} bytes)",
+                t.data.len(),
+                t.ty,
+                t.dims,
+                count * t.ty.size()
+            ),
+        ));
+    }
+    let dims: Vec<i64> = t.dims.iter().map(|&d| d as i64).collect();
+    let value = match t.ty {
+        ElementType::F32 => tensor_of::<f32>(dims, &t.data),
+        ElementType::F16 => tensor_of::<half::f16>(dims, &t.data),
+        ElementType::F64 => tensor_of::<f64>(dims, &t.data),
+        ElementType::Bf16 => tensor_of::<half::bf16>(dims, &t.data),
+        ElementType::U8 => tensor_of::<u8>(dims, &t.data),
+        ElementType::I32 => tensor_of::<i32>(dims, &t.data),
+        ElementType::I64 => tensor_of::<i64>(dims, &t.data),
+    };
+    value.map_err(|e| ort_error(&format!("input '{name}'"), e))
+}
+
+/// Copies an output out; narrow integer and boolean outputs are widened the
+/// way the tract backend widens them, so components see the same types.
+fn from_value(v: &DynValue, name: &str) -> Result<Tensor, NnError> {
+    fn take<T: Le>(v: &DynValue, ty: ElementType) -> ort::Result<Tensor> {
+        let (shape, values) = v.try_extract_tensor::<T>()?;
+        let mut data = Vec::with_capacity(values.len() * T::SIZE);
+        for &x in values {
+            x.write(&mut data);
+        }
+        let dims = shape.iter().map(|&d| d as u32).collect();
+        Ok(Tensor::new(dims, ty, data))
+    }
+    fn extract<T: PrimitiveTensorElementType + Copy + 'static>(
+        v: &DynValue,
+        widen: impl Fn(T) -> i64,
+        ty: ElementType,
+    ) -> ort::Result<Tensor> {
+        let (shape, values) = v.try_extract_tensor::<T>()?;
+        let mut data = Vec::with_capacity(values.len() * ty.size());
+        for &x in values {
+            match ty {
+                ElementType::I32 => data.extend_from_slice(&(widen(x) as i32).to_le_bytes()),
+                _ => data.extend_from_slice(&widen(x).to_le_bytes()),
+            }
+        }
+        let dims = shape.iter().map(|&d| d as u32).collect();
+        Ok(Tensor::new(dims, ty, data))
+    }
+    let Some(ty) = v.dtype().tensor_type() else {
+        return Err(error(
+            ErrorCode::UnsupportedOperation,
+            format!("output '{name}' is not a tensor ({:?})", v.dtype()),
+        ));
+    };
+    let out = match ty {
+        TensorElementType::Float32 => take::<f32>(v, ElementType::F32),
+        TensorElementType::Float16 => take::<half::f16>(v, ElementType::F16),
+        TensorElementType::Float64 => take::<f64>(v, ElementType::F64),
+        TensorElementType::Bfloat16 => take::<half::bf16>(v, ElementType::Bf16),
+        TensorElementType::Uint8 => take::<u8>(v, ElementType::U8),
+        TensorElementType::Int32 => take::<i32>(v, ElementType::I32),
+        TensorElementType::Int64 => take::<i64>(v, ElementType::I64),
+        TensorElementType::Bool => extract::<bool>(v, i64::from, ElementType::I32),
+        TensorElementType::Int8 => extract::<i8>(v, i64::from, ElementType::I32),
+        TensorElementType::Int16 => extract::<i16>(v, i64::from, ElementType::I32),
+        TensorElementType::Uint16 => extract::<u16>(v, i64::from, ElementType::I32),
+        TensorElementType::Uint32 => extract::<u32>(v, i64::from, ElementType::I64),
+        other => {
+            return Err(error(
+                ErrorCode::UnsupportedOperation,
+                format!("output '{name}' has element type {other:?}, which wasi:nn cannot carry"),
+            ));
+        }
+    };
+    out.map_err(|e| ort_error(&format!("output '{name}'"), e))
+}

@@ -1,0 +1,145 @@
+// The fraud-score baseline for the edge benchmark (bench/edge-bench.mjs): what
+// a web team would write without verge. A plain Lambda@Edge origin-request
+// handler that reads a transaction's features from the JSON body, runs the
+// fraud model (models/fraud_score.py: a scikit-learn random forest as one ONNX
+// TreeEnsembleClassifier) with onnxruntime-node and answers as the verge
+// fraud-score component does (components/fraud-score/src/lib.rs):
+//
+// * score < low: the request goes on with `x-fraud-score`;
+// * score >= high: 403 with {"decision":"block","fraud_score":…,"threshold":…};
+// * in between: the request goes on to the origin with `x-verge-deferred`
+//   saying why (the header the verge shim uses, so that both give CloudFront
+//   the same result).
+//
+// Deployed layout (the zip's root; edge-bench.mjs builds it from this file):
+//   index.mjs  package.json  config.json ({"low": 0.3, "high": 0.8}, optional)
+//   node_modules/onnxruntime-{node,common}  model/fraud-score.onnx
+// Lambda handler: `index.handler`. An invalid body or a model error passes the
+// request on unchanged (verge's `--on-error pass`); every invocation logs one
+// JSON line.
+
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import ort from 'onnxruntime-node';
+
+const here = dirname(fileURLToPath(import.meta.url));
+
+/** The model's inputs, in its order (FEATURES in models/fraud_score.py). */
+export const FEATURES = ['amount', 'hour', 'distance_km', 'merchant_risk', 'card_age_days', 'txn_last_24h', 'foreign', 'card_present'];
+
+class InvalidInput extends Error {}
+
+/** The feature vector from a JSON object of named numbers (booleans count as 0/1). */
+export function parseFeatures(text) {
+  if (!text.trim()) throw new InvalidInput(`empty body: expected a JSON object with the features ${FEATURES.join(', ')}`);
+  let value;
+  try {
+    value = JSON.parse(text);
+  } catch (e) {
+    throw new InvalidInput(`the body is not JSON: ${e.message}`);
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw new InvalidInput('expected a JSON object of named features, e.g. {"amount": 12.5, ...}');
+  }
+  const out = new Float32Array(FEATURES.length);
+  FEATURES.forEach((name, i) => {
+    if (!(name in value)) throw new InvalidInput(`missing feature '${name}'`);
+    const v = value[name];
+    if (typeof v === 'boolean') out[i] = v ? 1 : 0;
+    else if (typeof v === 'number') out[i] = v;
+    else throw new InvalidInput(`feature '${name}' must be a number, got ${JSON.stringify(v)}`);
+    if (!Number.isFinite(out[i])) throw new InvalidInput(`feature '${name}' must be a finite number, got ${v}`);
+  });
+  return out;
+}
+
+/** A float32 as Rust's `{}` prints it: the shortest decimal that reads back as the same f32, no exponent. */
+export function f32String(x) {
+  for (let p = 1; p <= 9; p++) {
+    const d = Number(x.toPrecision(p));
+    if (Math.fround(d) === x) {
+      const s = String(d);
+      return s.includes('e') ? d.toFixed(20).replace(/\.?0+$/, '') : s;
+    }
+  }
+  return String(x);
+}
+
+function log(level, fields) {
+  console.log(JSON.stringify({ level, time: new Date().toISOString(), ...fields }));
+}
+
+/**
+ * A handler over the fraud model. Options: `dir` (the folder holding model/
+ * and config.json), or explicit `model`; `low`, `high` (else config.json, else
+ * 0.3 and 0.8); `sessionOptions` for onnxruntime.
+ */
+export function createHandler(opts = {}) {
+  const dir = opts.dir ?? here;
+  const cfgPath = join(dir, 'config.json');
+  const cfg = existsSync(cfgPath) ? JSON.parse(readFileSync(cfgPath, 'utf8')) : {};
+  const low = Math.fround(Number(opts.low ?? cfg.low ?? 0.3));
+  const high = Math.fround(Number(opts.high ?? cfg.high ?? 0.8));
+  if (!(low >= 0 && high <= 1 && low <= high)) throw new Error(`low = ${low}, high = ${high}: need 0 <= low <= high <= 1`);
+  const modelPath = opts.model ?? join(dir, 'model/fraud-score.onnx');
+  let session = null;
+  const sessionOf = () =>
+    (session ??= ort.InferenceSession.create(modelPath, { executionProviders: ['cpu'], ...opts.sessionOptions }));
+
+  return async function handler(event) {
+    const started = process.hrtime.bigint();
+    const ms = () => Number(process.hrtime.bigint() - started) / 1e6;
+    const request = event.Records[0].cf.request;
+    const body = request.body;
+    if (typeof body?.data !== 'string' || body.inputTruncated) {
+      log('info', { kind: 'pass', reason: body?.inputTruncated ? 'truncated body' : 'no body', ms: ms() });
+      return request;
+    }
+    try {
+      const text = Buffer.from(body.data, body.encoding === 'text' ? 'utf8' : 'base64').toString('utf8');
+      const features = parseFeatures(text);
+      const s = await sessionOf();
+      const out = await s.run({ features: new ort.Tensor('float32', features, [1, FEATURES.length]) }, ['probabilities']);
+      const proba = out.probabilities;
+      if (proba.dims.join() !== '1,2') throw new Error(`probabilities of shape [${proba.dims}], expected [1,2]`);
+      const score = proba.data[1];
+      const s32 = f32String(score);
+      const headers = { ...request.headers };
+      if (score >= high) {
+        log('info', { kind: 'respond', score, ms: ms() });
+        return {
+          status: '403',
+          headers: {
+            'content-type': [{ key: 'Content-Type', value: 'application/json' }],
+            'x-fraud-score': [{ key: 'x-fraud-score', value: s32 }],
+          },
+          body: `{"decision":"block","fraud_score":${s32},"threshold":${f32String(high)}}`,
+          bodyEncoding: 'text',
+        };
+      }
+      if (score < low) {
+        headers['x-fraud-score'] = [{ key: 'x-fraud-score', value: s32 }];
+        log('info', { kind: 'annotate', score, ms: ms() });
+      } else {
+        const reason = `fraud score ${s32} is between ${f32String(low)} and ${f32String(high)}: the origin decides`;
+        headers['x-verge-deferred'] = [{ key: 'x-verge-deferred', value: reason }];
+        log('info', { kind: 'defer', score, ms: ms() });
+      }
+      request.headers = headers;
+      return request;
+    } catch (e) {
+      log('error', { kind: e instanceof InvalidInput ? 'invalid-input' : 'error', message: String(e?.message ?? e), ms: ms() });
+      return request;
+    }
+  };
+}
+
+let packaged = null;
+
+/** The Lambda handler: `index.handler`. */
+export async function handler(event, context) {
+  packaged ??= createHandler();
+  return packaged(event, context);
+}
