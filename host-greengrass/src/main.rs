@@ -177,10 +177,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     let graphs = Graphs::load(&models)?;
     for loaded in graphs.loaded() {
         if let Some(why) = &loaded.fallback {
-            eprintln!(
-                "verge-device: model '{}' runs on tract: {why}",
-                loaded.name
-            );
+            eprintln!("verge-device: model '{}' runs on tract: {why}", loaded.name);
         }
     }
     let runtime = Runtime::new(graphs)?;

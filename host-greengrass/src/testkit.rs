@@ -2,13 +2,13 @@
 //! components, the fetched models and the reference files are, and a runtime
 //! with one component prepared to call.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
 use wasmtime::component::Component;
 
-use crate::nn::{Backend, EngineSpec, Graphs, ModelSpec};
+use crate::nn::{Backend, ElementType, EngineSpec, Graphs, ModelSpec, Tensor};
 use crate::runtime::{
     CallError, Deployment, Limits, Outcome, Placement, Prepared, Request, Runtime,
 };
@@ -151,4 +151,72 @@ impl Host {
         };
         self.runtime.call(&self.prepared, &deployment, &request)
     }
+}
+
+/// How tract and ONNX Runtime compare on the same inputs.
+#[derive(Debug, Default)]
+pub struct Agreement {
+    /// The largest absolute difference over every float output.
+    pub max_abs_diff: f32,
+    /// "case N: output 'X'" for each non-float output that differs, and each
+    /// float output whose arg-max differs.
+    pub mismatches: Vec<String>,
+}
+
+/// Runs each input through tract and through ONNX Runtime (one thread) and
+/// compares them; outputs must have the same shape and type.
+pub fn backends_agree(model: &Path, inputs: &[Vec<(String, Tensor)>]) -> Agreement {
+    let graphs = Graphs::load(&[
+        ModelSpec::tract("tract", model),
+        ModelSpec {
+            name: "onnxruntime".into(),
+            path: model.into(),
+            engine: onnxruntime(1),
+        },
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut tract = graphs.engine("tract").unwrap().session();
+    let mut ort = graphs.engine("onnxruntime").unwrap().session();
+    let mut agreement = Agreement::default();
+    for (case, input) in inputs.iter().enumerate() {
+        let a = tract
+            .run(input)
+            .unwrap_or_else(|e| panic!("tract, case {case}: {e}"));
+        let b = ort
+            .run(input)
+            .unwrap_or_else(|e| panic!("onnxruntime, case {case}: {e}"));
+        assert_eq!(a.len(), b.len(), "case {case}: output count");
+        for ((name, x), (_, y)) in a.iter().zip(&b) {
+            assert_eq!(
+                (&x.dims, x.ty),
+                (&y.dims, y.ty),
+                "case {case}: output '{name}'"
+            );
+            let same = if x.ty == ElementType::F32 {
+                let (x, y) = (floats(&x.data), floats(&y.data));
+                for (p, q) in x.iter().zip(&y) {
+                    agreement.max_abs_diff = agreement.max_abs_diff.max((p - q).abs());
+                }
+                argmax(&x) == argmax(&y)
+            } else {
+                x.data == y.data
+            };
+            if !same {
+                agreement
+                    .mismatches
+                    .push(format!("case {case}: output '{name}'"));
+            }
+        }
+    }
+    agreement
+}
+
+fn floats(data: &[u8]) -> Vec<f32> {
+    data.chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+fn argmax(v: &[f32]) -> Option<usize> {
+    (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b]))
 }

@@ -8,12 +8,17 @@ mod common;
 use std::time::Duration;
 
 use serde_json::Value;
+use verge_device::nn::{ElementType, EngineSpec, Tensor};
 use verge_device::runtime::Outcome;
 use verge_device::testkit::{self, Host};
 
-#[test]
-fn file_type_agrees_with_python_magika() {
-    let rows = testkit::reference("VERGE_MAGIKA_REFERENCE", "./dev test writes them");
+fn rows() -> Vec<Value> {
+    testkit::reference("VERGE_MAGIKA_REFERENCE", "./dev test writes them")
+}
+
+/// The corpus through the component, on `backend`, against Python magika.
+fn agreement(backend: &str, engine: EngineSpec) {
+    let rows = rows();
     assert!(
         rows.len() >= 200,
         "the corpus has {} files, at least 200 are needed",
@@ -21,7 +26,13 @@ fn file_type_agrees_with_python_magika() {
     );
 
     let wasm = common::wasm("file_type");
-    let host = Host::new("magika", common::magika(), wasm, Duration::from_secs(30));
+    let host = Host::with_engine(
+        "magika",
+        common::magika(),
+        wasm,
+        Duration::from_secs(30),
+        engine,
+    );
 
     let (mut same, mut score_diff) = (0, 0f64);
     let mut disagreements = Vec::new();
@@ -46,7 +57,7 @@ fn file_type_agrees_with_python_magika() {
     }
     let agreement = same as f64 / rows.len() as f64;
     println!(
-        "file-type vs python magika: {same}/{} identical labels ({:.2} %), max score difference on agreeing files {score_diff:.2e}",
+        "file-type on {backend} vs python magika: {same}/{} identical labels ({:.2} %), max score difference on agreeing files {score_diff:.2e}",
         rows.len(),
         agreement * 100.0
     );
@@ -58,4 +69,44 @@ fn file_type_agrees_with_python_magika() {
         "agreement {:.2} % is under 98 %",
         agreement * 100.0
     );
+}
+
+#[test]
+fn file_type_on_tract_agrees_with_python_magika() {
+    agreement("tract", EngineSpec::default());
+}
+
+#[test]
+fn file_type_on_onnxruntime_agrees_with_python_magika() {
+    agreement("onnxruntime", testkit::onnxruntime(0));
+}
+
+#[test]
+fn tract_and_onnxruntime_agree_on_magika() {
+    let cases: Vec<_> = rows()
+        .iter()
+        .filter_map(|row| {
+            let body = std::fs::read(row["path"].as_str().unwrap()).ok()?;
+            let magika::Prepared::Model(f) = magika::prepare(&body) else {
+                return None;
+            };
+            let data = f.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let t = Tensor::new(vec![1, magika::FEATURES as u32], ElementType::I32, data);
+            Some(vec![("bytes".to_string(), t)])
+        })
+        .collect();
+    assert!(cases.len() >= 200, "{} files reach the model", cases.len());
+    let a = testkit::backends_agree(&common::magika(), &cases);
+    println!(
+        "magika: tract vs onnxruntime on {} files: max |diff| {:.2e}, mismatches {:?}",
+        cases.len(),
+        a.max_abs_diff,
+        a.mismatches
+    );
+    assert!(
+        a.max_abs_diff <= 1e-4,
+        "tract and onnxruntime differ by {}",
+        a.max_abs_diff
+    );
+    assert!(a.mismatches.is_empty(), "{:?}", a.mismatches);
 }

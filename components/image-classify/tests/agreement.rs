@@ -17,14 +17,23 @@ fn reference() -> Vec<Value> {
     )
 }
 
-fn host() -> Host {
-    let model = testkit::model(
+fn model() -> std::path::PathBuf {
+    testkit::model(
         "efficientnet-lite0",
         "model.onnx",
         "python models/efficientnet_lite0.py",
-    );
+    )
+}
+
+fn host() -> Host {
     let wasm = testkit::wasm("image_classify");
-    Host::new("efficientnet-lite0", model, wasm, Duration::from_secs(60))
+    Host::new("efficientnet-lite0", model(), wasm, Duration::from_secs(60))
+}
+
+/// The reference's own preprocessed tensor for a row.
+fn tensor(row: &Value) -> Tensor {
+    let data = std::fs::read(row["tensor"].as_str().unwrap()).unwrap();
+    Tensor::new(vec![1, 3, 224, 224], ElementType::F32, data)
 }
 
 fn call(host: &Host, body: &[u8], settings: &[(&str, &str)]) -> Result<Outcome, CallError> {
@@ -48,13 +57,12 @@ fn agrees_with_onnxruntime_on_photographs() {
         rows.len()
     );
     let host = host();
-    let model = host
+    let mut session = host
         .runtime
         .graphs()
-        .model("efficientnet-lite0")
+        .engine("efficientnet-lite0")
         .unwrap()
-        .clone();
-    let mut session = model.session();
+        .session();
     let (mut ours, mut native, mut ort) = (Duration::ZERO, Duration::ZERO, 0f64);
     for row in &rows {
         let image = row["image"].as_str().unwrap();
@@ -95,8 +103,7 @@ fn agrees_with_onnxruntime_on_photographs() {
         );
 
         // Native tract on the reference's own tensor agrees with onnxruntime too.
-        let tensor = std::fs::read(row["tensor"].as_str().unwrap()).unwrap();
-        let input = Tensor::new(vec![1, 3, 224, 224], ElementType::F32, tensor);
+        let input = tensor(row);
         let started = Instant::now();
         let out = session.run(&[("input".into(), input)]).unwrap();
         native += started.elapsed();
@@ -125,6 +132,27 @@ fn agrees_with_onnxruntime_on_photographs() {
         native.as_secs_f64() * 1000.0 / n,
         ort / n
     );
+}
+
+#[test]
+fn tract_and_onnxruntime_agree() {
+    let inputs: Vec<_> = reference()
+        .iter()
+        .map(|row| vec![("input".to_string(), tensor(row))])
+        .collect();
+    let a = testkit::backends_agree(&model(), &inputs);
+    println!(
+        "image-classify: tract vs onnxruntime on {} photographs: max |diff| {:.2e}, mismatches {:?}",
+        inputs.len(),
+        a.max_abs_diff,
+        a.mismatches
+    );
+    assert!(
+        a.max_abs_diff <= 1e-4,
+        "tract and onnxruntime differ by {}",
+        a.max_abs_diff
+    );
+    assert!(a.mismatches.is_empty(), "{:?}", a.mismatches);
 }
 
 #[test]

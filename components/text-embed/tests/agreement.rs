@@ -18,10 +18,35 @@ fn reference() -> Vec<Value> {
     )
 }
 
+fn model() -> std::path::PathBuf {
+    testkit::model("minilm-l6-v2-int8", "model.onnx", "python3 models/fetch.py")
+}
+
 fn host() -> Host {
-    let model = testkit::model("minilm-l6-v2-int8", "model.onnx", "python3 models/fetch.py");
     let wasm = testkit::wasm("text_embed");
-    Host::new("minilm", model, wasm, Duration::from_secs(60))
+    Host::new("minilm", model(), wasm, Duration::from_secs(60))
+}
+
+/// A reference row's token ids as the model's three inputs.
+fn inputs(row: &Value) -> Vec<(String, Tensor)> {
+    let ids: Vec<i64> = row["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    let tensor = |v: &[i64]| {
+        Tensor::new(
+            vec![1, v.len() as u32],
+            ElementType::I64,
+            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        )
+    };
+    vec![
+        ("input_ids".to_string(), tensor(&ids)),
+        ("attention_mask".to_string(), tensor(&vec![1; ids.len()])),
+        ("token_type_ids".to_string(), tensor(&vec![0; ids.len()])),
+    ]
 }
 
 fn json(host: &Host, text: &str, settings: &[(&str, &str)]) -> Value {
@@ -82,29 +107,10 @@ fn agrees_with_tokenizers_and_onnxruntime() {
         worst = worst.min(c);
     }
     // The same ids through tract natively (model only).
-    let model = host.runtime.graphs().model("minilm").unwrap().clone();
-    let mut session = model.session();
+    let mut session = host.runtime.graphs().engine("minilm").unwrap().session();
     let started = Instant::now();
     for row in &rows {
-        let ids: Vec<i64> = row["ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_i64().unwrap())
-            .collect();
-        let tensor = |v: &[i64]| {
-            Tensor::new(
-                vec![1, v.len() as u32],
-                ElementType::I64,
-                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            )
-        };
-        let inputs = [
-            ("input_ids".to_string(), tensor(&ids)),
-            ("attention_mask".to_string(), tensor(&vec![1; ids.len()])),
-            ("token_type_ids".to_string(), tensor(&vec![0; ids.len()])),
-        ];
-        session.run(&inputs).unwrap();
+        session.run(&inputs(row)).unwrap();
     }
     let tract = started.elapsed();
     let n = rows.len() as f64;
@@ -117,6 +123,24 @@ fn agrees_with_tokenizers_and_onnxruntime() {
         tract.as_secs_f64() * 1000.0 / n,
         ort_ms / n
     );
+}
+
+#[test]
+fn tract_and_onnxruntime_agree() {
+    let cases: Vec<_> = reference().iter().map(inputs).collect();
+    let a = testkit::backends_agree(&model(), &cases);
+    println!(
+        "text-embed: tract vs onnxruntime on {} sentences: max |diff| {:.2e}, mismatches {:?}",
+        cases.len(),
+        a.max_abs_diff,
+        a.mismatches
+    );
+    assert!(
+        a.max_abs_diff <= 1e-4,
+        "tract and onnxruntime differ by {}",
+        a.max_abs_diff
+    );
+    assert!(a.mismatches.is_empty(), "{:?}", a.mismatches);
 }
 
 #[test]

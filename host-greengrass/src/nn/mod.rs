@@ -201,7 +201,11 @@ impl BackendGraph for WasiGraph {
 struct WasiContext(Box<dyn Session>);
 
 impl BackendExecutionContext for WasiContext {
-    fn set_input(&mut self, which: WasiId, tensor: &wasmtime_wasi_nn::Tensor) -> Result<(), BackendError> {
+    fn set_input(
+        &mut self,
+        which: WasiId,
+        tensor: &wasmtime_wasi_nn::Tensor,
+    ) -> Result<(), BackendError> {
         self.0.set_input(id(&which), &to_ours(tensor)).map_err(fail)
     }
 
@@ -348,7 +352,7 @@ fn load_one(spec: &ModelSpec) -> Result<(Arc<dyn Engine>, Loaded), LoadError> {
             Err(e) => return Err(model_error(Backend::Onnxruntime, e)),
         }
     }
-    let engine = tract::load(&bytes, spec.engine.threads)
-        .map_err(|e| model_error(Backend::Tract, e))?;
+    let engine =
+        tract::load(&bytes, spec.engine.threads).map_err(|e| model_error(Backend::Tract, e))?;
     Ok((engine, loaded))
 }

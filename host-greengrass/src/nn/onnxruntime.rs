@@ -144,7 +144,9 @@ fn providers(spec: &EngineSpec) -> Result<(Vec<ExecutionProviderDispatch>, Vec<S
             other => {
                 return Err(error(
                     ErrorCode::InvalidArgument,
-                    format!("unknown execution provider '{other}' (tensorrt, cuda, openvino or cpu)"),
+                    format!(
+                        "unknown execution provider '{other}' (tensorrt, cuda, openvino or cpu)"
+                    ),
                 ));
             }
         };
@@ -356,7 +358,12 @@ impl Session for OrtContext {
             .zip(self.inputs.iter().flatten())
             .map(|(p, v)| (p.name.as_str(), v))
             .collect();
-        let taken = self.model.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let taken = self
+            .model
+            .idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
         let mut session = match taken {
             Some(s) => s,
             None => self.model.new_session()?,

@@ -1,0 +1,231 @@
+//! The ONNX Runtime backend's failures, as a user meets them: a missing
+//! library, a missing GPU provider and a model ONNX Runtime refuses are clear
+//! errors, or a logged fallback to tract when the deployment allows one; bad
+//! tensors are `wasi:nn` errors and the model keeps serving.
+//!
+//! Each load-failure case runs `verge-device run` in its own process: the
+//! library is loaded once per process, so a failed load must not be followed
+//! by a good one in the same test binary.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use verge_device::nn::{ElementType, ErrorCode, Graphs, Id, ModelSpec, Tensor};
+use verge_device::testkit;
+
+fn run(model: &Path, flags: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_verge-device"))
+        .arg("run")
+        .arg(common::wasm("file_type"))
+        .arg("--model")
+        .arg(format!("magika={}", model.display()))
+        .args([
+            "--input",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cli.rs"),
+        ])
+        .args(flags)
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn label(o: &Output) -> String {
+    let v: Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", String::from_utf8_lossy(&o.stdout), stderr(o)));
+    v["respond"]["body"]["label"].as_str().unwrap().to_string()
+}
+
+fn lib() -> String {
+    testkit::onnxruntime_lib().display().to_string()
+}
+
+#[test]
+fn runs_on_onnxruntime() {
+    let o = run(
+        &common::magika(),
+        &["--backend", "onnxruntime", "--onnxruntime-lib", &lib()],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(label(&o), "rust");
+}
+
+#[test]
+fn a_missing_library_is_a_clear_error_or_a_fallback() {
+    let flags = [
+        "--backend",
+        "onnxruntime",
+        "--onnxruntime-lib",
+        "/nonexistent/libonnxruntime.so",
+    ];
+    let o = run(&common::magika(), &flags);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains("model 'magika'") && e.contains("on onnxruntime"),
+        "{e}"
+    );
+    assert!(
+        e.contains("not-found") && e.contains("/nonexistent/libonnxruntime.so"),
+        "{e}"
+    );
+
+    let o = run(
+        &common::magika(),
+        &[&flags[..], &["--fallback-to-tract"]].concat(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("'magika' runs on tract"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(label(&o), "rust");
+}
+
+#[test]
+fn a_missing_gpu_provider_is_a_clear_error_or_a_fallback() {
+    // The CPU build of ONNX Runtime offers no CUDA (nor TensorRT).
+    let flags = [
+        "--backend",
+        "onnxruntime",
+        "--onnxruntime-lib",
+        &lib(),
+        "--gpu",
+        "--provider",
+        "cuda",
+    ];
+    let o = run(&common::magika(), &flags);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains("execution target gpu") && e.contains("none of cuda"),
+        "{e}"
+    );
+
+    let o = run(
+        &common::magika(),
+        &[&flags[..], &["--fallback-to-tract"]].concat(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("runs on tract"), "{}", stderr(&o));
+    assert_eq!(label(&o), "rust");
+}
+
+/// Magika's model claiming ONNX IR version 99: ONNX Runtime refuses it, tract
+/// (which reads the graph, not the version) does not.
+fn future_ir_model() -> PathBuf {
+    let mut bytes = std::fs::read(common::magika()).unwrap();
+    // ModelProto field 1 (ir_version) is a one-byte varint at the start.
+    assert_eq!(bytes[0], 0x08, "ir_version comes first");
+    assert!(bytes[1] < 0x80);
+    bytes[1] = 99;
+    let path = std::env::temp_dir().join(format!("verge-ir99-{}.onnx", std::process::id()));
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+#[test]
+fn a_model_onnxruntime_refuses_is_a_clear_error_or_a_fallback() {
+    let model = future_ir_model();
+    let flags = ["--backend", "onnxruntime", "--onnxruntime-lib", &lib()];
+    let o = run(&model, &flags);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains("on onnxruntime") && e.contains("loading the model"),
+        "{e}"
+    );
+
+    let o = run(&model, &[&flags[..], &["--fallback-to-tract"]].concat());
+    std::fs::remove_file(&model).unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("runs on tract"), "{}", stderr(&o));
+    assert_eq!(label(&o), "rust");
+}
+
+#[test]
+fn bad_tensors_are_wasi_nn_errors_and_the_model_keeps_serving() {
+    let graphs = Graphs::load(&[ModelSpec {
+        name: "magika".into(),
+        path: common::magika(),
+        engine: testkit::onnxruntime(1),
+    }])
+    .unwrap();
+    let loaded = graphs.loaded();
+    assert_eq!(loaded[0].backend.to_string(), "onnxruntime");
+    assert_eq!(loaded[0].providers, ["cpu"]);
+    let mut s = graphs.engine("magika").unwrap().session();
+    let ints = |dims: Vec<u32>| {
+        let n: u32 = dims.iter().product();
+        Tensor::new(dims, ElementType::I32, vec![0; n as usize * 4])
+    };
+    let cases = [
+        (
+            Id::Name("bytes"),
+            ints(vec![1, 100]),
+            "cannot take i32[1, 100]",
+        ),
+        (
+            Id::Name("bytes"),
+            Tensor::new(vec![1, 2048], ElementType::F32, vec![0; 8192]),
+            "cannot take fp32",
+        ),
+        (
+            Id::Name("bytes"),
+            Tensor::new(vec![1, 2048], ElementType::I32, vec![0; 100]),
+            "100 bytes",
+        ),
+        (Id::Name("pixels"), ints(vec![1, 2048]), "no input 'pixels'"),
+        (Id::Index(3), ints(vec![1, 2048]), "no input #3"),
+    ];
+    for (id, t, expected) in cases {
+        let e = s.set_input(id, &t).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidArgument, "{e}");
+        assert!(e.message.contains(expected), "{e} should say {expected:?}");
+    }
+    let e = s.compute().unwrap_err();
+    assert!(e.message.contains("inputs not set"), "{e}");
+    // A good call still works, on the same context and on a new one.
+    let out = s.run(&[("bytes".into(), ints(vec![1, 2048]))]).unwrap();
+    assert_eq!(out[0].1.dims, [1, 214]);
+    let out = graphs
+        .engine("magika")
+        .unwrap()
+        .session()
+        .run(&[("bytes".into(), ints(vec![1, 2048]))])
+        .unwrap();
+    assert_eq!(out[0].1.dims, [1, 214]);
+}
+
+#[test]
+fn concurrent_calls_share_one_model() {
+    let graphs = Graphs::load(&[ModelSpec {
+        name: "magika".into(),
+        path: common::magika(),
+        engine: testkit::onnxruntime(1),
+    }])
+    .unwrap();
+    let input = Tensor::new(vec![1, 2048], ElementType::I32, vec![0; 8192]);
+    let want = graphs
+        .engine("magika")
+        .unwrap()
+        .session()
+        .run(&[("bytes".into(), input.clone())])
+        .unwrap();
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| {
+                let mut s = graphs.engine("magika").unwrap().session();
+                for _ in 0..5 {
+                    assert_eq!(s.run(&[("bytes".into(), input.clone())]).unwrap(), want);
+                }
+            });
+        }
+    });
+}
