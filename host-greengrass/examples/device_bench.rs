@@ -1,77 +1,109 @@
-//! Device inference costs, each against a baseline measured in the same run,
-//! the systems alternated within every repetition:
+//! Device inference and start-up, every system measured in this run and
+//! alternated within each repetition; one JSON line per series of samples
+//! (`bench/report.py` turns them into the table).
 //!
-//! * Magika through a component and `wasi:nn` against the same model run by
-//!   tract natively in this process (inference only: the probe component's
-//!   wasi:nn call minus its no-op call, both instantiating);
-//! * `file-type`'s preprocessing in Wasm against the same code compiled natively;
-//! * a call on a precompiled component (instantiate + trivial handler);
-//! * compiling a component against loading it precompiled.
+//! For each workload of `bench/workloads.json`:
+//! * model only, on zero tensors of the model's input shapes: tract natively
+//!   (the floor for our backend, one thread and two), ONNX Runtime natively
+//!   through the same `ort` binding (one thread and its default), and the
+//!   probe component calling `wasi:nn` in the device host on each backend (the
+//!   probe's no-op call, measured alongside, is subtracted);
+//! * the real component on a real request, preprocessing included, on each backend.
 //!
-//! cargo run --release -p verge-device --example device_bench -- [--reps N] [--input FILE] [--json FILE]
+//! Start-up: instantiate + trivial call of a precompiled component, compile
+//! against loading precompiled, and Magika's preprocessing in Wasm against native.
+//!
+//! cargo run --release -p verge-device --example device_bench -- [--reps N] [--rows FILE] [--only a,b]
 
+use std::collections::HashMap;
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use magika::Prepared as Features;
-use verge_device::nn::{Graphs, ModelSpec};
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+use serde_json::json;
+use verge_device::nn::{ElementType, EngineSpec, Graphs, ModelSpec, Session, Tensor};
 use verge_device::runtime::{Deployment, Limits, Outcome, Placement, Prepared, Request, Runtime};
-use verge_nn_tract::{ElementType, Tensor};
+use verge_device::testkit;
 use wasmtime::component::Component;
+
+#[derive(Deserialize)]
+struct Workloads {
+    workloads: Vec<Workload>,
+}
+
+#[derive(Deserialize)]
+struct Workload {
+    workload: String,
+    graph: String,
+    model: String,
+    component: String,
+    body: String,
+    content_type: String,
+    inputs: Vec<Input>,
+}
+
+#[derive(Deserialize)]
+struct Input {
+    name: String,
+    dims: Vec<u32>,
+    #[serde(rename = "type")]
+    ty: String,
+}
+
+impl Input {
+    fn zeros(&self) -> Result<Tensor> {
+        let ty = match self.ty.as_str() {
+            "f32" => ElementType::F32,
+            "i32" => ElementType::I32,
+            "i64" => ElementType::I64,
+            "u8" => ElementType::U8,
+            other => bail!("input type {other}"),
+        };
+        let n: u32 = self.dims.iter().product();
+        Ok(Tensor::new(
+            self.dims.clone(),
+            ty,
+            vec![0; n as usize * ty.size()],
+        ))
+    }
+
+    /// The probe's spelling: `NAME:DIMS:TYPE`.
+    fn probe(&self) -> String {
+        let dims: Vec<String> = self.dims.iter().map(u32::to_string).collect();
+        format!("{}:{}:{}", self.name, dims.join(","), self.ty)
+    }
+}
 
 struct Args {
     reps: usize,
-    input: PathBuf,
-    json: Option<PathBuf>,
-    wasm_dir: PathBuf,
-    models_dir: PathBuf,
+    rows: Option<PathBuf>,
+    only: Option<Vec<String>>,
+    root: PathBuf,
 }
 
 fn args() -> Result<Args> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
     let mut a = Args {
-        reps: 200,
-        input: PathBuf::from("/bin/ls"),
-        json: None,
-        wasm_dir: std::env::var_os("VERGE_WASM_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| target.join("wasm32-wasip2/component")),
-        models_dir: std::env::var_os("VERGE_MODELS_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/.cache")),
+        reps: 30,
+        rows: None,
+        only: None,
+        root: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--reps" => a.reps = value()?.parse()?,
-            "--input" => a.input = value()?.into(),
-            "--json" => a.json = Some(value()?.into()),
-            other => anyhow::bail!("unknown flag {other}"),
+            "--rows" => a.rows = Some(value()?.into()),
+            "--only" => a.only = Some(value()?.split(',').map(String::from).collect()),
+            other => bail!("unknown flag {other} (--reps N, --rows FILE, --only a,b)"),
         }
     }
-    Ok(a)
-}
-
-/// Median and the 10th–90th percentile spread, in microseconds.
-struct Stat {
-    median: f64,
-    p10: f64,
-    p90: f64,
-}
-
-fn stat(mut xs: Vec<Duration>) -> Stat {
-    xs.sort();
-    let us = |d: Duration| d.as_secs_f64() * 1e6;
-    let at = |q: f64| us(xs[((xs.len() - 1) as f64 * q).round() as usize]);
-    Stat {
-        median: at(0.5),
-        p10: at(0.1),
-        p90: at(0.9),
+    if a.reps == 0 {
+        bail!("--reps must be positive");
     }
+    Ok(a)
 }
 
 fn time<T>(f: impl FnOnce() -> T) -> (Duration, T) {
@@ -80,205 +112,329 @@ fn time<T>(f: impl FnOnce() -> T) -> (Duration, T) {
     (t.elapsed(), v)
 }
 
-fn call(runtime: &Runtime, p: &Prepared, d: &Deployment, body: &[u8]) -> Duration {
-    call_with(runtime, p, d, body, vec![]).0
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
 }
 
-fn call_with(
+fn call(
     runtime: &Runtime,
     p: &Prepared,
-    d: &Deployment,
     body: &[u8],
+    content_type: &str,
     attributes: Vec<(String, String)>,
-) -> (Duration, Outcome) {
+) -> Result<(Duration, Outcome)> {
+    let d = Deployment::new(Placement::Local, Limits::default(), &[]);
     let request = Request {
-        content_type: String::new(),
+        content_type: content_type.into(),
         body: body.to_vec(),
         attributes,
         truncated: false,
     };
-    let (t, r) = time(|| runtime.call(p, d, &request));
-    (t, r.expect("the benchmark's calls succeed"))
+    let (t, r) = time(|| runtime.call(p, &d, &request));
+    Ok((t, r.map_err(|e| anyhow::anyhow!("{e}"))?))
 }
 
-/// The probe component times file-type's preprocessing inside Wasm.
-fn wasm_prep_ns(
-    runtime: &Runtime,
-    probe: &Prepared,
-    d: &Deployment,
-    input: &[u8],
-    n: u32,
-) -> Result<f64> {
-    let (_, outcome) = call_with(
-        runtime,
-        probe,
-        d,
-        input,
-        vec![("probe".into(), format!("prep:{n}"))],
-    );
-    let Outcome::Respond(r) = outcome else {
-        anyhow::bail!("unexpected probe outcome {outcome:?}")
-    };
-    let v: serde_json::Value = serde_json::from_slice(&r.body)?;
-    v["ns_per_call"].as_f64().context("ns_per_call")
+/// A device host with one model on one engine and the workload's component and the probe.
+struct Host {
+    runtime: Runtime,
+    component: Prepared,
+    probe: Prepared,
 }
 
-fn main() -> Result<()> {
-    let a = args()?;
-    let model_path = a.models_dir.join("magika-standard-v3-3/model.onnx");
-    let graphs = Graphs::load(&[ModelSpec::tract("magika", model_path)])?;
-    let runtime = Runtime::new(graphs.clone())?;
-    let load = |name: &str| -> Result<(Vec<u8>, Prepared)> {
-        let bytes = std::fs::read(a.wasm_dir.join(format!("{name}.wasm")))
-            .with_context(|| format!("{name}.wasm: build the components first"))?;
-        let c = Component::new(runtime.engine(), &bytes).map_err(|e| anyhow::anyhow!("{e:#}"))?;
-        Ok((bytes, runtime.prepare(&c)?))
-    };
-    let (ft_bytes, file_type) = load("file_type")?;
-    let (_, probe) = load("probe")?;
-    let deployment = Deployment::new(Placement::Local, Limits::default(), &[]);
-    let input = std::fs::read(&a.input).with_context(|| format!("{}", a.input.display()))?;
-
-    let Features::Model(features) = magika::prepare(&input) else {
-        anyhow::bail!("{} is too small to reach the model", a.input.display());
-    };
-    let tensor = Tensor::new(
-        vec![1, magika::FEATURES as u32],
-        ElementType::I32,
-        features.iter().flat_map(|v| v.to_le_bytes()).collect(),
-    );
-    let mut session = graphs.engine("magika").expect("loaded above").session();
-
-    let (mut native, mut nn, mut noop, mut ft, mut ft_tiny, mut prep, mut wprep) =
-        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
-    const PREP_RUNS: u32 = 200;
-    // Warm-up: caches, lazy plan state, page faults.
-    for _ in 0..10 {
-        session.run(&[("bytes".into(), tensor.clone())])?;
-        call(&runtime, &probe, &deployment, b"nn:magika:bytes:1,2048:i32");
-        call(&runtime, &file_type, &deployment, &input);
+impl Host {
+    fn new(w: &Workload, model: &PathBuf, engine: EngineSpec, wasm: &Wasm) -> Result<Host> {
+        let spec = ModelSpec {
+            name: w.graph.clone(),
+            path: model.clone(),
+            engine,
+        };
+        let runtime = Runtime::new(Graphs::load(&[spec])?)?;
+        let prepare = |bytes: &[u8]| -> Result<Prepared> {
+            let c =
+                Component::new(runtime.engine(), bytes).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+            Ok(runtime.prepare(&c)?)
+        };
+        Ok(Host {
+            component: prepare(&wasm.component)?,
+            probe: prepare(&wasm.probe)?,
+            runtime,
+        })
     }
-    for _ in 0..a.reps {
-        native.push(time(|| session.run(&[("bytes".into(), tensor.clone())])).0);
-        nn.push(call(
-            &runtime,
-            &probe,
-            &deployment,
-            b"nn:magika:bytes:1,2048:i32",
-        ));
-        noop.push(call(&runtime, &probe, &deployment, b"echo"));
-        ft.push(call(&runtime, &file_type, &deployment, &input));
-        ft_tiny.push(call(&runtime, &file_type, &deployment, b"tiny"));
-        let (t, ()) = time(|| {
+}
+
+struct Wasm {
+    component: Vec<u8>,
+    probe: Vec<u8>,
+}
+
+/// The samples of one system, in milliseconds.
+type Series = Vec<(String, Vec<f64>)>;
+
+fn push(series: &mut Series, system: &str, v: f64) {
+    match series.iter_mut().find(|(s, _)| s == system) {
+        Some((_, xs)) => xs.push(v),
+        None => series.push((system.to_string(), vec![v])),
+    }
+}
+
+const TRACT: &str = "tract, native Rust, 1 thread";
+
+fn inference(a: &Args, w: &Workload, rows: &mut Vec<serde_json::Value>) -> Result<()> {
+    let models = testkit::models_dir();
+    let model = models.join(&w.model);
+    let body_path = match w.body.strip_prefix("models:") {
+        Some(p) => models.join(p),
+        None => a.root.join(&w.body),
+    };
+    let body = std::fs::read(&body_path).with_context(|| body_path.display().to_string())?;
+    let wasm = Wasm {
+        component: std::fs::read(testkit::wasm(&w.component))?,
+        probe: std::fs::read(testkit::wasm("probe"))?,
+    };
+    let inputs: Vec<(String, Tensor)> = w
+        .inputs
+        .iter()
+        .map(|i| Ok((i.name.clone(), i.zeros()?)))
+        .collect::<Result<_>>()?;
+    let probe_nn = format!(
+        "nn:{}:{}",
+        w.graph,
+        w.inputs
+            .iter()
+            .map(Input::probe)
+            .collect::<Vec<_>>()
+            .join("+")
+    );
+
+    // Native sessions, straight on the engines.
+    let tract = |threads| EngineSpec {
+        threads,
+        ..EngineSpec::default()
+    };
+    let native: Vec<(&str, EngineSpec)> = vec![
+        (TRACT, tract(1)),
+        ("tract, native Rust, 2 threads", tract(2)),
+        (
+            "onnxruntime, native Rust, 1 thread",
+            testkit::onnxruntime(1),
+        ),
+        (
+            "onnxruntime, native Rust, default threads",
+            testkit::onnxruntime(0),
+        ),
+    ];
+    let mut sessions: Vec<(&str, Box<dyn Session>)> = Vec::new();
+    for (system, engine) in native {
+        let spec = ModelSpec {
+            name: "m".into(),
+            path: model.clone(),
+            engine,
+        };
+        let graphs = Graphs::load(&[spec])?;
+        sessions.push((system, graphs.engine("m").unwrap().session()));
+    }
+    // The device host on each backend.
+    let hosts = [
+        (
+            "verge-device (tract)",
+            Host::new(w, &model, tract(1), &wasm)?,
+        ),
+        (
+            "verge-device (onnxruntime, 1 thread)",
+            Host::new(w, &model, testkit::onnxruntime(1), &wasm)?,
+        ),
+        (
+            "verge-device (onnxruntime, default threads)",
+            Host::new(w, &model, testkit::onnxruntime(0), &wasm)?,
+        ),
+    ];
+
+    let probe_attr = |cmd: &str| vec![("probe".to_string(), cmd.to_string())];
+    let mut series: Series = Vec::new();
+    for rep in 0..a.reps + 3 {
+        let warm = rep < 3;
+        for (system, s) in &mut sessions {
+            let (t, r) = time(|| s.run(&inputs));
+            r.map_err(|e| anyhow::anyhow!("{system}: {e}"))?;
+            if !warm {
+                push(&mut series, &format!("{system}, model only"), ms(t));
+            }
+        }
+        for (system, h) in &hosts {
+            let (nn, outcome) = call(&h.runtime, &h.probe, b"", "", probe_attr(&probe_nn))?;
+            if !matches!(outcome, Outcome::Respond(_)) {
+                bail!("{system}: probe {probe_nn}: {outcome:?}");
+            }
+            let (noop, _) = call(&h.runtime, &h.probe, b"echo", "", vec![])?;
+            let (whole, outcome) = call(&h.runtime, &h.component, &body, &w.content_type, vec![])?;
+            if let Outcome::Respond(r) = &outcome
+                && r.status >= 400
+            {
+                bail!("{system}: {} answered {}", w.component, r.status);
+            }
+            if !warm {
+                push(
+                    &mut series,
+                    &format!("{system}, model only (wasi:nn via probe)"),
+                    ms(nn.saturating_sub(noop)),
+                );
+                push(
+                    &mut series,
+                    &format!("{system}, whole request incl. preprocessing"),
+                    ms(whole),
+                );
+            }
+        }
+    }
+    for (system, samples) in series {
+        rows.push(json!({
+            "section": "device-inference", "workload": w.workload, "system": system,
+            "metric": "inference", "unit": "ms", "samples": samples,
+            "baseline": system.starts_with(TRACT), "better": "lower",
+        }));
+    }
+    Ok(())
+}
+
+fn startup(a: &Args, rows: &mut Vec<serde_json::Value>) -> Result<()> {
+    let models = testkit::models_dir();
+    let graphs = Graphs::load(&[ModelSpec::tract(
+        "magika",
+        models.join("magika-standard-v3-3/model.onnx"),
+    )])?;
+    let runtime = Runtime::new(graphs)?;
+    let ft = std::fs::read(testkit::wasm("file_type"))?;
+    let probe_bytes = std::fs::read(testkit::wasm("probe"))?;
+    let probe = runtime.prepare(
+        &Component::new(runtime.engine(), &probe_bytes).map_err(|e| anyhow::anyhow!("{e:#}"))?,
+    )?;
+    let serialized = runtime
+        .engine()
+        .precompile_component(&ft)
+        .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let input = std::fs::read(a.root.join("host-greengrass/src/runtime.rs"))?;
+    const PREP_RUNS: u32 = 200;
+    let mut s: HashMap<&str, Vec<f64>> = HashMap::new();
+    for rep in 0..a.reps + 3 {
+        let (noop, _) = call(&runtime, &probe, b"echo", "", vec![])?;
+        let (compile, _) = time(|| Component::new(runtime.engine(), &ft));
+        // SAFETY: bytes this engine produced above.
+        let (load, _) = time(|| unsafe { Component::deserialize(runtime.engine(), &serialized) });
+        let (native, ()) = time(|| {
             for _ in 0..PREP_RUNS {
                 std::hint::black_box(magika::prepare(std::hint::black_box(&input)));
             }
         });
-        prep.push(t / PREP_RUNS);
-        let ns = wasm_prep_ns(&runtime, &probe, &deployment, &input, PREP_RUNS)?;
-        wprep.push(Duration::from_nanos(ns as u64));
-    }
-    let (native, nn, noop, ft, ft_tiny, prep, wprep) = (
-        stat(native),
-        stat(nn),
-        stat(noop),
-        stat(ft),
-        stat(ft_tiny),
-        stat(prep),
-        stat(wprep),
-    );
-    let nn_only = nn.median - noop.median;
-    let wasm_prep = wprep.median;
-
-    // Compiling against loading precompiled.
-    let mut compile = vec![];
-    let mut deserialize = vec![];
-    let serialized = runtime
-        .engine()
-        .precompile_component(&ft_bytes)
-        .map_err(|e| anyhow::anyhow!("{e:#}"))?;
-    for _ in 0..5 {
-        compile.push(time(|| Component::new(runtime.engine(), &ft_bytes)).0);
-        // SAFETY: bytes this engine produced a moment ago.
-        deserialize
-            .push(time(|| unsafe { Component::deserialize(runtime.engine(), &serialized) }).0);
-    }
-    let (compile, deserialize) = (stat(compile), stat(deserialize));
-
-    let rows = [
-        ("Magika inference, native tract (baseline)", &native),
-        (
-            "Magika via probe component + wasi:nn (incl. instantiation)",
-            &nn,
-        ),
-        ("probe no-op call (instantiate + call)", &noop),
-        ("file-type end to end on the input", &ft),
-        ("file-type on 4 bytes (no model)", &ft_tiny),
-        ("Magika preprocessing, native", &prep),
-        (
-            "Magika preprocessing, in Wasm (timed inside the probe)",
-            &wprep,
-        ),
-        ("compile file-type.wasm (Component::new)", &compile),
-        ("load precompiled file-type (deserialize)", &deserialize),
-    ];
-    println!(
-        "device benchmark: {} repetitions, input {} ({} bytes)\n",
-        a.reps,
-        a.input.display(),
-        input.len()
-    );
-    println!("| measurement | median µs | p10–p90 µs |");
-    println!("|---|---:|---:|");
-    for (name, s) in &rows {
-        println!("| {name} | {:.1} | {:.1}–{:.1} |", s.median, s.p10, s.p90);
-    }
-    let ratio = nn_only / native.median;
-    println!();
-    println!(
-        "inference through component + wasi:nn: {nn_only:.1} µs vs native {:.1} µs → ratio {ratio:.3} (goal ≤ 1.10)",
-        native.median
-    );
-    println!(
-        "preprocessing in Wasm ≈ {wasm_prep:.1} µs vs native {:.1} µs → ratio {:.2}",
-        prep.median,
-        wasm_prep / prep.median.max(0.001)
-    );
-    println!(
-        "instantiate + trivial call of a precompiled component: {:.1} µs (goal < 1000 µs)",
-        noop.median
-    );
-    println!(
-        "compile {:.1} ms vs load precompiled {:.2} ms → {:.0}× faster start",
-        compile.median / 1e3,
-        deserialize.median / 1e3,
-        compile.median / deserialize.median
-    );
-    if let Some(path) = a.json {
-        let row = |metric: &str, value: f64, unit: &str, ratio: Option<f64>| {
-            serde_json::json!({ "workload": "file-type", "system": "verge-device", "metric": metric,
-                "value": value, "unit": unit, "ratio_to_baseline": ratio })
+        let (_, outcome) = call(
+            &runtime,
+            &probe,
+            &input,
+            "",
+            vec![("probe".into(), format!("prep:{PREP_RUNS}"))],
+        )?;
+        let Outcome::Respond(r) = outcome else {
+            bail!("probe prep: {outcome:?}")
         };
-        let out = serde_json::json!([
-            row("native tract inference", native.median, "us", Some(1.0)),
-            row("component wasi:nn inference", nn_only, "us", Some(ratio)),
-            row("native preprocessing", prep.median, "us", Some(1.0)),
-            row(
-                "wasm preprocessing",
-                wasm_prep,
-                "us",
-                Some(wasm_prep / prep.median.max(0.001))
-            ),
-            row("instantiate + call", noop.median, "us", None),
-            row("compile", compile.median, "us", Some(1.0)),
-            row(
-                "load precompiled",
-                deserialize.median,
-                "us",
-                Some(deserialize.median / compile.median)
-            ),
-        ]);
-        std::fs::write(&path, serde_json::to_vec_pretty(&out)?)?;
+        let wasm_ns = serde_json::from_slice::<serde_json::Value>(&r.body)?["ns_per_call"]
+            .as_f64()
+            .context("ns_per_call")?;
+        if rep >= 3 {
+            s.entry("instantiate + trivial call (precompiled)")
+                .or_default()
+                .push(ms(noop));
+            s.entry("compile component").or_default().push(ms(compile));
+            s.entry("load precompiled component")
+                .or_default()
+                .push(ms(load));
+            s.entry("native")
+                .or_default()
+                .push(ms(native) / f64::from(PREP_RUNS));
+            s.entry("wasm").or_default().push(wasm_ns / 1e6);
+        }
+    }
+    let row = |workload: &str, system: &str, metric: &str, samples: &Vec<f64>, baseline: bool| {
+        json!({ "section": "device-startup", "workload": workload, "system": system, "metric": metric,
+            "unit": "ms", "samples": samples, "baseline": baseline, "better": "lower" })
+    };
+    rows.push(row(
+        "file-type",
+        "verge-device",
+        "instantiate + trivial call (precompiled)",
+        &s["instantiate + trivial call (precompiled)"],
+        false,
+    ));
+    rows.push(row(
+        "file-type",
+        "compile (Component::new)",
+        "component ready",
+        &s["compile component"],
+        true,
+    ));
+    rows.push(row(
+        "file-type",
+        "load precompiled (cache)",
+        "component ready",
+        &s["load precompiled component"],
+        false,
+    ));
+    rows.push(row(
+        "file-type",
+        "Magika preprocessing, native Rust",
+        "preprocessing",
+        &s["native"],
+        true,
+    ));
+    rows.push(row(
+        "file-type",
+        "Magika preprocessing, in Wasm",
+        "preprocessing",
+        &s["wasm"],
+        false,
+    ));
+    Ok(())
+}
+
+fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() -> Result<()> {
+    let a = args()?;
+    let text = std::fs::read_to_string(a.root.join("bench/workloads.json"))?;
+    let workloads: Workloads = serde_json::from_str(&text)?;
+    let mut rows = Vec::new();
+    for w in &workloads.workloads {
+        if a.only.as_ref().is_some_and(|o| !o.contains(&w.workload)) {
+            continue;
+        }
+        eprintln!("device inference: {} ({} repetitions)", w.workload, a.reps);
+        inference(&a, w, &mut rows).with_context(|| w.workload.clone())?;
+    }
+    eprintln!("device start-up ({} repetitions)", a.reps);
+    startup(&a, &mut rows)?;
+    println!("| section | workload | system | metric | median ms |");
+    println!("|---|---|---|---|---:|");
+    for r in &rows {
+        let samples: Vec<f64> = serde_json::from_value(r["samples"].clone())?;
+        println!(
+            "| {} | {} | {} | {} | {:.3} |",
+            r["section"].as_str().unwrap_or(""),
+            r["workload"].as_str().unwrap_or(""),
+            r["system"].as_str().unwrap_or(""),
+            r["metric"].as_str().unwrap_or(""),
+            median(&samples)
+        );
+    }
+    if let Some(path) = &a.rows {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        for r in &rows {
+            writeln!(f, "{r}")?;
+        }
     }
     Ok(())
 }

@@ -9,8 +9,9 @@
 //! * `invalid`: answer `invalid-input`;
 //! * `defer`: defer with a reason;
 //! * `annotate`: annotate with two headers;
-//! * `nn:GRAPH:INPUT:DIMS:TYPE`: run GRAPH with a zero tensor as INPUT (dims
-//!   comma-separated, type f32|i32|i64|u8) and respond with the output shapes;
+//! * `nn:GRAPH:INPUT:DIMS:TYPE[+INPUT:DIMS:TYPE…]`: run GRAPH with a zero
+//!   tensor as each INPUT (dims comma-separated, type f32|i32|i64|u8) and
+//!   respond with the output shapes;
 //! * `count`: increment `hits` in the keyvalue store and respond with it;
 //! * `config:KEY`: respond with the deployment setting KEY;
 //! * `big:N`: respond with N bytes of text (to test response quotas);
@@ -42,10 +43,10 @@ fn respond(body: String) -> Outcome {
     })
 }
 
-fn nn(spec: &str) -> Result<Outcome, Error> {
-    let mut parts = spec.splitn(4, ':');
-    let (name, input_name, dims, ty) = (
-        parts.next().unwrap_or(""),
+/// A zero tensor from `INPUT:DIMS:TYPE`.
+fn zeros(spec: &str) -> (String, tensor::Tensor) {
+    let mut parts = spec.splitn(3, ':');
+    let (input_name, dims, ty) = (
         parts.next().unwrap_or(""),
         parts.next().unwrap_or(""),
         parts.next().unwrap_or("f32"),
@@ -61,11 +62,17 @@ fn nn(spec: &str) -> Result<Outcome, Error> {
         _ => (tensor::TensorType::Fp32, 4),
     };
     let count: u32 = dims.iter().product();
-    let input = tensor::Tensor::new(&dims, ty, &vec![0u8; count as usize * size]);
+    let t = tensor::Tensor::new(&dims, ty, &vec![0u8; count as usize * size]);
+    (input_name.to_string(), t)
+}
+
+fn nn(spec: &str) -> Result<Outcome, Error> {
+    let (name, inputs) = spec.split_once(':').unwrap_or((spec, ""));
+    let inputs: Vec<(String, tensor::Tensor)> = inputs.split('+').map(zeros).collect();
     let err = |e: wasi::nn::errors::Error| Error::Model(format!("{:?}: {}", e.code(), e.data()));
     let g = graph::load_by_name(name).map_err(err)?;
     let ctx = g.init_execution_context().map_err(err)?;
-    let out = ctx.compute(vec![(input_name.into(), input)]).map_err(err)?;
+    let out = ctx.compute(inputs).map_err(err)?;
     let shapes: Vec<String> = out
         .iter()
         .map(|(n, t)| format!("\"{n}\":{:?}", t.dimensions()))
