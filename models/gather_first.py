@@ -420,6 +420,9 @@ def rewrite(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
         if uses.get(t.name, 0) == 0 and t.name not in G.graph_inputs:
             if any(t.name in n.input for n in old_chain):
                 g.initializer.remove(t)
+    kept = {n.name or n.output[0]: None for n in old_chain if n in g.node}
+    if kept:  # still read elsewhere (e.g. a tied output projection): the full dequantisation stays
+        done.append(f"note: kept {', '.join(map(repr, kept))}: other nodes read their outputs")
     # value_info of tensors that no longer exist would confuse shape inference.
     for vi in list(g.value_info):
         if vi.name in removed_outputs:
@@ -447,7 +450,8 @@ def main(argv: list[str] | None = None) -> int:
         assert model.ir_version == ir and [(o.domain, o.version) for o in model.opset_import] == opsets
         onnx.checker.check_model(model, full_check=True)
         onnx.save(model, args.output)
-        print(f"wrote {args.output} ({len(done)} Gather(s) rewritten; onnx.checker passed)")
+        n = sum(line.startswith("rewrote") for line in done)
+        print(f"wrote {args.output} ({n} Gather(s) rewritten; onnx.checker passed)")
         return 0
     except (OSError, onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
         print(f"error: {e}", file=sys.stderr)
