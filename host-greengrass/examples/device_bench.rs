@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -142,10 +142,10 @@ struct Host {
 }
 
 impl Host {
-    fn new(w: &Workload, model: &PathBuf, engine: EngineSpec, wasm: &Wasm) -> Result<Host> {
+    fn new(w: &Workload, model: &Path, engine: EngineSpec, wasm: &Wasm) -> Result<Host> {
         let spec = ModelSpec {
             name: w.graph.clone(),
-            path: model.clone(),
+            path: model.to_path_buf(),
             engine,
         };
         let runtime = Runtime::new(Graphs::load(&[spec])?)?;

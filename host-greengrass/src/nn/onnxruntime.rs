@@ -114,7 +114,8 @@ pub fn available_providers() -> Vec<&'static str> {
     if RUNTIME.lock().map(|r| r.is_none()).unwrap_or(true) {
         return Vec::new();
     }
-    let known: [(&str, fn() -> ort::Result<bool>); 4] = [
+    type Probe = fn() -> ort::Result<bool>;
+    let known: [(&str, Probe); 4] = [
         ("tensorrt", ep::TensorRT::is_available),
         ("cuda", ep::CUDA::is_available),
         ("openvino", ep::OpenVINO::is_available),
@@ -220,8 +221,9 @@ impl Inner {
         let mut b = OrtSession::builder(self.env)
             .map_err(|e| ort_error("session options", e))?
             .with_optimization_level(GraphOptimizationLevel::All)
-            .and_then(|b| b.with_log_level(LogLevel::Warning))
-            .map_err(|e| ort_error("session options", e))?;
+            .map_err(|e| ort_error("optimisation level", e))?
+            .with_log_level(LogLevel::Warning)
+            .map_err(|e| ort_error("log level", e))?;
         if self.threads > 0 {
             b = b
                 .with_intra_threads(self.threads)
