@@ -134,7 +134,7 @@ test('file-type: device host and packed Lambda@Edge handler agree', { skip: unse
 // Packs, in VERGE_EDGE_PACKAGES (`./dev` edge_packages makes them):
 //   fraud-score-conformance     fraud_score.wasm, --model fraud-score=models/.cache/fraud-score/model.onnx
 //                               --config mode=respond --config low=0.25 --config high=0.6
-//   text-embed-conformance      text_embed.wasm, --model minilm=models/.cache/minilm-l6-v2-int8/model.onnx
+//   text-embed-conformance      text_embed.wasm, --model minilm=models/.cache/minilm-l6-v2-int8/model-gather-first.onnx
 //                               --config mode=respond --config label.food=... (TEXT_CONFIG below)
 //   image-classify-conformance  image_classify.wasm,
 //                               --model efficientnet-lite0=models/.cache/efficientnet-lite0/model.onnx
@@ -409,7 +409,7 @@ test('text-embed: device host and packed Lambda@Edge handler agree', { skip: ski
   const compared = await conformance(t, {
     name: 'text-embed',
     wasmFile: 'text_embed.wasm',
-    models: { minilm: join(VERGE_MODELS_DIR, 'minilm-l6-v2-int8', 'model.onnx') },
+    models: { minilm: join(VERGE_MODELS_DIR, 'minilm-l6-v2-int8', 'model-gather-first.onnx') },
     config: TEXT_CONFIG,
     inputs,
     compare(file, d, e, mismatches) {

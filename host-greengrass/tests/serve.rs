@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Daemon, config, raw, scratch};
+use support::{Daemon, config, config_with, raw, scratch};
 
 #[test]
 fn answers_outcomes_and_refuses_bad_requests_while_serving_on() {
@@ -186,5 +186,65 @@ fn a_fatal_configuration_error_exits_non_zero_with_a_json_line() {
     std::fs::write(&cfg, "routes = 3").unwrap();
     let mut d = Daemon::spawn(&cfg);
     assert_eq!(d.wait(Duration::from_secs(30)).code(), Some(1));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn models_run_on_onnxruntime_or_fall_back_to_tract_when_allowed() {
+    let rust = include_bytes!("serve.rs");
+    let label = |d: &Daemon| {
+        let r = d.post("file-type", "", rust);
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["respond"]["body"]["label"].clone()
+    };
+    // ONNX Runtime from the configured library.
+    let dir = scratch("onnxruntime");
+    let library = verge_device::testkit::onnxruntime_lib();
+    let ort = format!("[onnxruntime]\nlibrary = \"{}\"", library.display());
+    let d = Daemon::start(&config_with(
+        &dir,
+        "backend = \"onnxruntime\"\nthreads = 1",
+        &ort,
+    ));
+    assert_eq!(label(&d), "rust");
+    assert_eq!(
+        d.metric(r#"verge_model_backend{model="magika",backend="onnxruntime",providers="cpu"}"#),
+        1.0
+    );
+    assert_eq!(d.metric("verge_model_fallbacks"), 0.0);
+    drop(d);
+
+    // No library there: with a fallback, tract serves, and logs and metrics say so.
+    let missing = "[onnxruntime]\nlibrary = \"/nonexistent/libonnxruntime.so\"";
+    let engine = "backend = \"onnxruntime\"\nfallback = \"tract\"";
+    let d = Daemon::start(&config_with(&dir, engine, missing));
+    assert_eq!(label(&d), "rust");
+    let warning = d.find("model fell back to tract").expect("a warning");
+    assert_eq!(warning["level"], "warn");
+    assert!(
+        warning["reason"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/libonnxruntime.so"),
+        "{warning}"
+    );
+    assert_eq!(
+        d.metric(r#"verge_model_backend{model="magika",backend="tract""#),
+        1.0
+    );
+    assert_eq!(d.metric("verge_model_fallbacks"), 1.0);
+    drop(d);
+
+    // Without one, the daemon does not start, and says why.
+    let mut d = Daemon::spawn(&config_with(&dir, "backend = \"onnxruntime\"", missing));
+    assert_eq!(d.wait(Duration::from_secs(120)).code(), Some(1));
+    let fatal = d.find("fatal").expect("a fatal log line");
+    assert!(
+        fatal["error"]
+            .as_str()
+            .unwrap()
+            .contains("no ONNX Runtime library"),
+        "{fatal}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -19,7 +19,11 @@ fn reference() -> Vec<Value> {
 }
 
 fn model() -> std::path::PathBuf {
-    testkit::model("minilm-l6-v2-int8", "model.onnx", "python3 models/fetch.py")
+    testkit::model(
+        "minilm-l6-v2-int8",
+        "model-gather-first.onnx",
+        "python models/gather_first.py (./dev test runs it)",
+    )
 }
 
 fn host() -> Host {

@@ -550,6 +550,11 @@ pub fn raw(addr: SocketAddr, bytes: &[u8]) -> Reply {
 /// components and Magika, three routes (`probe` to the cloud, `local` not,
 /// `file-type`), plus `extra` TOML appended.
 pub fn config(dir: &Path, extra: &str) -> PathBuf {
+    config_with(dir, "", extra)
+}
+
+/// [`config`] with `model` TOML lines added to `[models.magika]` (its engine).
+pub fn config_with(dir: &Path, model: &str, extra: &str) -> PathBuf {
     let probe = wasm("probe");
     let file_type = wasm("file_type");
     let magika = magika();
@@ -565,6 +570,7 @@ shutdown_grace_s = 20
 [models.magika]
 path = "{magika}"
 sha256 = "{magika_sha}"
+{model}
 
 [components.probe]
 path = "{probe}"

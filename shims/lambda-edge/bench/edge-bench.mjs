@@ -409,7 +409,7 @@ function workloads(o) {
       warmN: 100,
       warmup: 10,
       files: {
-        'model/minilm.onnx': m('minilm-l6-v2-int8/model.onnx'),
+        'model/minilm.onnx': m('minilm-l6-v2-int8/model-gather-first.onnx'),
         'model/tokenizer.json': m('minilm-l6-v2-tokenizer/tokenizer.json'),
       },
       deps: ['onnxruntime-node'],
