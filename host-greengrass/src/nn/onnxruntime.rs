@@ -3,6 +3,9 @@
 //! TensorRT, OpenVINO builds alike) and nothing is downloaded or linked at
 //! build time.
 //!
+//! Models at the default thread count share one intra-op thread pool, sized
+//! to the cores; a model given `threads` gets a pool of its own.
+//!
 //! An `ort` session runs with `&mut self`, so a model keeps a small pool of
 //! sessions: one made at load (which checks the model), more only when calls
 //! overlap, each returned to the pool after its call.
@@ -10,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use ort::environment::Environment;
+use ort::environment::{Environment, GlobalThreadPoolOptions};
 use ort::ep::{self, ExecutionProvider, ExecutionProviderDispatch};
 use ort::logging::LogLevel;
 use ort::session::Session as OrtSession;
@@ -84,9 +87,14 @@ fn runtime(library: Option<&Path>) -> Result<(PathBuf, &'static Environment), Nn
     for candidate in library_candidates(library) {
         match ort::init_from(&candidate) {
             Ok(builder) => {
+                // One intra-op pool for every model left at the default
+                // thread count: calls running at once in the daemon share the
+                // cores instead of each spawning one thread per core.
+                let pool = GlobalThreadPoolOptions::default();
                 let env = builder
                     .with_name("verge")
                     .with_telemetry(false)
+                    .with_global_thread_pool(pool)
                     .build()
                     .map_err(|e| ort_error("creating the environment", e))?;
                 // `ort` registers its logger at VERBOSE: ONNX Runtime would then
@@ -226,7 +234,8 @@ impl Inner {
             .map_err(|e| ort_error("log level", e))?;
         if self.threads > 0 {
             b = b
-                .with_intra_threads(self.threads)
+                .with_independent_thread_pool()
+                .and_then(|b| b.with_intra_threads(self.threads))
                 .map_err(|e| ort_error("intra-op threads", e))?;
         }
         if !self.providers.is_empty() {
