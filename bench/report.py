@@ -3,7 +3,7 @@
 
 Each input line is one series of samples from one system:
   {"section", "workload", "system", "metric", "unit", "samples": [...], "baseline": bool, "better"}
-The baseline of a (section, workload, metric) group is its row with "baseline": true; device
+MB is 2^20 bytes throughout, as the producers count it. The baseline of a (section, workload, metric) group is its row with "baseline": true; device
 inference rows also get a ratio to ONNX Runtime (Python, default threads). Sizes of the
 verge-device binary, each component .wasm and each packed zip are added here.
 
@@ -40,7 +40,7 @@ def size_rows():
     for name, path in files:
         if os.path.exists(path):
             yield {"section": "sizes", "workload": name, "system": "verge", "metric": "size", "unit": "MB",
-                   "samples": [os.path.getsize(path) / 1e6], "baseline": False, "better": "lower"}
+                   "samples": [os.path.getsize(path) / 2**20], "baseline": False, "better": "lower"}
 
 
 def fmt(v, unit):

@@ -254,6 +254,12 @@ fn inference(a: &Args, w: &Workload, rows: &mut Vec<serde_json::Value>) -> Resul
     // lasts about 2 ms: a single call of a tiny model right after another
     // system ran measures cold caches, not the engine.
     let k = {
+        for _ in 0..3 {
+            sessions[0]
+                .1
+                .run(&inputs)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
         let (t, r) = time(|| sessions[0].1.run(&inputs));
         r.map_err(|e| anyhow::anyhow!("{e}"))?;
         (2.0 / ms(t).max(1e-3)).ceil().clamp(1.0, 200.0) as u32

@@ -394,16 +394,11 @@ impl Config {
                     "model '{name}': the only fallback is \"tract\""
                 )));
             }
-            if m.fallback.is_some() && m.backend == Backend::Tract {
-                return Err(invalid(format!(
-                    "model '{name}': a fallback only applies to backend = \"onnxruntime\""
-                )));
-            }
-            if m.target == Target::Gpu && m.backend == Backend::Tract {
-                return Err(invalid(format!(
-                    "model '{name}': target = \"gpu\" needs backend = \"onnxruntime\""
-                )));
-            }
+        }
+        for spec in self.model_specs() {
+            spec.engine
+                .validate()
+                .map_err(|e| invalid(format!("model '{}': {e}", spec.name)))?;
         }
         let digests = self.models.iter().map(|(n, m)| (n, &m.sha256));
         for (name, sha256) in digests.chain(self.components.iter().map(|(n, a)| (n, &a.sha256))) {
@@ -486,7 +481,6 @@ fn check_topic(t: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Reads a file and checks its sha256 against the configuration.
 impl Config {
     /// The models to load, each with the engine the deployment chose.
     pub fn model_specs(&self) -> Vec<ModelSpec> {
@@ -509,6 +503,7 @@ impl Config {
     }
 }
 
+/// Reads a file and checks its sha256 against the configuration.
 pub fn verify(what: &str, artifact: &Artifact) -> Result<Vec<u8>, ConfigError> {
     let bytes = std::fs::read(&artifact.path).map_err(|error| ConfigError::Read {
         path: artifact.path.clone(),

@@ -165,6 +165,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         library: args.onnxruntime_lib.clone(),
         fallback_to_tract: args.fallback_to_tract,
     };
+    engine.validate().map_err(|e| anyhow::anyhow!(e))?;
     let models: Vec<ModelSpec> = args
         .models
         .into_iter()

@@ -57,6 +57,13 @@ pub struct Metrics {
     models: Mutex<Vec<crate::nn::Loaded>>,
 }
 
+/// A Prometheus label value: backslash, quote and newline escaped.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 /// The route label for a caller-supplied name.
 fn label<'a>(routes: &BTreeMap<String, RouteMetrics>, route: &'a str) -> &'a str {
     if routes.contains_key(route) {
@@ -263,9 +270,9 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "verge_model_backend{{model=\"{}\",backend=\"{}\",providers=\"{}\"}} 1",
-                m.name,
+                escape(&m.name),
                 m.backend,
-                m.providers.join(",")
+                escape(&m.providers.join(","))
             );
         }
         head(

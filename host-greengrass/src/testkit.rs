@@ -186,7 +186,8 @@ pub fn backends_agree(model: &Path, inputs: &[Vec<(String, Tensor)>]) -> Agreeme
             .run(input)
             .unwrap_or_else(|e| panic!("onnxruntime, case {case}: {e}"));
         assert_eq!(a.len(), b.len(), "case {case}: output count");
-        for ((name, x), (_, y)) in a.iter().zip(&b) {
+        for ((name, x), (other, y)) in a.iter().zip(&b) {
+            assert_eq!(name, other, "case {case}: outputs in a different order");
             assert_eq!(
                 (&x.dims, x.ty),
                 (&y.dims, y.ty),
@@ -195,7 +196,13 @@ pub fn backends_agree(model: &Path, inputs: &[Vec<(String, Tensor)>]) -> Agreeme
             let same = if x.ty == ElementType::F32 {
                 let (x, y) = (floats(&x.data), floats(&y.data));
                 for (p, q) in x.iter().zip(&y) {
-                    agreement.max_abs_diff = agreement.max_abs_diff.max((p - q).abs());
+                    let d = (p - q).abs();
+                    // NaN on either side counts as the largest difference.
+                    agreement.max_abs_diff = if d.is_nan() {
+                        f32::INFINITY
+                    } else {
+                        agreement.max_abs_diff.max(d)
+                    };
                 }
                 argmax(&x) == argmax(&y)
             } else {

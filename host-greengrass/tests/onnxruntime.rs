@@ -229,3 +229,31 @@ fn concurrent_calls_share_one_model() {
         }
     });
 }
+
+#[test]
+fn settings_that_cannot_be_meant_are_refused_before_loading() {
+    let cases: [(&[&str], &str); 3] = [
+        (&["--gpu"], "needs the onnxruntime backend"),
+        (
+            &["--backend", "onnxruntime", "--provider", "cuda"],
+            "gpu target only",
+        ),
+        // A typo is not the device's fault: no fallback hides it.
+        (
+            &[
+                "--backend",
+                "onnxruntime",
+                "--gpu",
+                "--provider",
+                "cdua",
+                "--fallback-to-tract",
+            ],
+            "unknown execution provider 'cdua'",
+        ),
+    ];
+    for (flags, expected) in cases {
+        let o = run(&common::magika(), flags);
+        assert_eq!(o.status.code(), Some(1), "{flags:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(expected), "{flags:?}: {}", stderr(&o));
+    }
+}

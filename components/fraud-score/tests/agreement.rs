@@ -26,6 +26,18 @@ fn host() -> Host {
     Host::new("fraud-score", model(), wasm, Duration::from_secs(30))
 }
 
+fn host_on_onnxruntime() -> Host {
+    let wasm = testkit::wasm("fraud_score");
+    let engine = testkit::onnxruntime(0);
+    Host::with_engine(
+        "fraud-score",
+        model(),
+        wasm,
+        Duration::from_secs(30),
+        engine,
+    )
+}
+
 /// A reference row's features as the model's input.
 fn features(f: &Value) -> Tensor {
     let data: Vec<u8> = fraud_score::FEATURES
@@ -182,4 +194,16 @@ fn bad_inputs_are_invalid_input() {
             other => panic!("{:?}: {other:?}", String::from_utf8_lossy(body)),
         }
     }
+}
+
+#[test]
+fn the_component_scores_the_same_on_onnxruntime() {
+    let (tract, ort) = (host(), host_on_onnxruntime());
+    let mut worst = 0f64;
+    for row in &reference() {
+        let d = (score(&tract, &row["features"]) - score(&ort, &row["features"])).abs();
+        worst = worst.max(d);
+    }
+    println!("fraud-score component, tract vs onnxruntime: max |diff| {worst:.2e}");
+    assert!(worst <= 1e-5, "scores differ by {worst}");
 }

@@ -30,6 +30,18 @@ fn host() -> Host {
     Host::new("efficientnet-lite0", model(), wasm, Duration::from_secs(60))
 }
 
+fn host_on_onnxruntime() -> Host {
+    let wasm = testkit::wasm("image_classify");
+    let engine = testkit::onnxruntime(0);
+    Host::with_engine(
+        "efficientnet-lite0",
+        model(),
+        wasm,
+        Duration::from_secs(60),
+        engine,
+    )
+}
+
 /// The reference's own preprocessed tensor for a row.
 fn tensor(row: &Value) -> Tensor {
     let data = std::fs::read(row["tensor"].as_str().unwrap()).unwrap();
@@ -205,4 +217,28 @@ fn bad_inputs_are_invalid_input() {
         call(&host, b"x", &[("top-k", "0")]),
         Err(CallError::Component(GuestError::Internal(m))) if m.contains("top-k")
     ));
+}
+
+#[test]
+fn the_component_classifies_the_same_on_onnxruntime() {
+    let (tract, ort) = (host(), host_on_onnxruntime());
+    let top = |h: &Host, body: &[u8]| -> Vec<Value> {
+        match call(h, body, &[("top-k", "5")]) {
+            Ok(Outcome::Respond(r)) => {
+                let v: Value = serde_json::from_slice(&r.body).unwrap();
+                v["top"].as_array().unwrap().clone()
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    for row in &reference() {
+        let image = row["image"].as_str().unwrap();
+        let body = std::fs::read(image).unwrap();
+        let (a, b) = (top(&tract, &body), top(&ort, &body));
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x["index"], y["index"], "{image}: {a:?} vs {b:?}");
+            let d = (x["score"].as_f64().unwrap() - y["score"].as_f64().unwrap()).abs();
+            assert!(d <= 1e-4, "{image}: class {} differs by {d}", x["index"]);
+        }
+    }
 }

@@ -31,6 +31,12 @@ fn host() -> Host {
     Host::new("minilm", model(), wasm, Duration::from_secs(60))
 }
 
+fn host_on_onnxruntime() -> Host {
+    let wasm = testkit::wasm("text_embed");
+    let engine = testkit::onnxruntime(0);
+    Host::with_engine("minilm", model(), wasm, Duration::from_secs(60), engine)
+}
+
 /// A reference row's token ids as the model's three inputs.
 fn inputs(row: &Value) -> Vec<(String, Tensor)> {
     let ids: Vec<i64> = row["ids"]
@@ -223,4 +229,16 @@ fn bad_inputs_are_invalid_input() {
         host.call("text/plain", b"hi", &[("mode", "annotate")]),
         Err(CallError::Component(GuestError::Internal(m))) if m.contains("mode")
     ));
+}
+
+#[test]
+fn the_component_embeds_the_same_on_onnxruntime() {
+    let (tract, ort) = (host(), host_on_onnxruntime());
+    let mut worst = 1f64;
+    for row in &reference() {
+        let text = row["text"].as_str().unwrap();
+        worst = worst.min(cosine(&embedding(&tract, text), &embedding(&ort, text)));
+    }
+    println!("text-embed component, tract vs onnxruntime: min cosine {worst:.8}");
+    assert!(worst >= 0.99999, "cosine {worst}");
 }

@@ -51,7 +51,7 @@ impl std::str::FromStr for Backend {
     fn from_str(s: &str) -> Result<Backend, String> {
         match s {
             "tract" => Ok(Backend::Tract),
-            "onnxruntime" | "ort" => Ok(Backend::Onnxruntime),
+            "onnxruntime" => Ok(Backend::Onnxruntime),
             _ => Err(format!("unknown backend '{s}' (tract or onnxruntime)")),
         }
     }
@@ -72,7 +72,8 @@ pub enum Target {
 pub struct EngineSpec {
     pub backend: Backend,
     /// Intra-op threads; 0 is the backend's default (tract: the calling
-    /// thread; ONNX Runtime: one per core).
+    /// thread; ONNX Runtime: one pool, a thread per core, shared by every
+    /// model left at 0). N > 0 on ONNX Runtime is a pool of N per session.
     pub threads: usize,
     pub target: Target,
     /// ONNX Runtime execution providers to try, in order, for `Target::Gpu`
@@ -91,6 +92,31 @@ pub struct ModelSpec {
     pub name: String,
     pub path: PathBuf,
     pub engine: EngineSpec,
+}
+
+impl EngineSpec {
+    /// Combinations that cannot be meant, said before anything loads.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.backend == Backend::Tract {
+            if self.target == Target::Gpu {
+                return Err("the gpu target needs the onnxruntime backend".into());
+            }
+            if self.fallback_to_tract {
+                return Err("a fallback to tract only applies to the onnxruntime backend".into());
+            }
+        }
+        if !self.providers.is_empty() && self.target != Target::Gpu {
+            return Err("execution providers apply to the gpu target only".into());
+        }
+        for p in &self.providers {
+            if !onnxruntime::PROVIDERS.contains(&p.to_lowercase().as_str()) {
+                return Err(format!(
+                    "unknown execution provider '{p}' (tensorrt, cuda, openvino or cpu)"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl ModelSpec {
@@ -124,7 +150,8 @@ pub trait Engine: Send + Sync {
 pub struct Loaded {
     pub name: String,
     pub backend: Backend,
-    /// What ONNX Runtime execution providers serve it (ONNX Runtime only).
+    /// The execution provider registered for it (ONNX Runtime only; nodes
+    /// that provider cannot run still run on ONNX Runtime's CPU provider).
     pub providers: Vec<String>,
     /// Why the configured backend was replaced by tract, if it was.
     pub fallback: Option<String>,
@@ -345,7 +372,8 @@ fn load_one(spec: &ModelSpec) -> Result<(Arc<dyn Engine>, Loaded), LoadError> {
                 loaded.providers = providers;
                 return Ok((engine, loaded));
             }
-            Err(e) if spec.engine.fallback_to_tract => {
+            // A mistake in the configuration is not the device's fault: no fallback.
+            Err(e) if spec.engine.fallback_to_tract && e.code != ErrorCode::InvalidArgument => {
                 loaded.backend = Backend::Tract;
                 loaded.fallback = Some(e.to_string());
             }

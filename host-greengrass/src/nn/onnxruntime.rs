@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex};
 
 use ort::environment::{Environment, GlobalThreadPoolOptions};
 use ort::ep::{self, ExecutionProvider, ExecutionProviderDispatch};
-use ort::logging::LogLevel;
 use ort::session::Session as OrtSession;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::{DynValue, PrimitiveTensorElementType, TensorElementType, ValueType};
@@ -41,9 +40,11 @@ pub fn library_candidates(explicit: Option<&Path>) -> Vec<PathBuf> {
     if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
         v.push(PathBuf::from(p));
     }
-    v.push(PathBuf::from(&name));
+    // The wheel and the npm package ship the versioned name only.
+    let names = [name.clone(), format!("{name}.1")];
+    v.extend(names.iter().map(PathBuf::from));
     for prefix in ["/usr/local/lib", "/usr/lib", "/opt/onnxruntime/lib"] {
-        v.push(Path::new(prefix).join(&name));
+        v.extend(names.iter().map(|n| Path::new(prefix).join(n)));
     }
     v
 }
@@ -97,10 +98,6 @@ fn runtime(library: Option<&Path>) -> Result<(PathBuf, &'static Environment), Nn
                     .with_global_thread_pool(pool)
                     .build()
                     .map_err(|e| ort_error("creating the environment", e))?;
-                // `ort` registers its logger at VERBOSE: ONNX Runtime would then
-                // format a dozen messages per run (measured: 10× the run time
-                // of a small model). Warnings and errors are enough.
-                env.set_log_level(LogLevel::Warning);
                 let env: &'static Environment = Box::leak(Box::new(env));
                 *slot = Some((candidate.clone(), env));
                 return Ok((candidate, env));
@@ -136,10 +133,31 @@ pub fn available_providers() -> Vec<&'static str> {
         .collect()
 }
 
-/// The providers to register for a model, in the configured order.
-fn providers(spec: &EngineSpec) -> Result<(Vec<ExecutionProviderDispatch>, Vec<String>), NnError> {
+/// The execution provider names verge knows, for configuration checks.
+pub const PROVIDERS: [&str; 4] = ["tensorrt", "cuda", "openvino", "cpu"];
+
+fn dispatch(name: &str) -> Result<ExecutionProviderDispatch, NnError> {
+    Ok(match name {
+        "tensorrt" => ep::TensorRT::default().build(),
+        "cuda" => ep::CUDA::default().build(),
+        "openvino" => ep::OpenVINO::default().build(),
+        "cpu" => ep::CPU::default().build(),
+        other => {
+            return Err(error(
+                ErrorCode::InvalidArgument,
+                format!("unknown execution provider '{other}' (tensorrt, cuda, openvino or cpu)"),
+            ));
+        }
+    }
+    .error_on_failure())
+}
+
+/// The providers to try for a model, in the configured order: those the
+/// library was built with (it may still fail to start one, e.g. TensorRT
+/// without libnvinfer, which `load` then skips).
+fn candidates(spec: &EngineSpec) -> Result<Vec<(String, ExecutionProviderDispatch)>, NnError> {
     if spec.target == Target::Cpu {
-        return Ok((Vec::new(), vec!["cpu".into()]));
+        return Ok(vec![("cpu".into(), dispatch("cpu")?)]);
     }
     let wanted: Vec<String> = if spec.providers.is_empty() {
         vec!["tensorrt".into(), "cuda".into()]
@@ -148,25 +166,10 @@ fn providers(spec: &EngineSpec) -> Result<(Vec<ExecutionProviderDispatch>, Vec<S
     };
     let offered = available_providers();
     let mut chosen = Vec::new();
-    let mut names = Vec::new();
     for name in &wanted {
-        let dispatch = match name.as_str() {
-            "tensorrt" => ep::TensorRT::default().build(),
-            "cuda" => ep::CUDA::default().build(),
-            "openvino" => ep::OpenVINO::default().build(),
-            "cpu" => ep::CPU::default().build(),
-            other => {
-                return Err(error(
-                    ErrorCode::InvalidArgument,
-                    format!(
-                        "unknown execution provider '{other}' (tensorrt, cuda, openvino or cpu)"
-                    ),
-                ));
-            }
-        };
+        let d = dispatch(name)?;
         if offered.contains(&name.as_str()) {
-            chosen.push(dispatch.error_on_failure());
-            names.push(name.clone());
+            chosen.push((name.clone(), d));
         }
     }
     if chosen.is_empty() {
@@ -179,7 +182,7 @@ fn providers(spec: &EngineSpec) -> Result<(Vec<ExecutionProviderDispatch>, Vec<S
             ),
         ));
     }
-    Ok((chosen, names))
+    Ok(chosen)
 }
 
 /// One input or output as the model declares it.
@@ -229,13 +232,12 @@ impl Inner {
         let mut b = OrtSession::builder(self.env)
             .map_err(|e| ort_error("session options", e))?
             .with_optimization_level(GraphOptimizationLevel::All)
-            .map_err(|e| ort_error("optimisation level", e))?
-            .with_log_level(LogLevel::Warning)
-            .map_err(|e| ort_error("log level", e))?;
+            .map_err(|e| ort_error("optimisation level", e))?;
         if self.threads > 0 {
             b = b
                 .with_independent_thread_pool()
-                .and_then(|b| b.with_intra_threads(self.threads))
+                .map_err(|e| ort_error("thread pool", e))?
+                .with_intra_threads(self.threads)
                 .map_err(|e| ort_error("intra-op threads", e))?;
         }
         if !self.providers.is_empty() {
@@ -257,17 +259,40 @@ pub(super) fn load(
         return Err(error(ErrorCode::InvalidEncoding, "the model is empty"));
     }
     let (_, env) = runtime(spec.library.as_deref())?;
-    let (providers, names) = providers(spec)?;
     let mut inner = Inner {
         onnx: onnx.to_vec(),
         env,
         threads: spec.threads,
-        providers,
+        providers: Vec::new(),
         inputs: Vec::new(),
         outputs: Vec::new(),
         idle: Mutex::new(Vec::new()),
     };
-    let first = inner.new_session()?;
+    // The first provider that starts with this model wins; the CPU target
+    // registers none (ONNX Runtime's own CPU provider).
+    let mut failures = Vec::new();
+    let mut first = None;
+    for (name, d) in candidates(spec)? {
+        inner.providers = if name == "cpu" { Vec::new() } else { vec![d] };
+        match inner.new_session() {
+            Ok(s) => {
+                first = Some((s, name));
+                break;
+            }
+            Err(e) => failures.push((name, e)),
+        }
+    }
+    let Some((first, provider)) = first else {
+        // One candidate: its own error, code and all.
+        if failures.len() == 1 {
+            return Err(failures.remove(0).1);
+        }
+        let all: Vec<String> = failures.iter().map(|(n, e)| format!("{n}: {e}")).collect();
+        return Err(error(
+            ErrorCode::NotFound,
+            format!("no execution provider started: {}", all.join("; ")),
+        ));
+    };
     inner.inputs = first
         .inputs()
         .iter()
@@ -278,8 +303,29 @@ pub(super) fn load(
         .iter()
         .map(|o| Port::of(o.name(), o.dtype()))
         .collect();
+    // A model whose inputs or outputs wasi:nn cannot carry is refused now
+    // (so a configured fallback applies), not on every call.
+    for (kind, ports) in [("input", &inner.inputs), ("output", &inner.outputs)] {
+        for p in ports.iter() {
+            let ok = match kind {
+                "input" => element_of_opt(p.ty).is_some(),
+                _ => {
+                    p.ty.is_some_and(|t| element_of(t).is_some() || widened(t).is_some())
+                }
+            };
+            if !ok {
+                return Err(error(
+                    ErrorCode::UnsupportedOperation,
+                    format!(
+                        "{kind} {} is not a tensor type wasi:nn can carry",
+                        p.describe()
+                    ),
+                ));
+            }
+        }
+    }
     inner.idle.get_mut().unwrap().push(first);
-    Ok((Arc::new(OrtEngine(Arc::new(inner))), names))
+    Ok((Arc::new(OrtEngine(Arc::new(inner))), vec![provider]))
 }
 
 struct OrtEngine(Arc<Inner>);
@@ -441,6 +487,18 @@ fn element_of(t: TensorElementType) -> Option<ElementType> {
     })
 }
 
+/// The type an output of `t` is widened to, as the tract backend widens it.
+fn widened(t: TensorElementType) -> Option<ElementType> {
+    match t {
+        TensorElementType::Bool
+        | TensorElementType::Int8
+        | TensorElementType::Int16
+        | TensorElementType::Uint16 => Some(ElementType::I32),
+        TensorElementType::Uint32 => Some(ElementType::I64),
+        _ => None,
+    }
+}
+
 fn element_of_opt(t: Option<TensorElementType>) -> Option<ElementType> {
     t.and_then(element_of)
 }
@@ -473,16 +531,19 @@ fn tensor_of<T: Le>(dims: Vec<i64>, data: &[u8]) -> ort::Result<DynValue> {
 }
 
 fn to_value(t: &Tensor, name: &str) -> Result<DynValue, NnError> {
-    let count: usize = t.dims.iter().map(|&d| d as usize).product();
-    if t.data.len() != count * t.ty.size() {
+    let bytes = t
+        .dims
+        .iter()
+        .try_fold(t.ty.size(), |n, &d| n.checked_mul(d as usize));
+    if bytes != Some(t.data.len()) {
         return Err(error(
             ErrorCode::InvalidArgument,
             format!(
-                "input '{name}': {} bytes do not make {}{:?} ({} bytes)",
+                "input '{name}': {} bytes do not make {}{:?} ({})",
                 t.data.len(),
                 t.ty,
                 t.dims,
-                count * t.ty.size()
+                bytes.map_or("too many".into(), |b| format!("{b} bytes"))
             ),
         ));
     }
