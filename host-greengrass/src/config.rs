@@ -160,15 +160,6 @@ pub struct ModelConfig {
     pub fallback: Option<Backend>,
 }
 
-impl ModelConfig {
-    pub fn artifact(&self) -> Artifact {
-        Artifact {
-            path: self.path.clone(),
-            sha256: self.sha256.clone(),
-        }
-    }
-}
-
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OnnxRuntime {
@@ -504,17 +495,17 @@ impl Config {
 }
 
 /// Reads a file and checks its sha256 against the configuration.
-pub fn verify(what: &str, artifact: &Artifact) -> Result<Vec<u8>, ConfigError> {
-    let bytes = std::fs::read(&artifact.path).map_err(|error| ConfigError::Read {
-        path: artifact.path.clone(),
+pub fn verify(what: &str, path: &Path, sha256: &str) -> Result<Vec<u8>, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|error| ConfigError::Read {
+        path: path.into(),
         error,
     })?;
     let actual = sha256_hex(&bytes);
-    if !actual.eq_ignore_ascii_case(&artifact.sha256) {
+    if !actual.eq_ignore_ascii_case(sha256) {
         return Err(ConfigError::Digest {
             what: what.into(),
-            path: artifact.path.clone(),
-            expected: artifact.sha256.to_ascii_lowercase(),
+            path: path.into(),
+            expected: sha256.to_ascii_lowercase(),
             actual,
         });
     }

@@ -243,10 +243,14 @@ async fn trim_when_idle(metrics: Arc<Metrics>) {
 /// Checks, loads and compiles everything the configuration names.
 fn load(config: &Config, store: Arc<dyn StateStore>) -> Result<Loaded, DaemonError> {
     let t = Instant::now();
-    for (name, model) in &config.models {
-        config::verify(&format!("model '{name}'"), &model.artifact())?;
+    // Each model file is read once: checked against its digest, then loaded.
+    let mut models = Vec::new();
+    for spec in config.model_specs() {
+        let m = &config.models[&spec.name];
+        let bytes = config::verify(&format!("model '{}'", spec.name), &m.path, &m.sha256)?;
+        models.push((spec, bytes));
     }
-    let graphs = Graphs::load(&config.model_specs())?;
+    let graphs = Graphs::load_bytes(models)?;
     let models_ms = t.elapsed().as_millis() as u64;
     let runtime = Runtime::new(graphs).map_err(|e| DaemonError::Load(format!("engine: {e:#}")))?;
     let cache = ComponentCache::new(runtime.engine(), &config.state_dir().join("cache")).map_err(
@@ -262,7 +266,11 @@ fn load(config: &Config, store: Arc<dyn StateStore>) -> Result<Loaded, DaemonErr
             continue;
         }
         let t = Instant::now();
-        let bytes = config::verify(&format!("component '{name}'"), artifact)?;
+        let bytes = config::verify(
+            &format!("component '{name}'"),
+            &artifact.path,
+            &artifact.sha256,
+        )?;
         let (component, source) = cache.load(runtime.engine(), name, &artifact.sha256, &bytes)?;
         let p = runtime
             .prepare(&component)

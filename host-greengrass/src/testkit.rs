@@ -163,6 +163,22 @@ pub struct Agreement {
     pub mismatches: Vec<String>,
 }
 
+impl Agreement {
+    /// Prints the comparison of `cases` inputs of `what`, and holds every
+    /// float output to 1e-4.
+    pub fn assert_close(&self, what: &str, cases: usize) {
+        println!(
+            "{what}: tract vs onnxruntime on {cases} inputs: max |diff| {:.2e}, mismatches {:?}",
+            self.max_abs_diff, self.mismatches
+        );
+        assert!(
+            self.max_abs_diff <= 1e-4,
+            "{what}: tract and onnxruntime differ by {}",
+            self.max_abs_diff
+        );
+    }
+}
+
 /// Runs each input through tract and through ONNX Runtime (one thread) and
 /// compares them; outputs must have the same shape and type.
 pub fn backends_agree(model: &Path, inputs: &[Vec<(String, Tensor)>]) -> Agreement {

@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use verge_device::nn::EngineSpec;
 use verge_device::runtime::{CallError, GuestError, Outcome};
 use verge_device::testkit::{self, Host};
 use verge_nn_tract::{ElementType, Tensor};
@@ -22,13 +23,11 @@ fn model() -> std::path::PathBuf {
 }
 
 fn host() -> Host {
-    let wasm = testkit::wasm("fraud_score");
-    Host::new("fraud-score", model(), wasm, Duration::from_secs(30))
+    host_on(EngineSpec::default())
 }
 
-fn host_on_onnxruntime() -> Host {
+fn host_on(engine: EngineSpec) -> Host {
     let wasm = testkit::wasm("fraud_score");
-    let engine = testkit::onnxruntime(0);
     Host::with_engine(
         "fraud-score",
         model(),
@@ -117,17 +116,7 @@ fn tract_and_onnxruntime_agree() {
         .map(|row| vec![("features".to_string(), features(&row["features"]))])
         .collect();
     let a = testkit::backends_agree(&model(), &inputs);
-    println!(
-        "fraud-score: tract vs onnxruntime on {} rows: max |diff| {:.2e}, mismatches {:?}",
-        inputs.len(),
-        a.max_abs_diff,
-        a.mismatches
-    );
-    assert!(
-        a.max_abs_diff <= 1e-4,
-        "tract and onnxruntime differ by {}",
-        a.max_abs_diff
-    );
+    a.assert_close("fraud-score", inputs.len());
     // The component reads `probabilities`. tract's TreeEnsembleClassifier
     // `label` output disagrees with ONNX Runtime's (and scikit-learn's) on a
     // row or so in a thousand (row 348: p = 0.545, tract says 0): say so, and
@@ -198,7 +187,7 @@ fn bad_inputs_are_invalid_input() {
 
 #[test]
 fn the_component_scores_the_same_on_onnxruntime() {
-    let (tract, ort) = (host(), host_on_onnxruntime());
+    let (tract, ort) = (host(), host_on(testkit::onnxruntime(0)));
     let mut worst = 0f64;
     for row in &reference() {
         let d = (score(&tract, &row["features"]) - score(&ort, &row["features"])).abs();

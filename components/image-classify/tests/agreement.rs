@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use verge_device::nn::EngineSpec;
 use verge_device::runtime::{CallError, GuestError, Outcome};
 use verge_device::testkit::{self, Host};
 use verge_nn_tract::{ElementType, Tensor};
@@ -26,13 +27,11 @@ fn model() -> std::path::PathBuf {
 }
 
 fn host() -> Host {
-    let wasm = testkit::wasm("image_classify");
-    Host::new("efficientnet-lite0", model(), wasm, Duration::from_secs(60))
+    host_on(EngineSpec::default())
 }
 
-fn host_on_onnxruntime() -> Host {
+fn host_on(engine: EngineSpec) -> Host {
     let wasm = testkit::wasm("image_classify");
-    let engine = testkit::onnxruntime(0);
     Host::with_engine(
         "efficientnet-lite0",
         model(),
@@ -153,17 +152,7 @@ fn tract_and_onnxruntime_agree() {
         .map(|row| vec![("input".to_string(), tensor(row))])
         .collect();
     let a = testkit::backends_agree(&model(), &inputs);
-    println!(
-        "image-classify: tract vs onnxruntime on {} photographs: max |diff| {:.2e}, mismatches {:?}",
-        inputs.len(),
-        a.max_abs_diff,
-        a.mismatches
-    );
-    assert!(
-        a.max_abs_diff <= 1e-4,
-        "tract and onnxruntime differ by {}",
-        a.max_abs_diff
-    );
+    a.assert_close("efficientnet-lite0", inputs.len());
     assert!(a.mismatches.is_empty(), "{:?}", a.mismatches);
 }
 
@@ -221,7 +210,7 @@ fn bad_inputs_are_invalid_input() {
 
 #[test]
 fn the_component_classifies_the_same_on_onnxruntime() {
-    let (tract, ort) = (host(), host_on_onnxruntime());
+    let (tract, ort) = (host(), host_on(testkit::onnxruntime(0)));
     let top = |h: &Host, body: &[u8]| -> Vec<Value> {
         match call(h, body, &[("top-k", "5")]) {
             Ok(Outcome::Respond(r)) => {

@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use verge_device::nn::EngineSpec;
 use verge_device::runtime::{CallError, GuestError, Outcome};
 use verge_device::testkit::{self, Host};
 use verge_nn_tract::{ElementType, Tensor};
@@ -27,13 +28,11 @@ fn model() -> std::path::PathBuf {
 }
 
 fn host() -> Host {
-    let wasm = testkit::wasm("text_embed");
-    Host::new("minilm", model(), wasm, Duration::from_secs(60))
+    host_on(EngineSpec::default())
 }
 
-fn host_on_onnxruntime() -> Host {
+fn host_on(engine: EngineSpec) -> Host {
     let wasm = testkit::wasm("text_embed");
-    let engine = testkit::onnxruntime(0);
     Host::with_engine("minilm", model(), wasm, Duration::from_secs(60), engine)
 }
 
@@ -139,17 +138,7 @@ fn agrees_with_tokenizers_and_onnxruntime() {
 fn tract_and_onnxruntime_agree() {
     let cases: Vec<_> = reference().iter().map(inputs).collect();
     let a = testkit::backends_agree(&model(), &cases);
-    println!(
-        "text-embed: tract vs onnxruntime on {} sentences: max |diff| {:.2e}, mismatches {:?}",
-        cases.len(),
-        a.max_abs_diff,
-        a.mismatches
-    );
-    assert!(
-        a.max_abs_diff <= 1e-4,
-        "tract and onnxruntime differ by {}",
-        a.max_abs_diff
-    );
+    a.assert_close("minilm", cases.len());
     assert!(a.mismatches.is_empty(), "{:?}", a.mismatches);
 }
 
@@ -233,7 +222,7 @@ fn bad_inputs_are_invalid_input() {
 
 #[test]
 fn the_component_embeds_the_same_on_onnxruntime() {
-    let (tract, ort) = (host(), host_on_onnxruntime());
+    let (tract, ort) = (host(), host_on(testkit::onnxruntime(0)));
     let mut worst = 1f64;
     for row in &reference() {
         let text = row["text"].as_str().unwrap();

@@ -298,9 +298,18 @@ pub struct Graphs(Arc<HashMap<String, Entry>>);
 impl Graphs {
     /// Loads and optimises each model with the backend it asks for.
     pub fn load(models: &[ModelSpec]) -> Result<Graphs, LoadError> {
+        let read = models
+            .iter()
+            .map(|spec| Ok((spec.clone(), read(spec)?)))
+            .collect::<Result<Vec<_>, LoadError>>()?;
+        Self::load_bytes(read)
+    }
+
+    /// [`Graphs::load`] for models already read (and checked) by the caller.
+    pub fn load_bytes(models: Vec<(ModelSpec, Vec<u8>)>) -> Result<Graphs, LoadError> {
         let mut map = HashMap::new();
-        for spec in models {
-            let (engine, loaded) = load_one(spec)?;
+        for (spec, bytes) in &models {
+            let (engine, loaded) = load_one(spec, bytes)?;
             let graph: Box<dyn BackendGraph> = Box::new(WasiGraph(engine.clone()));
             let entry = Entry {
                 engine,
@@ -352,8 +361,7 @@ fn read(spec: &ModelSpec) -> Result<Vec<u8>, LoadError> {
     })
 }
 
-fn load_one(spec: &ModelSpec) -> Result<(Arc<dyn Engine>, Loaded), LoadError> {
-    let bytes = read(spec)?;
+fn load_one(spec: &ModelSpec, bytes: &[u8]) -> Result<(Arc<dyn Engine>, Loaded), LoadError> {
     let model_error = |backend, error| LoadError::Model {
         name: spec.name.clone(),
         path: spec.path.clone(),
@@ -367,7 +375,7 @@ fn load_one(spec: &ModelSpec) -> Result<(Arc<dyn Engine>, Loaded), LoadError> {
         fallback: None,
     };
     if spec.engine.backend == Backend::Onnxruntime {
-        match onnxruntime::load(&bytes, &spec.engine) {
+        match onnxruntime::load(bytes, &spec.engine) {
             Ok((engine, providers)) => {
                 loaded.providers = providers;
                 return Ok((engine, loaded));
@@ -381,6 +389,6 @@ fn load_one(spec: &ModelSpec) -> Result<(Arc<dyn Engine>, Loaded), LoadError> {
         }
     }
     let engine =
-        tract::load(&bytes, spec.engine.threads).map_err(|e| model_error(Backend::Tract, e))?;
+        tract::load(bytes, spec.engine.threads).map_err(|e| model_error(Backend::Tract, e))?;
     Ok((engine, loaded))
 }

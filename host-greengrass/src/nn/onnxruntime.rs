@@ -69,7 +69,7 @@ fn ort_error<R>(what: &str, e: ort::Error<R>) -> NnError {
 }
 
 /// Loads the library (once per process) and returns its environment.
-fn runtime(library: Option<&Path>) -> Result<(PathBuf, &'static Environment), NnError> {
+fn runtime(library: Option<&Path>) -> Result<&'static Environment, NnError> {
     let mut slot = RUNTIME.lock().unwrap_or_else(|p| p.into_inner());
     if let Some((path, env)) = slot.as_ref() {
         return match library {
@@ -81,7 +81,7 @@ fn runtime(library: Option<&Path>) -> Result<(PathBuf, &'static Environment), Nn
                     want.display()
                 ),
             )),
-            _ => Ok((path.clone(), *env)),
+            _ => Ok(*env),
         };
     }
     let mut tried = Vec::new();
@@ -99,8 +99,8 @@ fn runtime(library: Option<&Path>) -> Result<(PathBuf, &'static Environment), Nn
                     .build()
                     .map_err(|e| ort_error("creating the environment", e))?;
                 let env: &'static Environment = Box::leak(Box::new(env));
-                *slot = Some((candidate.clone(), env));
-                return Ok((candidate, env));
+                *slot = Some((candidate, env));
+                return Ok(env);
             }
             Err(e) => tried.push(format!("{}: {e}", candidate.display())),
         }
@@ -258,7 +258,7 @@ pub(super) fn load(
     if onnx.is_empty() {
         return Err(error(ErrorCode::InvalidEncoding, "the model is empty"));
     }
-    let (_, env) = runtime(spec.library.as_deref())?;
+    let env = runtime(spec.library.as_deref())?;
     let mut inner = Inner {
         onnx: onnx.to_vec(),
         env,
@@ -563,27 +563,16 @@ fn to_value(t: &Tensor, name: &str) -> Result<DynValue, NnError> {
 /// Copies an output out; narrow integer and boolean outputs are widened the
 /// way the tract backend widens them, so components see the same types.
 fn from_value(v: &DynValue, name: &str) -> Result<Tensor, NnError> {
-    fn take<T: Le>(v: &DynValue, ty: ElementType) -> ort::Result<Tensor> {
-        let (shape, values) = v.try_extract_tensor::<T>()?;
-        let mut data = Vec::with_capacity(values.len() * T::SIZE);
-        for &x in values {
-            x.write(&mut data);
-        }
-        let dims = shape.iter().map(|&d| d as u32).collect();
-        Ok(Tensor::new(dims, ty, data))
-    }
-    fn extract<T: PrimitiveTensorElementType + Copy + 'static>(
+    /// Copies the values out as `U`, converted by `f` (identity, or widening).
+    fn take<T: PrimitiveTensorElementType + Copy + 'static, U: Le>(
         v: &DynValue,
-        widen: impl Fn(T) -> i64,
         ty: ElementType,
+        f: impl Fn(T) -> U,
     ) -> ort::Result<Tensor> {
         let (shape, values) = v.try_extract_tensor::<T>()?;
-        let mut data = Vec::with_capacity(values.len() * ty.size());
+        let mut data = Vec::with_capacity(values.len() * U::SIZE);
         for &x in values {
-            match ty {
-                ElementType::I32 => data.extend_from_slice(&(widen(x) as i32).to_le_bytes()),
-                _ => data.extend_from_slice(&widen(x).to_le_bytes()),
-            }
+            f(x).write(&mut data);
         }
         let dims = shape.iter().map(|&d| d as u32).collect();
         Ok(Tensor::new(dims, ty, data))
@@ -595,18 +584,18 @@ fn from_value(v: &DynValue, name: &str) -> Result<Tensor, NnError> {
         ));
     };
     let out = match ty {
-        TensorElementType::Float32 => take::<f32>(v, ElementType::F32),
-        TensorElementType::Float16 => take::<half::f16>(v, ElementType::F16),
-        TensorElementType::Float64 => take::<f64>(v, ElementType::F64),
-        TensorElementType::Bfloat16 => take::<half::bf16>(v, ElementType::Bf16),
-        TensorElementType::Uint8 => take::<u8>(v, ElementType::U8),
-        TensorElementType::Int32 => take::<i32>(v, ElementType::I32),
-        TensorElementType::Int64 => take::<i64>(v, ElementType::I64),
-        TensorElementType::Bool => extract::<bool>(v, i64::from, ElementType::I32),
-        TensorElementType::Int8 => extract::<i8>(v, i64::from, ElementType::I32),
-        TensorElementType::Int16 => extract::<i16>(v, i64::from, ElementType::I32),
-        TensorElementType::Uint16 => extract::<u16>(v, i64::from, ElementType::I32),
-        TensorElementType::Uint32 => extract::<u32>(v, i64::from, ElementType::I64),
+        TensorElementType::Float32 => take(v, ElementType::F32, |x: f32| x),
+        TensorElementType::Float16 => take(v, ElementType::F16, |x: half::f16| x),
+        TensorElementType::Float64 => take(v, ElementType::F64, |x: f64| x),
+        TensorElementType::Bfloat16 => take(v, ElementType::Bf16, |x: half::bf16| x),
+        TensorElementType::Uint8 => take(v, ElementType::U8, |x: u8| x),
+        TensorElementType::Int32 => take(v, ElementType::I32, |x: i32| x),
+        TensorElementType::Int64 => take(v, ElementType::I64, |x: i64| x),
+        TensorElementType::Bool => take(v, ElementType::I32, |x: bool| i32::from(x)),
+        TensorElementType::Int8 => take(v, ElementType::I32, |x: i8| i32::from(x)),
+        TensorElementType::Int16 => take(v, ElementType::I32, |x: i16| i32::from(x)),
+        TensorElementType::Uint16 => take(v, ElementType::I32, |x: u16| i32::from(x)),
+        TensorElementType::Uint32 => take(v, ElementType::I64, |x: u32| i64::from(x)),
         other => {
             return Err(error(
                 ErrorCode::UnsupportedOperation,

@@ -36,7 +36,7 @@
 // input among them) and the answers are compared; a disagreement makes the
 // exit status 1.
 //
-// The baseline zip holds index.mjs (the job's handler), a package.json, a
+// The baseline zip holds index.mjs (the job's handler) and common.mjs, a package.json, a
 // config.json with the pack's settings, the model files, and node_modules as a
 // deployer would prune it for Lambda: onnxruntime-node with its linux/x64
 // binaries only and without its install script (and so without adm-zip and
@@ -525,8 +525,11 @@ function buildBaseline(w, manifest, tmp) {
     dependencies: Object.fromEntries(w.deps.map((d) => [d, deps.get(d)])),
   };
   writeFileSync(join(stage, 'package.json'), JSON.stringify(pkg, null, 2) + '\n');
+  // In the zip the job's handler is index.mjs at the root, beside common.mjs.
+  writeFileSync(join(stage, 'index.mjs'), readFileSync(src, 'utf8').replace("from '../common.mjs'", "from './common.mjs'"));
   const entries = [
-    { name: 'index.mjs', path: src },
+    { name: 'index.mjs', path: join(stage, 'index.mjs') },
+    { name: 'common.mjs', path: join(ONNX, 'common.mjs') },
     { name: 'package.json', path: join(stage, 'package.json') },
     ...Object.entries(w.files).map(([name, path]) => ({ name, path })),
     ...[...deps.keys()].flatMap(packageFiles),

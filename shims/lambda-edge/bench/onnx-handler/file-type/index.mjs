@@ -22,6 +22,8 @@ import { fileURLToPath } from 'node:url';
 
 import ort from 'onnxruntime-node';
 
+import { f32String, lambdaHandler, log, passOnError } from '../common.mjs';
+
 const here = dirname(fileURLToPath(import.meta.url));
 
 /** Python's bytes.strip() whitespace: space, \t, \n, \r, \v, \f. */
@@ -81,21 +83,7 @@ export function decide(scores, cfg, kb) {
   return { label, score };
 }
 
-/** A float32 as Rust's `{}` prints it: the shortest decimal that reads back as the same f32, no exponent. */
-export function f32String(x) {
-  for (let p = 1; p <= 9; p++) {
-    const d = Number(x.toPrecision(p));
-    if (Math.fround(d) === x) {
-      const s = String(d);
-      return s.includes('e') ? d.toFixed(20).replace(/\.?0+$/, '') : s;
-    }
-  }
-  return String(x);
-}
 
-function log(level, fields) {
-  console.log(JSON.stringify({ level, time: new Date().toISOString(), ...fields }));
-}
 
 /**
  * A handler over a Magika model and its config. Options: `dir` (the folder
@@ -148,16 +136,10 @@ export function createHandler(opts = {}) {
       log('info', { kind: 'annotate', label, ms: ms() });
       return request;
     } catch (e) {
-      log('error', { kind: 'error', message: String(e?.message ?? e), ms: ms() });
-      return request;
+      return passOnError(request, e, ms());
     }
   };
 }
 
-let packaged = null;
-
 /** The Lambda handler: `index.handler`. */
-export async function handler(event, context) {
-  packaged ??= createHandler();
-  return packaged(event, context);
-}
+export const handler = lambdaHandler(createHandler);

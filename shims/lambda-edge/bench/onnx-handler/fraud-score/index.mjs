@@ -18,18 +18,19 @@
 // request on unchanged (verge's `--on-error pass`); every invocation logs one
 // JSON line.
 
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import ort from 'onnxruntime-node';
+
+import { InvalidInput, f32String, lambdaHandler, log, passOnError, readConfig } from '../common.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
 /** The model's inputs, in its order (FEATURES in models/fraud_score.py). */
 export const FEATURES = ['amount', 'hour', 'distance_km', 'merchant_risk', 'card_age_days', 'txn_last_24h', 'foreign', 'card_present'];
 
-class InvalidInput extends Error {}
 
 /** The feature vector from a JSON object of named numbers (booleans count as 0/1). */
 export function parseFeatures(text) {
@@ -55,21 +56,7 @@ export function parseFeatures(text) {
   return out;
 }
 
-/** A float32 as Rust's `{}` prints it: the shortest decimal that reads back as the same f32, no exponent. */
-export function f32String(x) {
-  for (let p = 1; p <= 9; p++) {
-    const d = Number(x.toPrecision(p));
-    if (Math.fround(d) === x) {
-      const s = String(d);
-      return s.includes('e') ? d.toFixed(20).replace(/\.?0+$/, '') : s;
-    }
-  }
-  return String(x);
-}
 
-function log(level, fields) {
-  console.log(JSON.stringify({ level, time: new Date().toISOString(), ...fields }));
-}
 
 /**
  * A handler over the fraud model. Options: `dir` (the folder holding model/
@@ -78,8 +65,7 @@ function log(level, fields) {
  */
 export function createHandler(opts = {}) {
   const dir = opts.dir ?? here;
-  const cfgPath = join(dir, 'config.json');
-  const cfg = existsSync(cfgPath) ? JSON.parse(readFileSync(cfgPath, 'utf8')) : {};
+  const cfg = readConfig(dir);
   const low = Math.fround(Number(opts.low ?? cfg.low ?? 0.3));
   const high = Math.fround(Number(opts.high ?? cfg.high ?? 0.8));
   if (!(low >= 0 && high <= 1 && low <= high)) throw new Error(`low = ${low}, high = ${high}: need 0 <= low <= high <= 1`);
@@ -130,16 +116,10 @@ export function createHandler(opts = {}) {
       request.headers = headers;
       return request;
     } catch (e) {
-      log('error', { kind: e instanceof InvalidInput ? 'invalid-input' : 'error', message: String(e?.message ?? e), ms: ms() });
-      return request;
+      return passOnError(request, e, ms());
     }
   };
 }
 
-let packaged = null;
-
 /** The Lambda handler: `index.handler`. */
-export async function handler(event, context) {
-  packaged ??= createHandler();
-  return packaged(event, context);
-}
+export const handler = lambdaHandler(createHandler);

@@ -23,12 +23,14 @@
 // error passes the request on unchanged (verge's `--on-error pass`); every
 // invocation logs one JSON line.
 
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import jpeg from 'jpeg-js';
 import ort from 'onnxruntime-node';
+
+import { InvalidInput, f32String, lambdaHandler, log, passOnError, readConfig } from '../common.mjs';
 import pngjs from 'pngjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -39,7 +41,6 @@ const STD = [0.229 * 255, 0.224 * 255, 0.225 * 255];
 /** Larger images are refused rather than decoded. */
 export const MAX_PIXELS = 40_000_000;
 
-class InvalidInput extends Error {}
 
 function tooLarge(width, height) {
   if (!width || !height || width * height > MAX_PIXELS) {
@@ -131,21 +132,7 @@ export function topK(scores, k) {
   return idx.slice(0, k).map((i) => [i, scores[i]]);
 }
 
-/** A float32 as Rust's `{}` prints it: the shortest decimal that reads back as the same f32, no exponent. */
-export function f32String(x) {
-  for (let p = 1; p <= 9; p++) {
-    const d = Number(x.toPrecision(p));
-    if (Math.fround(d) === x) {
-      const s = String(d);
-      return s.includes('e') ? d.toFixed(20).replace(/\.?0+$/, '') : s;
-    }
-  }
-  return String(x);
-}
 
-function log(level, fields) {
-  console.log(JSON.stringify({ level, time: new Date().toISOString(), ...fields }));
-}
 
 /**
  * A handler over EfficientNet-Lite0. Options: `dir` (the folder holding
@@ -154,8 +141,7 @@ function log(level, fields) {
  */
 export function createHandler(opts = {}) {
   const dir = opts.dir ?? here;
-  const cfgPath = join(dir, 'config.json');
-  const cfg = existsSync(cfgPath) ? JSON.parse(readFileSync(cfgPath, 'utf8')) : {};
+  const cfg = readConfig(dir);
   const k = Number(opts.topK ?? cfg.top_k ?? 5);
   if (!(k >= 1 && k <= 20)) throw new Error(`top-k = ${k}: expected 1 to 20`);
   const labels = JSON.parse(readFileSync(opts.labels ?? join(dir, 'model/imagenet1k_clean_names.json'), 'utf8'));
@@ -191,16 +177,10 @@ export function createHandler(opts = {}) {
         bodyEncoding: 'text',
       };
     } catch (e) {
-      log('error', { kind: e instanceof InvalidInput ? 'invalid-input' : 'error', message: String(e?.message ?? e), ms: ms() });
-      return request;
+      return passOnError(request, e, ms());
     }
   };
 }
 
-let packaged = null;
-
 /** The Lambda handler: `index.handler`. */
-export async function handler(event, context) {
-  packaged ??= createHandler();
-  return packaged(event, context);
-}
+export const handler = lambdaHandler(createHandler);

@@ -22,11 +22,13 @@
 // passes the request on unchanged (verge's `--on-error pass`); every
 // invocation logs one JSON line.
 
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import ort from 'onnxruntime-node';
+
+import { InvalidInput, f32String, lambdaHandler, log, passOnError, readConfig } from '../common.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const DIM = 384;
@@ -146,17 +148,6 @@ export function encode(tok, text) {
   return { ids, truncated };
 }
 
-/** A float32 as Rust's `{}` prints it: the shortest decimal that reads back as the same f32, no exponent. */
-export function f32String(x) {
-  for (let p = 1; p <= 9; p++) {
-    const d = Number(x.toPrecision(p));
-    if (Math.fround(d) === x) {
-      const s = String(d);
-      return s.includes('e') ? d.toFixed(20).replace(/\.?0+$/, '') : s;
-    }
-  }
-  return String(x);
-}
 
 function cosine(a, b) {
   let dot = 0;
@@ -170,11 +161,7 @@ function cosine(a, b) {
   return Math.fround(dot / Math.max(Math.fround(Math.fround(Math.sqrt(na)) * Math.fround(Math.sqrt(nb))), 1e-12));
 }
 
-function log(level, fields) {
-  console.log(JSON.stringify({ level, time: new Date().toISOString(), ...fields }));
-}
 
-class InvalidInput extends Error {}
 
 /**
  * A handler over MiniLM. Options: `dir` (the folder holding model/ and
@@ -183,8 +170,7 @@ class InvalidInput extends Error {}
  */
 export function createHandler(opts = {}) {
   const dir = opts.dir ?? here;
-  const cfgPath = join(dir, 'config.json');
-  const cfg = existsSync(cfgPath) ? JSON.parse(readFileSync(cfgPath, 'utf8')) : {};
+  const cfg = readConfig(dir);
   const labels = Object.entries(opts.labels ?? cfg.labels ?? {});
   const tok = loadTokenizer(opts.tokenizer ?? join(dir, 'model/tokenizer.json'));
   const modelPath = opts.model ?? join(dir, 'model/minilm.onnx');
@@ -271,16 +257,10 @@ export function createHandler(opts = {}) {
         bodyEncoding: 'text',
       };
     } catch (e) {
-      log('error', { kind: e instanceof InvalidInput ? 'invalid-input' : 'error', message: String(e?.message ?? e), ms: ms() });
-      return request;
+      return passOnError(request, e, ms());
     }
   };
 }
 
-let packaged = null;
-
 /** The Lambda handler: `index.handler`. */
-export async function handler(event, context) {
-  packaged ??= createHandler();
-  return packaged(event, context);
-}
+export const handler = lambdaHandler(createHandler);
