@@ -118,7 +118,15 @@ pub fn pack(opts: &PackOptions) -> Result<Package, PackError> {
         }
         files.insert(file, bytes);
     }
-    let limits = opts.trigger.limits();
+    // Every event's size quotas, from quota.rs: the shim keeps no table of its own.
+    let limits: serde_json::Map<String, serde_json::Value> = Trigger::ALL
+        .iter()
+        .map(|t| {
+            let l = t.limits();
+            let row = json!({ "body_bytes": l.body_bytes, "response_bytes": l.response_bytes });
+            (t.event_type().to_string(), row)
+        })
+        .collect();
     let manifest = json!({
         "verge": 1,
         "component": {
@@ -132,10 +140,7 @@ pub fn pack(opts: &PackOptions) -> Result<Package, PackError> {
         "on_error": opts.on_error,
         "memory_mb": opts.memory_mb,
         "timeout_s": opts.timeout_s,
-        "limits": {
-            "body_bytes": limits.body_bytes,
-            "response_bytes": limits.response_bytes,
-        },
+        "limits": limits,
         "models": models,
         "config": opts.config.iter().cloned().collect::<BTreeMap<_, _>>(),
         "imports": js.imports,

@@ -16,6 +16,13 @@ const KB: u64 = 1024;
 const MB: u64 = 1024 * 1024;
 
 impl Trigger {
+    pub const ALL: [Trigger; 4] = [
+        Trigger::ViewerRequest,
+        Trigger::OriginRequest,
+        Trigger::OriginResponse,
+        Trigger::ViewerResponse,
+    ];
+
     /// CloudFront's `EventType` name.
     pub fn event_type(self) -> &'static str {
         match self {

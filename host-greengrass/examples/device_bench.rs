@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use serde_json::json;
-use verge_device::nn::{ElementType, EngineSpec, Graphs, ModelSpec, Session, Tensor};
+use verge_device::nn::{ElementType, EngineSpec, Graphs, ModelSpec, Tensor};
 use verge_device::runtime::{Deployment, Limits, Outcome, Placement, Prepared, Request, Runtime};
 use verge_device::testkit;
 use wasmtime::component::Component;
@@ -223,7 +223,7 @@ fn inference(a: &Args, w: &Workload, rows: &mut Vec<serde_json::Value>) -> Resul
             testkit::onnxruntime(0),
         ),
     ];
-    let mut sessions: Vec<(&str, Box<dyn Session>)> = Vec::new();
+    let mut sessions: Vec<(&str, verge_nn::Context)> = Vec::new();
     for (system, engine) in native {
         let spec = ModelSpec {
             name: "m".into(),
@@ -231,7 +231,7 @@ fn inference(a: &Args, w: &Workload, rows: &mut Vec<serde_json::Value>) -> Resul
             engine,
         };
         let graphs = Graphs::load(&[spec])?;
-        sessions.push((system, graphs.engine("m").unwrap().session()));
+        sessions.push((system, graphs.get("m").unwrap().context()));
     }
     // The device host on each backend.
     let hosts = [
@@ -257,10 +257,10 @@ fn inference(a: &Args, w: &Workload, rows: &mut Vec<serde_json::Value>) -> Resul
         for _ in 0..3 {
             sessions[0]
                 .1
-                .run(&inputs)
+                .compute_named(inputs.clone())
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
         }
-        let (t, r) = time(|| sessions[0].1.run(&inputs));
+        let (t, r) = time(|| sessions[0].1.compute_named(inputs.clone()));
         r.map_err(|e| anyhow::anyhow!("{e}"))?;
         (2.0 / ms(t).max(1e-3)).ceil().clamp(1.0, 200.0) as u32
     };
@@ -276,7 +276,7 @@ fn inference(a: &Args, w: &Workload, rows: &mut Vec<serde_json::Value>) -> Resul
         let warm = rep < 2;
         for (system, s) in &mut sessions {
             let t = mean(&mut || {
-                let (t, r) = time(|| s.run(&inputs));
+                let (t, r) = time(|| s.compute_named(inputs.clone()));
                 r.map_err(|e| anyhow::anyhow!("{system}: {e}"))?;
                 Ok(t)
             })?;

@@ -57,7 +57,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::nn::{Backend, EngineSpec, ModelSpec, Target};
+use crate::nn::{Backend, EngineSpec, ModelSpec, Provider, Target};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -155,7 +155,7 @@ pub struct ModelConfig {
     #[serde(default)]
     pub target: Target,
     #[serde(default)]
-    pub providers: Vec<String>,
+    pub providers: Vec<Provider>,
     /// The only fallback is tract, which is always there.
     pub fallback: Option<Backend>,
 }

@@ -1,6 +1,6 @@
 //! verge-device: the native device host.
 //!
-//! * [`nn`]: `wasi:nn` on tract through wasmtime-wasi-nn, and the named-graph registry;
+//! * [`nn`]: `wasi:nn` on `verge-nn` (tract or ONNX Runtime), its wasmtime glue, and the named-graph registry;
 //! * [`runtime`]: the engine, per-call stores with memory and deadline bounds;
 //! * [`state`]: component state behind `wasi:keyvalue` (in memory, or durable in SQLite);
 //! * [`report`]: outcomes and errors as JSON;

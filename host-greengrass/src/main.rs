@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use serde_json::json;
 use verge_device::config::{Config, Overrides};
-use verge_device::nn::{Backend, EngineSpec, Graphs, ModelSpec, Target};
+use verge_device::nn::{Backend, EngineSpec, Graphs, ModelSpec, Provider, Target};
 use verge_device::runtime::{Deployment, Limits, Placement, Request, Runtime};
 use verge_device::{daemon, log, report};
 use wasmtime::component::Component;
@@ -57,7 +57,7 @@ struct RunArgs {
     #[arg(long = "model", value_parser = pair)]
     models: Vec<(String, String)>,
     /// The engine for every model: tract (built in) or onnxruntime.
-    #[arg(long, default_value = "tract")]
+    #[arg(long, value_enum, default_value_t = Backend::Tract)]
     backend: Backend,
     /// Intra-op threads per model (0: the backend's default).
     #[arg(long, default_value_t = 0)]
@@ -65,9 +65,9 @@ struct RunArgs {
     /// Run models on an accelerator through ONNX Runtime's execution providers.
     #[arg(long)]
     gpu: bool,
-    /// Execution providers to try for --gpu, in order (tensorrt, cuda, openvino).
-    #[arg(long = "provider")]
-    providers: Vec<String>,
+    /// Execution providers to try for --gpu, in order.
+    #[arg(long = "provider", value_enum)]
+    providers: Vec<Provider>,
     /// The libonnxruntime to load (default: ORT_DYLIB_PATH, then the usual places).
     #[arg(long)]
     onnxruntime_lib: Option<PathBuf>,
@@ -111,7 +111,15 @@ fn pair(s: &str) -> Result<(String, String), String> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // A mistake on the command line is exit 1, like every refusal to start
+    // (2 means a component failed on some input).
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
+        }
+    };
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Serve(args) => return serve(args),

@@ -12,10 +12,9 @@ use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_config::{WasiConfig, WasiConfigVariables};
-use wasmtime_wasi_nn::wit::WasiNnCtx;
-use wasmtime_wasi_nn::wit::WasiNnView;
 
 use crate::nn::{self, Graphs};
+use crate::state::wit::{KeyValueView, StateCtx};
 use crate::state::{self, MemoryStore, StateStore};
 
 pub(crate) mod bindings {
@@ -24,16 +23,11 @@ pub(crate) mod bindings {
         inline: "
             package verge:device-host;
             world guest {
-                import wasi:keyvalue/store@0.2.0-draft;
-                import wasi:keyvalue/atomics@0.2.0-draft;
                 import verge:inference/host@0.1.0;
                 export verge:inference/handler@0.1.0;
             }
         ",
         world: "verge:device-host/guest",
-        with: {
-            "wasi:keyvalue/store.bucket": crate::state::wit::Bucket,
-        },
     });
 }
 
@@ -114,11 +108,11 @@ impl CallError {
 
 /// What one store holds. Components get no preopened directory, no
 /// environment, no network: only what this struct provides.
-pub struct State {
+pub struct StoreData {
     wasi: WasiCtx,
-    pub(crate) table: ResourceTable,
-    nn: WasiNnCtx,
-    pub(crate) state: state::wit::StateCtx,
+    table: ResourceTable,
+    graphs: Graphs,
+    keyvalue: StateCtx,
     config: Arc<WasiConfigVariables>,
     limits: StoreLimits,
     placement: Placement,
@@ -126,7 +120,7 @@ pub struct State {
     started: Instant,
 }
 
-impl WasiView for State {
+impl WasiView for StoreData {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
             ctx: &mut self.wasi,
@@ -135,7 +129,7 @@ impl WasiView for State {
     }
 }
 
-impl bindings::verge::inference::host::Host for State {
+impl bindings::verge::inference::host::Host for StoreData {
     fn get_placement(&mut self) -> Placement {
         self.placement
     }
@@ -156,17 +150,17 @@ impl bindings::verge::inference::host::Host for State {
     }
 }
 
-impl bindings::verge::inference::types::Host for State {}
+impl bindings::verge::inference::types::Host for StoreData {}
 
-pub(crate) struct HasSelf;
+struct HasSelf;
 impl wasmtime::component::HasData for HasSelf {
-    type Data<'a> = &'a mut State;
+    type Data<'a> = &'a mut StoreData;
 }
 
 /// The engine, the linker and the shared graphs. Cheap to share behind an `Arc`.
 pub struct Runtime {
     engine: Engine,
-    linker: Linker<State>,
+    linker: Linker<StoreData>,
     graphs: Graphs,
     ticking: Arc<AtomicBool>,
 }
@@ -184,15 +178,19 @@ impl Runtime {
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        wasmtime_wasi_nn::wit::add_to_linker(&mut linker, |s: &mut State| {
-            WasiNnView::new(&mut s.table, &mut s.nn)
+        nn::wit::add_to_linker(&mut linker, |s: &mut StoreData| nn::wit::NnView {
+            table: &mut s.table,
+            graphs: &s.graphs,
         })?;
-        state::wit::add_to_linker(&mut linker)?;
-        wasmtime_wasi_config::add_to_linker(&mut linker, |s: &mut State| {
+        state::wit::add_to_linker(&mut linker, |s: &mut StoreData| KeyValueView {
+            table: &mut s.table,
+            ctx: &s.keyvalue,
+        })?;
+        wasmtime_wasi_config::add_to_linker(&mut linker, |s: &mut StoreData| {
             WasiConfig::new(&s.config)
         })?;
-        bindings::verge::inference::host::add_to_linker::<State, HasSelf>(&mut linker, |s| s)?;
-        bindings::verge::inference::types::add_to_linker::<State, HasSelf>(&mut linker, |s| s)?;
+        bindings::verge::inference::host::add_to_linker::<StoreData, HasSelf>(&mut linker, |s| s)?;
+        bindings::verge::inference::types::add_to_linker::<StoreData, HasSelf>(&mut linker, |s| s)?;
 
         // The deadline clock: a thread that advances the engine's epoch
         // until the runtime is dropped.
@@ -253,14 +251,14 @@ impl Runtime {
                 limits.max_body_bytes
             )));
         }
-        let state = State {
+        let data = StoreData {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
-            nn: self.graphs.context(),
-            state: match &deployment.state {
-                Some((store, namespace)) => state::wit::StateCtx::new(store.clone(), namespace),
+            graphs: self.graphs.clone(),
+            keyvalue: match &deployment.state {
+                Some((store, namespace)) => StateCtx::new(store.clone(), namespace),
                 // One-shot runs: state lives for one instance.
-                None => state::wit::StateCtx::new(Arc::new(MemoryStore::default()), ""),
+                None => StateCtx::new(Arc::new(MemoryStore::default()), ""),
             },
             config: deployment.config.clone(),
             limits: StoreLimitsBuilder::new()
@@ -271,11 +269,10 @@ impl Runtime {
             call: limits,
             started: Instant::now(),
         };
-        let mut store = Store::new(&self.engine, state);
+        let mut store = Store::new(&self.engine, data);
         store.limiter(|s| &mut s.limits);
         let ticks = limits.deadline.as_nanos().div_ceil(TICK.as_nanos()).max(1) as u64;
         store.set_epoch_deadline(ticks);
-        nn::take_last_error();
 
         let result = prepared.pre.instantiate(&mut store).and_then(|guest| {
             guest
@@ -284,13 +281,6 @@ impl Runtime {
         });
         match result {
             Ok(Ok(outcome)) => Ok(outcome),
-            Ok(Err(GuestError::Model(m))) => {
-                // Put back what wasmtime-wasi-nn's glue dropped.
-                let detail = nn::take_last_error()
-                    .map(|e| format!(" (backend: {e})"))
-                    .unwrap_or_default();
-                Err(CallError::Component(GuestError::Model(m + &detail)))
-            }
             Ok(Err(e)) => Err(CallError::Component(e)),
             Err(e) => Err(trap(e, &limits)),
         }
@@ -314,7 +304,7 @@ fn trap(e: wasmtime::Error, limits: &Limits) -> CallError {
 /// A component ready to instantiate.
 #[derive(Clone)]
 pub struct Prepared {
-    pre: bindings::GuestPre<State>,
+    pre: bindings::GuestPre<StoreData>,
 }
 
 /// What a deployment grants a component.

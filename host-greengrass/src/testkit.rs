@@ -191,15 +191,15 @@ pub fn backends_agree(model: &Path, inputs: &[Vec<(String, Tensor)>]) -> Agreeme
         },
     ])
     .unwrap_or_else(|e| panic!("{e}"));
-    let mut tract = graphs.engine("tract").unwrap().session();
-    let mut ort = graphs.engine("onnxruntime").unwrap().session();
+    let mut tract = graphs.get("tract").unwrap().context();
+    let mut ort = graphs.get("onnxruntime").unwrap().context();
     let mut agreement = Agreement::default();
     for (case, input) in inputs.iter().enumerate() {
         let a = tract
-            .run(input)
+            .compute_named(input.clone())
             .unwrap_or_else(|e| panic!("tract, case {case}: {e}"));
         let b = ort
-            .run(input)
+            .compute_named(input.clone())
             .unwrap_or_else(|e| panic!("onnxruntime, case {case}: {e}"));
         assert_eq!(a.len(), b.len(), "case {case}: output count");
         for ((name, x), (other, y)) in a.iter().zip(&b) {

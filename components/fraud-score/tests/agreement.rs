@@ -9,7 +9,7 @@ use serde_json::Value;
 use verge_device::nn::EngineSpec;
 use verge_device::runtime::{CallError, GuestError, Outcome};
 use verge_device::testkit::{self, Host};
-use verge_nn_tract::{ElementType, Tensor};
+use verge_nn::{ElementType, Tensor};
 
 fn reference() -> Vec<Value> {
     testkit::reference(
@@ -82,16 +82,11 @@ fn scores_agree_with_scikit_learn() {
     let per_call = started.elapsed().as_secs_f64() * 1000.0 / rows.len() as f64;
 
     // The same rows through tract natively (model only), and onnxruntime's time from the reference.
-    let mut session = host
-        .runtime
-        .graphs()
-        .engine("fraud-score")
-        .unwrap()
-        .session();
+    let mut session = host.runtime.graphs().get("fraud-score").unwrap().context();
     let started = Instant::now();
     for row in &rows {
         session
-            .run(&[("features".into(), features(&row["features"]))])
+            .compute_named(vec![("features".into(), features(&row["features"]))])
             .unwrap();
     }
     let tract_ms = started.elapsed().as_secs_f64() * 1000.0 / rows.len() as f64;

@@ -9,7 +9,7 @@ use serde_json::Value;
 use verge_device::nn::EngineSpec;
 use verge_device::runtime::{CallError, GuestError, Outcome};
 use verge_device::testkit::{self, Host};
-use verge_nn_tract::{ElementType, Tensor};
+use verge_nn::{ElementType, Tensor};
 
 fn reference() -> Vec<Value> {
     testkit::reference(
@@ -71,9 +71,9 @@ fn agrees_with_onnxruntime_on_photographs() {
     let mut session = host
         .runtime
         .graphs()
-        .engine("efficientnet-lite0")
+        .get("efficientnet-lite0")
         .unwrap()
-        .session();
+        .context();
     let (mut ours, mut native, mut ort) = (Duration::ZERO, Duration::ZERO, 0f64);
     for row in &rows {
         let image = row["image"].as_str().unwrap();
@@ -116,7 +116,9 @@ fn agrees_with_onnxruntime_on_photographs() {
         // Native tract on the reference's own tensor agrees with onnxruntime too.
         let input = tensor(row);
         let started = Instant::now();
-        let out = session.run(&[("input".into(), input)]).unwrap();
+        let out = session
+            .compute_named(vec![("input".into(), input)])
+            .unwrap();
         native += started.elapsed();
         let p: Vec<f32> = out[0]
             .1

@@ -1,74 +1,81 @@
-//! `wasi:nn` exported by a component, on the same `verge-nn-tract` crate the
-//! device host links natively: one implementation, two hosts.
+//! `wasi:nn` exported by a component, on `verge-nn`: the one glue every
+//! provider shares. A provider is a [`Source`] (where a model named by the
+//! component comes from, and which engine loads it) and one line,
+//! `verge_nn_provider::export_provider!(MySource)`.
 //!
-//! Graphs are loaded by name through `verge:inference/models` once per
-//! instance and kept, so a warm instance never parses a model twice.
+//! Graphs are loaded by name once per instance and kept, so a warm instance
+//! never loads a model twice. Model bytes from the component (`graph.load`)
+//! are refused, as on every verge host.
 
 #![cfg(target_arch = "wasm32")]
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::marker::PhantomData;
 
-use verge_nn_tract::{ElementType, ErrorCode as Code, Model, NnError, Session};
+use verge_nn::{ElementType, ErrorCode as Code, Graph as NnGraph, NnError, policy};
 
-wit_bindgen::generate!({
-    path: "../../wit",
-    world: "verge:inference/nn-provider",
-    generate_all,
-});
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "verge:inference/nn-provider",
+        pub_export_macro: true,
+        default_bindings_module: "verge_nn_provider::bindings",
+        generate_all,
+    });
+}
 
-use exports::wasi::nn::errors::{ErrorCode, Guest as ErrorsGuest, GuestError};
-use exports::wasi::nn::graph::{
+use bindings::exports::wasi::nn::errors::{ErrorCode, Guest as ErrorsGuest, GuestError};
+use bindings::exports::wasi::nn::graph::{
     ExecutionTarget, GraphBuilder, GraphEncoding, Guest as GraphGuest, GuestGraph,
 };
-use exports::wasi::nn::inference::{
+use bindings::exports::wasi::nn::inference::{
     Guest as InferenceGuest, GuestGraphExecutionContext, NamedTensor,
 };
-use exports::wasi::nn::tensor::{
+use bindings::exports::wasi::nn::tensor::{
     Guest as TensorGuest, GuestTensor, TensorData, TensorDimensions, TensorType,
 };
-use exports::wasi::nn::{errors, graph, inference, tensor};
+use bindings::exports::wasi::nn::{errors, graph, inference, tensor};
 
-struct Provider;
+/// Where the models a component names come from, and the engine that loads them.
+pub trait Source: 'static {
+    /// Loads the model deployed under `name` (called once per name and instance).
+    fn load(name: &str) -> Result<NnGraph, NnError>;
+}
+
+/// The bytes of a model bundled with the package, read through
+/// `verge:inference/models`; a name the package lacks is not deployed.
+pub fn bundled_model(name: &str) -> Result<Vec<u8>, NnError> {
+    bindings::verge::inference::models::read(name).ok_or_else(|| policy::not_deployed(name))
+}
+
+/// `wasi:nn` on the models of `S`.
+pub struct Provider<S>(PhantomData<S>);
+
+/// Exports `wasi:nn` from this component, on the models of `$source` (a [`Source`]).
+#[macro_export]
+macro_rules! export_provider {
+    ($source:ty) => {
+        type VergeNnProvider = $crate::Provider<$source>;
+        $crate::bindings::export!(VergeNnProvider with_types_in $crate::bindings);
+    };
+}
 
 thread_local! {
     /// Models loaded by name in this instance.
-    static LOADED: RefCell<HashMap<String, Arc<Model>>> = RefCell::new(HashMap::new());
+    static LOADED: RefCell<HashMap<String, NnGraph>> = RefCell::new(HashMap::new());
 }
 
-pub struct Tensor {
-    dims: Vec<u32>,
-    ty: TensorType,
-    data: Vec<u8>,
-}
+pub struct Tensor(verge_nn::Tensor);
 
-pub struct Graph(Arc<Model>);
+pub struct Graph(NnGraph);
 
-pub struct Context(RefCell<Session>);
+pub struct Context(RefCell<verge_nn::Context>);
 
-pub struct Error {
-    code: ErrorCode,
-    data: String,
-}
+pub struct Error(NnError);
 
-fn error(code: ErrorCode, data: impl Into<String>) -> errors::Error {
-    errors::Error::new(Error {
-        code,
-        data: data.into(),
-    })
-}
-
-fn nn_error(e: NnError) -> errors::Error {
-    let code = match e.code {
-        Code::InvalidArgument => ErrorCode::InvalidArgument,
-        Code::InvalidEncoding => ErrorCode::InvalidEncoding,
-        Code::RuntimeError => ErrorCode::RuntimeError,
-        Code::UnsupportedOperation => ErrorCode::UnsupportedOperation,
-        Code::TooLarge => ErrorCode::TooLarge,
-        Code::NotFound => ErrorCode::NotFound,
-    };
-    error(code, e.message)
+fn error(e: NnError) -> errors::Error {
+    errors::Error::new(Error(e))
 }
 
 fn element_type(t: TensorType) -> ElementType {
@@ -95,122 +102,91 @@ fn tensor_type(t: ElementType) -> TensorType {
     }
 }
 
-impl TensorGuest for Provider {
+impl<S: Source> TensorGuest for Provider<S> {
     type Tensor = Tensor;
 }
 
 impl GuestTensor for Tensor {
     fn new(dims: TensorDimensions, ty: TensorType, data: TensorData) -> Self {
-        Tensor { dims, ty, data }
+        Tensor(verge_nn::Tensor::new(dims, element_type(ty), data))
     }
     fn dimensions(&self) -> TensorDimensions {
-        self.dims.clone()
+        self.0.dims.clone()
     }
     fn ty(&self) -> TensorType {
-        self.ty
+        tensor_type(self.0.ty)
     }
     fn data(&self) -> TensorData {
-        self.data.clone()
+        self.0.data.clone()
     }
 }
 
-impl ErrorsGuest for Provider {
+impl<S: Source> ErrorsGuest for Provider<S> {
     type Error = Error;
 }
 
 impl GuestError for Error {
     fn code(&self) -> ErrorCode {
-        self.code
+        match self.0.code {
+            Code::InvalidArgument => ErrorCode::InvalidArgument,
+            Code::InvalidEncoding => ErrorCode::InvalidEncoding,
+            Code::Timeout => ErrorCode::Timeout,
+            Code::RuntimeError => ErrorCode::RuntimeError,
+            Code::UnsupportedOperation => ErrorCode::UnsupportedOperation,
+            Code::TooLarge => ErrorCode::TooLarge,
+            Code::NotFound => ErrorCode::NotFound,
+            Code::Security => ErrorCode::Security,
+            Code::Unknown => ErrorCode::Unknown,
+        }
     }
     fn data(&self) -> String {
-        self.data.clone()
+        self.0.data()
     }
 }
 
-impl GraphGuest for Provider {
+impl<S: Source> GraphGuest for Provider<S> {
     type Graph = Graph;
 
     fn load(
-        builders: Vec<GraphBuilder>,
-        encoding: GraphEncoding,
+        _: Vec<GraphBuilder>,
+        _: GraphEncoding,
         _: ExecutionTarget,
     ) -> Result<graph::Graph, errors::Error> {
-        if encoding != GraphEncoding::Onnx && encoding != GraphEncoding::Autodetect {
-            return Err(error(
-                ErrorCode::InvalidEncoding,
-                format!("this provider runs ONNX models, not {encoding:?}"),
-            ));
-        }
-        let [onnx] = builders.as_slice() else {
-            return Err(error(
-                ErrorCode::InvalidArgument,
-                format!("an ONNX model is one builder, got {}", builders.len()),
-            ));
-        };
-        let model = Model::load(onnx).map_err(nn_error)?;
-        Ok(graph::Graph::new(Graph(Arc::new(model))))
+        Err(error(policy::guest_bytes_refused()))
     }
 
     fn load_by_name(name: String) -> Result<graph::Graph, errors::Error> {
-        if let Some(model) = LOADED.with(|l| l.borrow().get(&name).cloned()) {
-            return Ok(graph::Graph::new(Graph(model)));
+        if let Some(g) = LOADED.with(|l| l.borrow().get(&name).cloned()) {
+            return Ok(graph::Graph::new(Graph(g)));
         }
-        let bytes = verge::inference::models::read(&name).ok_or_else(|| {
-            error(
-                ErrorCode::NotFound,
-                format!("no model named '{name}' is deployed"),
-            )
-        })?;
-        let model = Arc::new(Model::load(&bytes).map_err(|e| {
-            nn_error(NnError {
-                message: format!("model '{name}': {}", e.message),
-                ..e
-            })
-        })?);
-        LOADED.with(|l| l.borrow_mut().insert(name, model.clone()));
-        Ok(graph::Graph::new(Graph(model)))
+        let g = S::load(&name).map_err(error)?;
+        LOADED.with(|l| l.borrow_mut().insert(name, g.clone()));
+        Ok(graph::Graph::new(Graph(g)))
     }
 }
 
 impl GuestGraph for Graph {
     fn init_execution_context(&self) -> Result<inference::GraphExecutionContext, errors::Error> {
         Ok(inference::GraphExecutionContext::new(Context(
-            RefCell::new(self.0.session()),
+            RefCell::new(self.0.context()),
         )))
     }
 }
 
-impl InferenceGuest for Provider {
+impl<S: Source> InferenceGuest for Provider<S> {
     type GraphExecutionContext = Context;
 }
 
 impl GuestGraphExecutionContext for Context {
     fn compute(&self, inputs: Vec<NamedTensor>) -> Result<Vec<NamedTensor>, errors::Error> {
-        let inputs: Vec<(String, verge_nn_tract::Tensor)> = inputs
+        let inputs = inputs
             .into_iter()
-            .map(|(name, t)| {
-                let t: Tensor = t.into_inner();
-                (
-                    name,
-                    verge_nn_tract::Tensor::new(t.dims, element_type(t.ty), t.data),
-                )
-            })
+            .map(|(name, t)| (name, t.into_inner::<Tensor>().0))
             .collect();
-        let outputs = self.0.borrow_mut().run(&inputs).map_err(nn_error)?;
+        let outputs = self.0.borrow_mut().compute_named(inputs).map_err(error)?;
         Ok(outputs
             .into_iter()
-            .map(|(name, t)| {
-                (
-                    name,
-                    tensor::Tensor::new(Tensor {
-                        dims: t.dims,
-                        ty: tensor_type(t.ty),
-                        data: t.data,
-                    }),
-                )
-            })
+            .map(|(name, t)| (name, tensor::Tensor::new(Tensor(t))))
             .collect())
     }
 }
-
-export!(Provider);

@@ -1,239 +1,127 @@
-//! `wasi:nn` semantics on tract-onnx.
+//! The tract engine for `verge-nn`.
 //!
-//! This crate knows nothing of wasmtime or of any Wasm runtime: the device host
-//! wraps it in wasmtime-wasi-nn's backend traits, and the edge compiles it to a
-//! provider component. Tensors are exchanged the `wasi:nn` way (dimensions, an
-//! element type and little-endian bytes) so both wrappers stay thin.
+//! It knows nothing of wasmtime or of any Wasm runtime: the device host links
+//! it natively and the edge compiles it into a provider component. It only
+//! loads ONNX bytes into a signature and runs tensors that `verge-nn` has
+//! already checked; every check, error wording and widening rule is the core's.
 //!
-//! A [`Model`] is parsed, typed and optimised once and is cheap to share
-//! (`Arc`). Models whose inputs keep symbolic dimensions (a sequence length)
-//! run with whatever concrete shape each call brings; when tract cannot
-//! optimise the symbolic graph, the model is specialised per concrete input
-//! shape on first use and the plan cached.
+//! A model is parsed, typed and optimised once. Models whose inputs keep
+//! symbolic dimensions (a sequence length) run with whatever concrete shape
+//! each call brings; when tract cannot optimise the symbolic graph, the model
+//! is specialised per concrete input shape on first use and the plan cached.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
+use tract_onnx::pb;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
+use verge_nn::{
+    Datum, Dim, ElementType, ErrorCode, Model, NnError, Port, RawTensor, Result, Signature,
+};
 
-/// The `wasi:nn` error codes this backend produces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorCode {
-    InvalidArgument,
-    InvalidEncoding,
-    RuntimeError,
-    UnsupportedOperation,
-    TooLarge,
-    NotFound,
+/// How models run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Threads for matrix kernels; 0 and 1 mean the calling thread only.
+    /// Honoured with the `multithread` feature (native hosts); otherwise ignored.
+    pub threads: usize,
 }
 
-impl fmt::Display for ErrorCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ErrorCode::InvalidArgument => "invalid-argument",
-            ErrorCode::InvalidEncoding => "invalid-encoding",
-            ErrorCode::RuntimeError => "runtime-error",
-            ErrorCode::UnsupportedOperation => "unsupported-operation",
-            ErrorCode::TooLarge => "too-large",
-            ErrorCode::NotFound => "not-found",
-        })
+/// The engine: `verge_nn::Graph::load(name, &Tract::default(), bytes)`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tract {
+    pub options: Options,
+}
+
+impl Tract {
+    pub fn new(options: Options) -> Tract {
+        Tract { options }
     }
 }
 
-/// An error with its `wasi:nn` code and a message that says what was expected.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{code}: {message}")]
-pub struct NnError {
-    pub code: ErrorCode,
-    pub message: String,
-}
-
-impl NnError {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
+impl verge_nn::Engine for Tract {
+    fn name(&self) -> &str {
+        "tract"
     }
-    fn invalid(message: impl Into<String>) -> Self {
-        Self::new(ErrorCode::InvalidArgument, message)
+
+    fn load(&self, bytes: &[u8]) -> Result<Box<dyn Model>> {
+        Ok(Box::new(TractModel::load(bytes, self.options)?))
     }
 }
 
-pub type Result<T, E = NnError> = std::result::Result<T, E>;
-
-/// Element types of `wasi:nn` tensors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ElementType {
-    F16,
-    F32,
-    F64,
-    Bf16,
-    U8,
-    I32,
-    I64,
+fn datum_type(t: ElementType) -> Option<DatumType> {
+    Some(match t {
+        ElementType::F16 => DatumType::F16,
+        ElementType::F32 => DatumType::F32,
+        ElementType::F64 => DatumType::F64,
+        ElementType::U8 => DatumType::U8,
+        ElementType::I32 => DatumType::I32,
+        ElementType::I64 => DatumType::I64,
+        ElementType::Bf16 => return None,
+    })
 }
 
-impl ElementType {
-    pub fn size(self) -> usize {
-        match self {
-            ElementType::U8 => 1,
-            ElementType::F16 | ElementType::Bf16 => 2,
-            ElementType::F32 | ElementType::I32 => 4,
-            ElementType::F64 | ElementType::I64 => 8,
-        }
-    }
-
-    fn datum(self) -> Result<DatumType> {
-        Ok(match self {
-            ElementType::F16 => DatumType::F16,
-            ElementType::F32 => DatumType::F32,
-            ElementType::F64 => DatumType::F64,
-            ElementType::U8 => DatumType::U8,
-            ElementType::I32 => DatumType::I32,
-            ElementType::I64 => DatumType::I64,
-            ElementType::Bf16 => {
-                return Err(NnError::new(
-                    ErrorCode::UnsupportedOperation,
-                    "bf16 tensors are not supported by the tract backend",
-                ));
-            }
-        })
-    }
-
-    fn of(dt: DatumType) -> Option<ElementType> {
-        Some(match dt {
-            DatumType::F16 => ElementType::F16,
-            DatumType::F32 => ElementType::F32,
-            DatumType::F64 => ElementType::F64,
-            DatumType::U8 => ElementType::U8,
-            DatumType::I32 => ElementType::I32,
-            DatumType::I64 => ElementType::I64,
-            _ => return None,
-        })
+fn datum_of(dt: DatumType) -> Datum {
+    match dt {
+        DatumType::Bool => Datum::Bool,
+        DatumType::U8 => Datum::U8,
+        DatumType::I8 => Datum::I8,
+        DatumType::U16 => Datum::U16,
+        DatumType::I16 => Datum::I16,
+        DatumType::I32 => Datum::I32,
+        DatumType::U32 => Datum::U32,
+        DatumType::I64 => Datum::I64,
+        DatumType::U64 => Datum::U64,
+        DatumType::F16 => Datum::F16,
+        DatumType::F32 => Datum::F32,
+        DatumType::F64 => Datum::F64,
+        DatumType::String => Datum::String,
+        _ => Datum::Other,
     }
 }
 
-impl fmt::Display for ElementType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ElementType::F16 => "fp16",
-            ElementType::F32 => "fp32",
-            ElementType::F64 => "fp64",
-            ElementType::Bf16 => "bf16",
-            ElementType::U8 => "u8",
-            ElementType::I32 => "i32",
-            ElementType::I64 => "i64",
-        })
-    }
-}
-
-/// A tensor as `wasi:nn` carries it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Tensor {
-    pub dims: Vec<u32>,
-    pub ty: ElementType,
-    /// Little-endian element bytes, row-major.
-    pub data: Vec<u8>,
-}
-
-impl Tensor {
-    pub fn new(dims: Vec<u32>, ty: ElementType, data: Vec<u8>) -> Self {
-        Self { dims, ty, data }
-    }
-
-    fn to_tract(&self, what: &str) -> Result<TValue> {
-        let dt = self.ty.datum()?;
-        let shape: Vec<usize> = self.dims.iter().map(|&d| d as usize).collect();
-        let count = shape
+/// A port as the ONNX file declares it, so that every engine reports the
+/// same signature for the same file.
+fn port(v: &pb::ValueInfoProto) -> Port {
+    let tensor = match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(pb::type_proto::Value::TensorType(t)) => t,
+        None => return Port::new(&v.name, Datum::Other, None),
+    };
+    let dims = tensor.shape.as_ref().map(|s| {
+        s.dim
             .iter()
-            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-            .ok_or_else(|| {
-                NnError::invalid(format!("{what}: dimensions {:?} overflow", self.dims))
-            })?;
-        let expected = count * self.ty.size();
-        if self.data.len() != expected {
-            return Err(NnError::invalid(format!(
-                "{what}: dimensions {:?} of {} need {expected} bytes, got {}",
-                self.dims,
-                self.ty,
-                self.data.len()
-            )));
-        }
-        // SAFETY: the byte length was checked against shape and element size
-        // above, and every supported element type is plain old data.
-        let t = unsafe { tract_onnx::prelude::Tensor::from_raw_dt(dt, &shape, &self.data) }
-            .map_err(|e| NnError::invalid(format!("{what}: {e}")))?;
-        Ok(t.into_tvalue())
-    }
-
-    fn from_tract(value: &tract_onnx::prelude::Tensor, what: &str) -> Result<Tensor> {
-        // Narrow integer and boolean outputs widen losslessly to i32 / i64,
-        // the types wasi:nn can carry.
-        let widened;
-        let value = match value.datum_type() {
-            DatumType::Bool | DatumType::I8 | DatumType::I16 | DatumType::U16 => {
-                widened = value.cast_to_dt(DatumType::I32).map_err(runtime)?;
-                widened.as_ref()
-            }
-            DatumType::U32 => {
-                widened = value.cast_to_dt(DatumType::I64).map_err(runtime)?;
-                widened.as_ref()
-            }
-            _ => value,
-        };
-        let ty = ElementType::of(value.datum_type()).ok_or_else(|| {
-            NnError::new(
-                ErrorCode::UnsupportedOperation,
-                format!(
-                    "{what}: element type {:?} has no wasi:nn equivalent",
-                    value.datum_type()
-                ),
-            )
-        })?;
-        Ok(Tensor {
-            dims: value.shape().iter().map(|&d| d as u32).collect(),
-            ty,
-            data: value.as_bytes().to_vec(),
-        })
-    }
-}
-
-/// Identifies an input or output, the way `wasi:nn` callers do.
-#[derive(Debug, Clone, Copy)]
-pub enum Id<'a> {
-    Index(u32),
-    Name(&'a str),
-}
-
-/// What a model input accepts: its name, element type and shape, where a
-/// `None` dimension is symbolic (set per call).
-#[derive(Debug, Clone, PartialEq)]
-pub struct InputSpec {
-    pub name: String,
-    pub ty: DatumType,
-    pub dims: Vec<Option<usize>>,
-    symbols: Vec<Option<Symbol>>,
-}
-
-impl fmt::Display for InputSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let dims: Vec<String> = self
-            .dims
-            .iter()
-            .zip(&self.symbols)
-            .map(|(d, s)| match (d, s) {
-                (Some(d), _) => d.to_string(),
-                (None, Some(s)) => s.to_string(),
-                (None, None) => "?".into(),
+            .map(|d| match &d.value {
+                Some(pb::tensor_shape_proto::dimension::Value::DimValue(n)) if *n >= 0 => {
+                    Dim::Fixed(*n as u64)
+                }
+                Some(pb::tensor_shape_proto::dimension::Value::DimParam(p)) => Dim::symbolic(p),
+                _ => Dim::Any,
             })
-            .collect();
-        let ty = ElementType::of(self.ty)
-            .map(|t| t.to_string())
-            .unwrap_or_else(|| format!("{:?}", self.ty));
-        write!(f, "'{}' {ty}[{}]", self.name, dims.join(", "))
+            .collect()
+    });
+    let datum = match tensor.elem_type {
+        0 => Datum::Other,
+        code => Datum::from_onnx(code),
+    };
+    Port::new(&v.name, datum, dims)
+}
+
+fn signature(proto: &pb::ModelProto) -> Signature {
+    let Some(g) = proto.graph.as_ref() else {
+        return Signature::default();
+    };
+    let initialised: std::collections::HashSet<&str> =
+        g.initializer.iter().map(|t| t.name.as_str()).collect();
+    Signature {
+        inputs: g
+            .input
+            .iter()
+            .filter(|i| !initialised.contains(i.name.as_str()))
+            .map(port)
+            .collect(),
+        outputs: g.output.iter().map(port).collect(),
     }
 }
 
@@ -252,10 +140,12 @@ enum Graph {
     Inference(InferenceModel),
 }
 
-/// A loaded, optimised model. Share it with `Arc`; every [`Session`] on it is independent.
-pub struct Model {
-    inputs: Vec<InputSpec>,
-    outputs: Vec<String>,
+/// A loaded, optimised model.
+pub struct TractModel {
+    signature: Signature,
+    /// tract's symbol (if any) for each dimension of each input, for specialising.
+    symbols: Vec<Vec<Option<Symbol>>>,
+    input_types: Vec<DatumType>,
     /// The plan for every input shape, when tract could optimise the symbolic graph.
     general: Option<Plan>,
     /// Kept to specialise when `general` is `None`.
@@ -267,69 +157,46 @@ pub struct Model {
     executor: Option<tract_linalg::multithread::Executor>,
 }
 
-/// How a model runs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Options {
-    /// Threads for matrix kernels; 0 and 1 mean the calling thread only.
-    /// Honoured with the `multithread` feature (native hosts); otherwise ignored.
-    pub threads: usize,
-}
-
-impl fmt::Debug for Model {
+impl fmt::Debug for TractModel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Model")
-            .field(
-                "inputs",
-                &self
-                    .inputs
-                    .iter()
-                    .map(|i| i.to_string())
-                    .collect::<Vec<_>>(),
-            )
-            .field("outputs", &self.outputs)
+        f.debug_struct("TractModel")
+            .field("signature", &self.signature.to_string())
             .field("specialised_per_shape", &self.general.is_none())
             .finish()
     }
 }
 
-fn runtime(e: impl fmt::Display) -> NnError {
-    NnError::new(ErrorCode::RuntimeError, e.to_string())
-}
-
 fn unsupported(what: &str, e: &TractError) -> NnError {
-    NnError::new(
-        ErrorCode::UnsupportedOperation,
-        format!("tract cannot {what}: {}", chain(e)),
-    )
+    NnError::unsupported(format!("tract cannot {what}: {}", chain(e)))
 }
 
-impl Model {
-    /// Parses, types and optimises an ONNX model, to run on the calling thread.
-    pub fn load(onnx: &[u8]) -> Result<Model> {
-        Self::load_with(onnx, Options::default())
-    }
-
+impl TractModel {
     /// Parses, types and optimises an ONNX model.
-    pub fn load_with(onnx: &[u8], options: Options) -> Result<Model> {
-        if onnx.is_empty() {
-            return Err(NnError::new(
+    pub fn load(onnx: &[u8], options: Options) -> Result<TractModel> {
+        let not_onnx = |e: TractError| {
+            NnError::new(
                 ErrorCode::InvalidEncoding,
-                "the model is empty",
-            ));
-        }
-        let inference = tract_onnx::onnx()
-            .model_for_read(&mut &onnx[..])
-            .map_err(|e| {
-                NnError::new(
-                    ErrorCode::InvalidEncoding,
-                    format!("not a model tract can load as ONNX: {}", chain(&e)),
-                )
-            })?;
-        let inputs = input_specs(&inference)?;
-        let symbolic = inputs.iter().any(|i| i.dims.iter().any(Option::is_none));
-        let mut model = Model {
-            inputs,
-            outputs: Vec::new(),
+                format!("not an ONNX model tract can read: {}", chain(&e)),
+            )
+        };
+        let onnx_format = tract_onnx::onnx();
+        let proto = onnx_format
+            .proto_model_for_read(&mut &onnx[..])
+            .map_err(not_onnx)?;
+        let signature = signature(&proto);
+        let inference = onnx_format.model_for_proto_model(&proto).map_err(|e| {
+            NnError::unsupported(format!("tract cannot read this model: {}", chain(&e)))
+        })?;
+        let (input_types, symbols) = input_facts(&inference, &signature)?;
+        let symbolic = symbols.iter().flatten().any(Option::is_some)
+            || signature
+                .inputs
+                .iter()
+                .any(|p| p.dims.iter().flatten().any(|d| !matches!(d, Dim::Fixed(_))));
+        let mut model = TractModel {
+            signature,
+            symbols,
+            input_types,
             general: None,
             graph: None,
             specialised: Mutex::new(Vec::new()),
@@ -348,108 +215,42 @@ impl Model {
             .into_typed()
             .and_then(|m| m.into_decluttered())
         {
-            Ok(typed) => {
-                model.outputs = output_names(&typed)?;
-                match typed
-                    .clone()
-                    .into_optimized()
-                    .and_then(|m| m.into_runnable())
-                {
-                    Ok(plan) => model.general = Some(plan),
-                    Err(e) if !symbolic => return Err(unsupported("optimise this model", &e)),
-                    Err(_) => model.graph = Some(Graph::Typed(typed)),
-                }
-            }
+            Ok(typed) => match typed
+                .clone()
+                .into_optimized()
+                .and_then(|m| m.into_runnable())
+            {
+                Ok(plan) => model.general = Some(plan),
+                Err(e) if !symbolic => return Err(unsupported("optimise this model", &e)),
+                Err(_) => model.graph = Some(Graph::Typed(typed)),
+            },
             Err(e) if !symbolic => return Err(unsupported("type this model", &e)),
             Err(e) => {
                 // Specialise now for the usual case, every symbol = 1 (a batch
                 // of one), so the first call does not pay for it.
                 model.graph = Some(Graph::Inference(inference));
                 let shapes: Vec<Vec<usize>> = model
+                    .signature
                     .inputs
                     .iter()
-                    .map(|i| i.dims.iter().map(|d| d.unwrap_or(1)).collect())
+                    .map(|p| {
+                        p.dims
+                            .iter()
+                            .flatten()
+                            .map(|d| match d {
+                                Dim::Fixed(n) => *n as usize,
+                                _ => 1,
+                            })
+                            .collect()
+                    })
                     .collect();
                 let plan = model
                     .specialise(&shapes)
                     .map_err(|_| unsupported("type this model", &e))?;
-                model.outputs = output_names(plan.model())?;
                 model.specialised.get_mut().unwrap().push((shapes, plan));
             }
         }
         Ok(model)
-    }
-
-    pub fn inputs(&self) -> &[InputSpec] {
-        &self.inputs
-    }
-
-    pub fn outputs(&self) -> &[String] {
-        &self.outputs
-    }
-
-    pub fn session(self: &Arc<Self>) -> Session {
-        Session {
-            model: self.clone(),
-            inputs: vec![None; self.inputs.len()],
-            outputs: Vec::new(),
-        }
-    }
-
-    fn input_index(&self, id: Id<'_>) -> Result<usize> {
-        match id {
-            Id::Index(i) if (i as usize) < self.inputs.len() => Some(i as usize),
-            Id::Name(n) => self.inputs.iter().position(|s| s.name == n),
-            _ => None,
-        }
-        .ok_or_else(|| {
-            NnError::invalid(format!(
-                "no input {}; the model's inputs are {}",
-                describe(id),
-                list(self.inputs.iter().map(|i| i.to_string()))
-            ))
-        })
-    }
-
-    fn output_index(&self, id: Id<'_>) -> Result<usize> {
-        match id {
-            Id::Index(i) if (i as usize) < self.outputs.len() => Some(i as usize),
-            Id::Name(n) => self.outputs.iter().position(|s| s == n),
-            _ => None,
-        }
-        .ok_or_else(|| {
-            NnError::invalid(format!(
-                "no output {}; the model's outputs are {}",
-                describe(id),
-                list(self.outputs.iter().map(|o| format!("'{o}'")))
-            ))
-        })
-    }
-
-    /// Checks a tensor against input `ix` and converts it.
-    fn check_input(&self, ix: usize, t: &Tensor) -> Result<TValue> {
-        let spec = &self.inputs[ix];
-        if t.ty.datum().ok() != Some(spec.ty) {
-            let want = ElementType::of(spec.ty)
-                .map(|w| w.to_string())
-                .unwrap_or_else(|| format!("{:?}", spec.ty));
-            return Err(NnError::invalid(format!(
-                "input {spec} expects {want} elements, got {}",
-                t.ty
-            )));
-        }
-        let shape_ok = t.dims.len() == spec.dims.len()
-            && t.dims
-                .iter()
-                .zip(&spec.dims)
-                .all(|(&got, want)| want.is_none_or(|w| w == got as usize));
-        if !shape_ok {
-            return Err(NnError::invalid(format!(
-                "input {spec} cannot take dimensions {:?}",
-                t.dims
-            )));
-        }
-        t.to_tract(&format!("input '{}'", spec.name))
     }
 
     /// Builds a plan for these concrete input shapes.
@@ -461,8 +262,8 @@ impl Model {
         {
             Graph::Typed(typed) => {
                 let mut values = HashMap::new();
-                for (spec, shape) in self.inputs.iter().zip(shapes) {
-                    for (sym, &d) in spec.symbols.iter().zip(shape) {
+                for (symbols, shape) in self.symbols.iter().zip(shapes) {
+                    for (sym, &d) in symbols.iter().zip(shape) {
                         if let Some(sym) = sym {
                             values.insert(sym.clone(), TDim::Val(d as i64));
                         }
@@ -475,8 +276,8 @@ impl Model {
             }
             Graph::Inference(inference) => {
                 let mut m = inference.clone();
-                for (ix, (spec, shape)) in self.inputs.iter().zip(shapes).enumerate() {
-                    m = m.with_input_fact(ix, InferenceFact::dt_shape(spec.ty, shape.clone()))?;
+                for (ix, (dt, shape)) in self.input_types.iter().zip(shapes).enumerate() {
+                    m = m.with_input_fact(ix, InferenceFact::dt_shape(*dt, shape.clone()))?;
                 }
                 m.into_optimized()?.into_runnable()
             }
@@ -503,146 +304,98 @@ impl Model {
     }
 }
 
-fn input_specs(model: &InferenceModel) -> Result<Vec<InputSpec>> {
+/// tract's element type and symbols for each input; inputs tract cannot take
+/// (bf16, an open type) are refused here, at load.
+#[allow(clippy::type_complexity)]
+fn input_facts(
+    model: &InferenceModel,
+    signature: &Signature,
+) -> Result<(Vec<DatumType>, Vec<Vec<Option<Symbol>>>)> {
+    let runtime = |e: TractError| NnError::runtime(chain(&e));
     let outlets = model.input_outlets().map_err(runtime)?;
-    outlets
-        .iter()
-        .enumerate()
-        .map(|(ix, outlet)| {
-            let name = model.node(outlet.node).name.clone();
-            let fact = model.input_fact(ix).map_err(runtime)?;
-            let ty = fact.datum_type.concretize().ok_or_else(|| {
-                NnError::new(
-                    ErrorCode::UnsupportedOperation,
-                    format!("input '{name}' declares no element type"),
-                )
-            })?;
-            if fact.shape.is_open() {
-                return Err(NnError::new(
-                    ErrorCode::UnsupportedOperation,
-                    format!("input '{name}' declares no rank"),
-                ));
-            }
-            let (dims, symbols) = fact
-                .shape
-                .dims()
-                .map(|d| match d.concretize() {
-                    Some(TDim::Val(v)) => (Some(v as usize), None),
-                    Some(TDim::Sym(s)) => (None, Some(s)),
-                    _ => (None, None),
-                })
-                .unzip();
-            Ok(InputSpec {
-                name,
-                ty,
-                dims,
-                symbols,
-            })
-        })
-        .collect()
-}
-
-fn output_names(model: &TypedModel) -> Result<Vec<String>> {
-    Ok(model
-        .output_outlets()
-        .map_err(runtime)?
-        .iter()
-        .map(|&o| {
-            model
-                .outlet_label(o)
-                .unwrap_or(&model.node(o.node).name)
-                .to_string()
-        })
-        .collect())
-}
-
-fn describe(id: Id<'_>) -> String {
-    match id {
-        Id::Index(i) => format!("at index {i}"),
-        Id::Name(n) => format!("named '{n}'"),
+    if outlets.len() != signature.inputs.len() {
+        return Err(NnError::unsupported(format!(
+            "tract reads {} inputs where the file declares {}",
+            outlets.len(),
+            signature.inputs.len()
+        )));
     }
-}
-
-fn list(items: impl Iterator<Item = String>) -> String {
-    let v: Vec<String> = items.collect();
-    if v.is_empty() {
-        "none".into()
-    } else {
-        v.join(", ")
-    }
-}
-
-/// One execution context: inputs set, computed, outputs read.
-pub struct Session {
-    model: Arc<Model>,
-    inputs: Vec<Option<TValue>>,
-    outputs: Vec<TValue>,
-}
-
-impl Session {
-    pub fn model(&self) -> &Arc<Model> {
-        &self.model
-    }
-
-    pub fn set_input(&mut self, id: Id<'_>, tensor: &Tensor) -> Result<()> {
-        let ix = self.model.input_index(id)?;
-        self.inputs[ix] = Some(self.model.check_input(ix, tensor)?);
-        Ok(())
-    }
-
-    /// Runs the model on the inputs set so far; all of them must be set.
-    pub fn compute(&mut self) -> Result<()> {
-        let missing: Vec<String> = self
-            .model
-            .inputs
-            .iter()
-            .zip(&self.inputs)
-            .filter(|(_, v)| v.is_none())
-            .map(|(s, _)| s.to_string())
-            .collect();
-        if !missing.is_empty() {
-            return Err(NnError::invalid(format!(
-                "inputs not set: {}",
-                missing.join(", ")
+    let mut types = Vec::new();
+    let mut symbols = Vec::new();
+    for (ix, port) in signature.inputs.iter().enumerate() {
+        let fact = model.input_fact(ix).map_err(runtime)?;
+        let dt = port
+            .datum
+            .carried()
+            .and_then(datum_type)
+            .or_else(|| fact.datum_type.concretize())
+            .ok_or_else(|| NnError::unsupported(format!("tract cannot take input {port}")))?;
+        if port
+            .datum
+            .carried()
+            .is_some_and(|t| datum_type(t).is_none())
+        {
+            return Err(NnError::unsupported(format!(
+                "tract cannot take input {port}: it has no {} tensors",
+                port.datum
             )));
         }
-        let inputs: TVec<TValue> = self.inputs.iter().flatten().cloned().collect();
-        let plan = self.model.plan_for(&inputs)?;
+        types.push(dt);
+        symbols.push(if fact.shape.is_open() {
+            Vec::new()
+        } else {
+            fact.shape
+                .dims()
+                .map(|d| match d.concretize() {
+                    Some(TDim::Sym(s)) => Some(s),
+                    _ => None,
+                })
+                .collect()
+        });
+    }
+    Ok((types, symbols))
+}
+
+fn to_tract(t: &verge_nn::Tensor) -> Result<TValue> {
+    let dt = datum_type(t.ty).ok_or_else(|| NnError::unsupported("tract has no bf16 tensors"))?;
+    let shape: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
+    // SAFETY: verge-nn checked the byte length against the shape and element
+    // size, and every type here is plain old data.
+    let value = unsafe { tract_onnx::prelude::Tensor::from_raw_dt(dt, &shape, &t.data) }
+        .map_err(|e| NnError::runtime(chain(&e)))?;
+    Ok(value.into_tvalue())
+}
+
+fn from_tract(value: &tract_onnx::prelude::Tensor) -> RawTensor {
+    let datum = datum_of(value.datum_type());
+    let dims = value.shape().iter().map(|&d| d as u32).collect();
+    let data = if datum.size().is_some() {
+        value.as_bytes().to_vec()
+    } else {
+        Vec::new()
+    };
+    RawTensor::new(dims, datum, data)
+}
+
+impl Model for TractModel {
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn run(&self, inputs: &[verge_nn::Tensor]) -> Result<Vec<RawTensor>> {
+        let inputs: TVec<TValue> = inputs.iter().map(to_tract).collect::<Result<_>>()?;
+        let plan = self.plan_for(&inputs)?;
         let run = || plan.run(inputs);
         #[cfg(feature = "multithread")]
-        let outputs = match &self.model.executor {
+        let outputs = match &self.executor {
             Some(pool) => tract_linalg::multithread::multithread_tract_scope(pool.clone(), run),
             None => run(),
         };
         #[cfg(not(feature = "multithread"))]
         let outputs = run();
-        self.outputs = outputs
-            .map_err(|e| runtime(format!("inference failed: {}", chain(&e))))?
-            .into_vec();
-        Ok(())
-    }
-
-    pub fn get_output(&self, id: Id<'_>) -> Result<Tensor> {
-        let ix = self.model.output_index(id)?;
-        let value = self
-            .outputs
-            .get(ix)
-            .ok_or_else(|| NnError::invalid("no outputs yet: call compute first".to_string()))?;
-        Tensor::from_tract(value, &format!("output '{}'", self.model.outputs[ix]))
-    }
-
-    /// The `wasi:nn` WIT style: named inputs in, every output out by name.
-    pub fn run(&mut self, inputs: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>> {
-        for (name, t) in inputs {
-            self.set_input(Id::Name(name), t)?;
-        }
-        self.compute()?;
-        (0..self.model.outputs.len())
-            .map(|ix| {
-                let t = self.get_output(Id::Index(ix as u32))?;
-                Ok((self.model.outputs[ix].clone(), t))
-            })
-            .collect()
+        let outputs =
+            outputs.map_err(|e| NnError::runtime(format!("inference failed: {}", chain(&e))))?;
+        Ok(outputs.iter().map(|t| from_tract(t)).collect())
     }
 }
 

@@ -12,6 +12,9 @@
 //! * `nn:GRAPH:INPUT:DIMS:TYPE[+INPUT:DIMS:TYPE…]`: run GRAPH with a zero
 //!   tensor as each INPUT (dims comma-separated, type f32|i32|i64|u8) and
 //!   respond with the output shapes;
+//! * `nn-case`: run the `wasi:nn` behaviour-suite case in the body (JSON, as
+//!   in `components/nn-suite/cases.json`) and check it with the suite's own
+//!   checker: respond `{"ok":true}` or `{"ok":false,"why":"…"}`;
 //! * `count`: increment `hits` in the keyvalue store and respond with it;
 //! * `config:KEY`: respond with the deployment setting KEY;
 //! * `big:N`: respond with N bytes of text (to test response quotas);
@@ -66,6 +69,82 @@ fn zeros(spec: &str) -> (String, tensor::Tensor) {
     (input_name.to_string(), t)
 }
 
+/// One behaviour-suite case through this host's `wasi:nn`.
+fn nn_case(body: &[u8]) -> Result<Outcome, Error> {
+    use verge_nn_suite::{Load, Outcome as Got};
+    let text = std::str::from_utf8(body).map_err(|e| Error::InvalidInput(e.to_string()))?;
+    let cases = verge_nn_suite::parse(text).map_err(Error::InvalidInput)?;
+    let [case] = cases.as_slice() else {
+        return Err(Error::InvalidInput("nn-case takes one case".into()));
+    };
+    let err = |e: wasi::nn::errors::Error| Got::Error {
+        code: verge_nn_suite::code_name(&format!("{:?}", e.code())),
+        data: e.data(),
+    };
+    let run = || -> Result<Got, Got> {
+        let g = match case.load {
+            Load::ByName => graph::load_by_name(&case.model),
+            Load::Bytes => graph::load(
+                &[case.model.as_bytes().to_vec()],
+                graph::GraphEncoding::Onnx,
+                graph::ExecutionTarget::Cpu,
+            ),
+        }
+        .map_err(err)?;
+        let ctx = g.init_execution_context().map_err(err)?;
+        let inputs = case
+            .inputs
+            .iter()
+            .map(|(n, t)| {
+                (
+                    n.clone(),
+                    tensor::Tensor::new(&t.dims, tensor_type(t.ty), &t.data),
+                )
+            })
+            .collect();
+        let out = ctx.compute(inputs).map_err(err)?;
+        Ok(Got::Outputs(
+            out.into_iter()
+                .map(|(n, t)| {
+                    let ty = element_type(t.ty());
+                    (n, verge_nn::Tensor::new(t.dimensions(), ty, t.data()))
+                })
+                .collect(),
+        ))
+    };
+    let got = run().unwrap_or_else(|e| e);
+    Ok(respond(match verge_nn_suite::check(case, &got) {
+        Ok(()) => "{\"ok\":true}".to_string(),
+        Err(why) => format!("{{\"ok\":false,\"why\":{why:?}}}"),
+    }))
+}
+
+fn tensor_type(t: verge_nn::ElementType) -> tensor::TensorType {
+    use verge_nn::ElementType as E;
+    match t {
+        E::F16 => tensor::TensorType::Fp16,
+        E::F32 => tensor::TensorType::Fp32,
+        E::F64 => tensor::TensorType::Fp64,
+        E::Bf16 => tensor::TensorType::Bf16,
+        E::U8 => tensor::TensorType::U8,
+        E::I32 => tensor::TensorType::I32,
+        E::I64 => tensor::TensorType::I64,
+    }
+}
+
+fn element_type(t: tensor::TensorType) -> verge_nn::ElementType {
+    use verge_nn::ElementType as E;
+    match t {
+        tensor::TensorType::Fp16 => E::F16,
+        tensor::TensorType::Fp32 => E::F32,
+        tensor::TensorType::Fp64 => E::F64,
+        tensor::TensorType::Bf16 => E::Bf16,
+        tensor::TensorType::U8 => E::U8,
+        tensor::TensorType::I32 => E::I32,
+        tensor::TensorType::I64 => E::I64,
+    }
+}
+
 fn nn(spec: &str) -> Result<Outcome, Error> {
     let (name, inputs) = spec.split_once(':').unwrap_or((spec, ""));
     let inputs: Vec<(String, tensor::Tensor)> = inputs.split('+').map(zeros).collect();
@@ -86,6 +165,9 @@ impl Guest for Probe {
             Some((_, command)) => command.clone(),
             None => String::from_utf8_lossy(&req.body).trim().to_string(),
         };
+        if body == "nn-case" {
+            return nn_case(&req.body);
+        }
         match body.as_str() {
             "echo" => Ok(respond(format!(
                 "{{\"content_type\":{:?},\"length\":{},\"truncated\":{},\"attributes\":{:?}}}",

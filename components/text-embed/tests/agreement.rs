@@ -10,7 +10,7 @@ use serde_json::Value;
 use verge_device::nn::EngineSpec;
 use verge_device::runtime::{CallError, GuestError, Outcome};
 use verge_device::testkit::{self, Host};
-use verge_nn_tract::{ElementType, Tensor};
+use verge_nn::{ElementType, Tensor};
 
 fn reference() -> Vec<Value> {
     testkit::reference(
@@ -116,10 +116,10 @@ fn agrees_with_tokenizers_and_onnxruntime() {
         worst = worst.min(c);
     }
     // The same ids through tract natively (model only).
-    let mut session = host.runtime.graphs().engine("minilm").unwrap().session();
+    let mut session = host.runtime.graphs().get("minilm").unwrap().context();
     let started = Instant::now();
     for row in &rows {
-        session.run(&inputs(row)).unwrap();
+        session.compute_named(inputs(row)).unwrap();
     }
     let tract = started.elapsed();
     let n = rows.len() as f64;

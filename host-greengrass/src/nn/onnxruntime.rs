@@ -11,15 +11,16 @@
 //! overlap, each returned to the pool after its call.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use ort::environment::{Environment, GlobalThreadPoolOptions};
 use ort::ep::{self, ExecutionProvider, ExecutionProviderDispatch};
 use ort::session::Session as OrtSession;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::{DynValue, PrimitiveTensorElementType, TensorElementType, ValueType};
+use verge_nn::{Datum, Dim, Model, Port, RawTensor, Signature};
 
-use super::{ElementType, Engine, EngineSpec, ErrorCode, Id, NnError, Session, Target, Tensor};
+use super::{ElementType, EngineSpec, ErrorCode, NnError, Provider, Target, Tensor};
 
 /// The process's ONNX Runtime: one library, loaded once.
 static RUNTIME: Mutex<Option<(PathBuf, &'static Environment)>> = Mutex::new(None);
@@ -115,119 +116,120 @@ fn runtime(library: Option<&Path>) -> Result<&'static Environment, NnError> {
 }
 
 /// The execution providers the loaded library offers, among those verge knows.
-pub fn available_providers() -> Vec<&'static str> {
+pub fn available_providers() -> Vec<Provider> {
     if RUNTIME.lock().map(|r| r.is_none()).unwrap_or(true) {
         return Vec::new();
     }
-    type Probe = fn() -> ort::Result<bool>;
-    let known: [(&str, Probe); 4] = [
-        ("tensorrt", ep::TensorRT::is_available),
-        ("cuda", ep::CUDA::is_available),
-        ("openvino", ep::OpenVINO::is_available),
-        ("cpu", ep::CPU::is_available),
-    ];
-    known
+    Provider::ALL
         .into_iter()
-        .filter(|(_, available)| available().unwrap_or(false))
-        .map(|(name, _)| name)
+        .filter(|p| {
+            match p {
+                Provider::Tensorrt => ep::TensorRT::is_available(),
+                Provider::Cuda => ep::CUDA::is_available(),
+                Provider::Openvino => ep::OpenVINO::is_available(),
+                Provider::Cpu => ep::CPU::is_available(),
+            }
+            .unwrap_or(false)
+        })
         .collect()
 }
 
-/// The execution provider names verge knows, for configuration checks.
-pub const PROVIDERS: [&str; 4] = ["tensorrt", "cuda", "openvino", "cpu"];
-
-fn dispatch(name: &str) -> Result<ExecutionProviderDispatch, NnError> {
-    Ok(match name {
-        "tensorrt" => ep::TensorRT::default().build(),
-        "cuda" => ep::CUDA::default().build(),
-        "openvino" => ep::OpenVINO::default().build(),
-        "cpu" => ep::CPU::default().build(),
-        other => {
-            return Err(error(
-                ErrorCode::InvalidArgument,
-                format!("unknown execution provider '{other}' (tensorrt, cuda, openvino or cpu)"),
-            ));
-        }
+fn dispatch(p: Provider) -> ExecutionProviderDispatch {
+    match p {
+        Provider::Tensorrt => ep::TensorRT::default().build(),
+        Provider::Cuda => ep::CUDA::default().build(),
+        Provider::Openvino => ep::OpenVINO::default().build(),
+        Provider::Cpu => ep::CPU::default().build(),
     }
-    .error_on_failure())
+    .error_on_failure()
 }
 
 /// The providers to try for a model, in the configured order: those the
 /// library was built with (it may still fail to start one, e.g. TensorRT
 /// without libnvinfer, which `load` then skips).
-fn candidates(spec: &EngineSpec) -> Result<Vec<(String, ExecutionProviderDispatch)>, NnError> {
+fn candidates(spec: &EngineSpec) -> Result<Vec<Provider>, NnError> {
     if spec.target == Target::Cpu {
-        return Ok(vec![("cpu".into(), dispatch("cpu")?)]);
+        return Ok(vec![Provider::Cpu]);
     }
-    let wanted: Vec<String> = if spec.providers.is_empty() {
-        vec!["tensorrt".into(), "cuda".into()]
+    let wanted = if spec.providers.is_empty() {
+        vec![Provider::Tensorrt, Provider::Cuda]
     } else {
-        spec.providers.iter().map(|p| p.to_lowercase()).collect()
+        spec.providers.clone()
     };
     let offered = available_providers();
-    let mut chosen = Vec::new();
-    for name in &wanted {
-        let d = dispatch(name)?;
-        if offered.contains(&name.as_str()) {
-            chosen.push((name.clone(), d));
-        }
-    }
+    let chosen: Vec<Provider> = wanted
+        .iter()
+        .copied()
+        .filter(|p| offered.contains(p))
+        .collect();
     if chosen.is_empty() {
+        let names = |v: &[Provider]| v.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ");
         return Err(error(
             ErrorCode::NotFound,
             format!(
                 "execution target gpu: this ONNX Runtime offers none of {} (it offers {})",
-                wanted.join(", "),
-                offered.join(", ")
+                names(&wanted),
+                names(&offered)
             ),
         ));
     }
     Ok(chosen)
 }
 
-/// One input or output as the model declares it.
-struct Port {
-    name: String,
-    ty: Option<TensorElementType>,
-    /// Negative for a symbolic dimension.
-    dims: Vec<i64>,
+fn datum_of(t: TensorElementType) -> Datum {
+    match t {
+        TensorElementType::Float32 => Datum::F32,
+        TensorElementType::Uint8 => Datum::U8,
+        TensorElementType::Int8 => Datum::I8,
+        TensorElementType::Uint16 => Datum::U16,
+        TensorElementType::Int16 => Datum::I16,
+        TensorElementType::Int32 => Datum::I32,
+        TensorElementType::Int64 => Datum::I64,
+        TensorElementType::String => Datum::String,
+        TensorElementType::Bool => Datum::Bool,
+        TensorElementType::Float16 => Datum::F16,
+        TensorElementType::Float64 => Datum::F64,
+        TensorElementType::Uint32 => Datum::U32,
+        TensorElementType::Uint64 => Datum::U64,
+        TensorElementType::Bfloat16 => Datum::Bf16,
+        TensorElementType::Complex64 => Datum::Complex64,
+        TensorElementType::Complex128 => Datum::Complex128,
+        _ => Datum::Other,
+    }
 }
 
-impl Port {
-    fn of(name: &str, ty: &ValueType) -> Port {
-        Port {
-            name: name.to_string(),
-            ty: ty.tensor_type(),
-            dims: ty.tensor_shape().map(|s| s.to_vec()).unwrap_or_default(),
+/// A port as ONNX Runtime reports it: the file's names, types and symbols.
+fn port(name: &str, ty: &ValueType) -> Port {
+    match ty {
+        ValueType::Tensor {
+            ty,
+            shape,
+            dimension_symbols,
+        } => {
+            let dims = shape
+                .iter()
+                .enumerate()
+                .map(|(i, &d)| match d {
+                    d if d >= 0 => Dim::Fixed(d as u64),
+                    _ => Dim::symbolic(dimension_symbols.get(i).map_or("", String::as_str)),
+                })
+                .collect();
+            Port::new(name, datum_of(*ty), Some(dims))
         }
-    }
-
-    fn describe(&self) -> String {
-        let dims: Vec<String> = self
-            .dims
-            .iter()
-            .map(|&d| if d < 0 { "?".into() } else { d.to_string() })
-            .collect();
-        let ty = self
-            .ty
-            .and_then(element_of)
-            .map(|t| t.to_string())
-            .unwrap_or_else(|| format!("{:?}", self.ty));
-        format!("'{}' {ty}[{}]", self.name, dims.join(", "))
+        _ => Port::new(name, Datum::NotATensor, None),
     }
 }
 
-struct Inner {
+struct OrtModel {
     onnx: Vec<u8>,
     env: &'static Environment,
     threads: usize,
     providers: Vec<ExecutionProviderDispatch>,
-    inputs: Vec<Port>,
-    outputs: Vec<Port>,
+    signature: Signature,
     idle: Mutex<Vec<OrtSession>>,
 }
 
-impl Inner {
+impl OrtModel {
     fn new_session(&self) -> Result<OrtSession, NnError> {
         let mut b = OrtSession::builder(self.env)
             .map_err(|e| ort_error("session options", e))?
@@ -250,36 +252,66 @@ impl Inner {
     }
 }
 
-/// Loads a model; returns it with the execution providers that serve it.
-pub(super) fn load(
-    onnx: &[u8],
-    spec: &EngineSpec,
-) -> Result<(Arc<dyn Engine>, Vec<String>), NnError> {
-    if onnx.is_empty() {
-        return Err(error(ErrorCode::InvalidEncoding, "the model is empty"));
+/// The engine for one model's settings; it remembers which execution
+/// provider the last model it loaded started on.
+pub(super) struct Onnxruntime {
+    spec: EngineSpec,
+    chosen: Mutex<Option<String>>,
+}
+
+impl Onnxruntime {
+    pub(super) fn new(spec: EngineSpec) -> Onnxruntime {
+        Onnxruntime {
+            spec,
+            chosen: Mutex::new(None),
+        }
     }
+
+    pub(super) fn chosen_provider(&self) -> Option<String> {
+        self.chosen.lock().ok()?.clone()
+    }
+}
+
+impl verge_nn::Engine for Onnxruntime {
+    fn name(&self) -> &str {
+        "onnxruntime"
+    }
+
+    fn load(&self, bytes: &[u8]) -> Result<Box<dyn Model>, NnError> {
+        let (model, provider) = load(bytes, &self.spec)?;
+        if let Ok(mut chosen) = self.chosen.lock() {
+            *chosen = Some(provider);
+        }
+        Ok(model)
+    }
+}
+
+/// Loads a model; returns it with the execution provider that serves it.
+fn load(onnx: &[u8], spec: &EngineSpec) -> Result<(Box<dyn Model>, String), NnError> {
     let env = runtime(spec.library.as_deref())?;
-    let mut inner = Inner {
+    let mut model = OrtModel {
         onnx: onnx.to_vec(),
         env,
         threads: spec.threads,
         providers: Vec::new(),
-        inputs: Vec::new(),
-        outputs: Vec::new(),
+        signature: Signature::default(),
         idle: Mutex::new(Vec::new()),
     };
     // The first provider that starts with this model wins; the CPU target
     // registers none (ONNX Runtime's own CPU provider).
     let mut failures = Vec::new();
     let mut first = None;
-    for (name, d) in candidates(spec)? {
-        inner.providers = if name == "cpu" { Vec::new() } else { vec![d] };
-        match inner.new_session() {
+    for provider in candidates(spec)? {
+        model.providers = match provider {
+            Provider::Cpu => Vec::new(),
+            other => vec![dispatch(other)],
+        };
+        match model.new_session() {
             Ok(s) => {
-                first = Some((s, name));
+                first = Some((s, provider.as_str().to_string()));
                 break;
             }
-            Err(e) => failures.push((name, e)),
+            Err(e) => failures.push((provider, e)),
         }
     }
     let Some((first, provider)) = first else {
@@ -293,143 +325,44 @@ pub(super) fn load(
             format!("no execution provider started: {}", all.join("; ")),
         ));
     };
-    inner.inputs = first
-        .inputs()
-        .iter()
-        .map(|o| Port::of(o.name(), o.dtype()))
-        .collect();
-    inner.outputs = first
-        .outputs()
-        .iter()
-        .map(|o| Port::of(o.name(), o.dtype()))
-        .collect();
-    // A model whose inputs or outputs wasi:nn cannot carry is refused now
-    // (so a configured fallback applies), not on every call.
-    for (kind, ports) in [("input", &inner.inputs), ("output", &inner.outputs)] {
-        for p in ports.iter() {
-            let ok = match kind {
-                "input" => element_of_opt(p.ty).is_some(),
-                _ => {
-                    p.ty.is_some_and(|t| element_of(t).is_some() || widened(t).is_some())
-                }
-            };
-            if !ok {
-                return Err(error(
-                    ErrorCode::UnsupportedOperation,
-                    format!(
-                        "{kind} {} is not a tensor type wasi:nn can carry",
-                        p.describe()
-                    ),
-                ));
-            }
-        }
-    }
-    inner.idle.get_mut().unwrap().push(first);
-    Ok((Arc::new(OrtEngine(Arc::new(inner))), vec![provider]))
-}
-
-struct OrtEngine(Arc<Inner>);
-
-impl Engine for OrtEngine {
-    fn session(&self) -> Box<dyn Session> {
-        Box::new(OrtContext {
-            model: self.0.clone(),
-            inputs: (0..self.0.inputs.len()).map(|_| None).collect(),
-            outputs: Vec::new(),
-        })
-    }
-}
-
-struct OrtContext {
-    model: Arc<Inner>,
-    inputs: Vec<Option<DynValue>>,
-    outputs: Vec<Tensor>,
-}
-
-fn list(ports: &[Port]) -> String {
-    let v: Vec<String> = ports.iter().map(Port::describe).collect();
-    if v.is_empty() {
-        "none".into()
-    } else {
-        v.join(", ")
-    }
-}
-
-fn index(ports: &[Port], id: Id<'_>, kind: &str) -> Result<usize, NnError> {
-    match id {
-        Id::Index(i) if (i as usize) < ports.len() => Some(i as usize),
-        Id::Name(n) => ports.iter().position(|p| p.name == n),
-        _ => None,
-    }
-    .ok_or_else(|| {
-        let which = match id {
-            Id::Index(i) => format!("#{i}"),
-            Id::Name(n) => format!("'{n}'"),
-        };
-        error(
-            ErrorCode::InvalidArgument,
-            format!("no {kind} {which}; the model's {kind}s are {}", list(ports)),
-        )
-    })
-}
-
-impl Session for OrtContext {
-    fn set_input(&mut self, id: Id<'_>, tensor: &Tensor) -> Result<(), NnError> {
-        let ix = index(&self.model.inputs, id, "input")?;
-        let port = &self.model.inputs[ix];
-        let fits = element_of_opt(port.ty) == Some(tensor.ty)
-            && port.dims.len() == tensor.dims.len()
-            && port
-                .dims
-                .iter()
-                .zip(&tensor.dims)
-                .all(|(&want, &got)| want < 0 || want == got as i64);
-        if !fits {
-            return Err(error(
-                ErrorCode::InvalidArgument,
-                format!(
-                    "input {} cannot take {}{:?}",
-                    port.describe(),
-                    tensor.ty,
-                    tensor.dims
-                ),
-            ));
-        }
-        self.inputs[ix] = Some(to_value(tensor, &port.name)?);
-        Ok(())
-    }
-
-    fn compute(&mut self) -> Result<(), NnError> {
-        let missing: Vec<String> = self
-            .model
-            .inputs
+    model.signature = Signature {
+        inputs: first
+            .inputs()
             .iter()
-            .zip(&self.inputs)
-            .filter(|(_, v)| v.is_none())
-            .map(|(p, _)| p.describe())
-            .collect();
-        if !missing.is_empty() {
-            return Err(error(
-                ErrorCode::InvalidArgument,
-                format!("inputs not set: {}", missing.join(", ")),
-            ));
-        }
+            .map(|o| port(o.name(), o.dtype()))
+            .collect(),
+        outputs: first
+            .outputs()
+            .iter()
+            .map(|o| port(o.name(), o.dtype()))
+            .collect(),
+    };
+    model.idle.get_mut().unwrap().push(first);
+    Ok((Box::new(model), provider))
+}
+
+impl Model for OrtModel {
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn run(&self, inputs: &[Tensor]) -> Result<Vec<RawTensor>, NnError> {
+        let values = inputs
+            .iter()
+            .zip(&self.signature.inputs)
+            .map(|(t, p)| to_value(t).map_err(|e| ort_error(&format!("input '{}'", p.name), e)))
+            .collect::<Result<Vec<DynValue>, NnError>>()?;
         let inputs: Vec<(&str, &DynValue)> = self
-            .model
+            .signature
             .inputs
             .iter()
-            .zip(self.inputs.iter().flatten())
-            .map(|(p, v)| (p.name.as_str(), v))
+            .map(|p| p.name.as_str())
+            .zip(&values)
             .collect();
-        let taken = self
-            .model
-            .idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop();
+        let taken = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let mut session = match taken {
             Some(s) => s,
-            None => self.model.new_session()?,
+            None => self.new_session()?,
         };
         let result = session
             .run(inputs)
@@ -437,70 +370,17 @@ impl Session for OrtContext {
             .and_then(|outputs| {
                 outputs
                     .into_iter()
-                    .map(|(name, value)| from_value(&value, name))
-                    .collect::<Result<Vec<Tensor>, NnError>>()
+                    .map(|(name, value)| {
+                        from_value(&value).map_err(|e| ort_error(&format!("output '{name}'"), e))
+                    })
+                    .collect::<Result<Vec<RawTensor>, NnError>>()
             });
-        self.model
-            .idle
+        self.idle
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(session);
-        self.outputs = result?;
-        Ok(())
+        result
     }
-
-    fn get_output(&self, id: Id<'_>) -> Result<Tensor, NnError> {
-        let ix = index(&self.model.outputs, id, "output")?;
-        self.outputs.get(ix).cloned().ok_or_else(|| {
-            error(
-                ErrorCode::InvalidArgument,
-                "no outputs yet: call compute first",
-            )
-        })
-    }
-
-    fn run(&mut self, inputs: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>, NnError> {
-        for (name, t) in inputs {
-            self.set_input(Id::Name(name), t)?;
-        }
-        self.compute()?;
-        Ok(self
-            .model
-            .outputs
-            .iter()
-            .map(|p| p.name.clone())
-            .zip(self.outputs.iter().cloned())
-            .collect())
-    }
-}
-
-fn element_of(t: TensorElementType) -> Option<ElementType> {
-    Some(match t {
-        TensorElementType::Float32 => ElementType::F32,
-        TensorElementType::Float16 => ElementType::F16,
-        TensorElementType::Float64 => ElementType::F64,
-        TensorElementType::Bfloat16 => ElementType::Bf16,
-        TensorElementType::Uint8 => ElementType::U8,
-        TensorElementType::Int32 => ElementType::I32,
-        TensorElementType::Int64 => ElementType::I64,
-        _ => return None,
-    })
-}
-
-/// The type an output of `t` is widened to, as the tract backend widens it.
-fn widened(t: TensorElementType) -> Option<ElementType> {
-    match t {
-        TensorElementType::Bool
-        | TensorElementType::Int8
-        | TensorElementType::Int16
-        | TensorElementType::Uint16 => Some(ElementType::I32),
-        TensorElementType::Uint32 => Some(ElementType::I64),
-        _ => None,
-    }
-}
-
-fn element_of_opt(t: Option<TensorElementType>) -> Option<ElementType> {
-    t.and_then(element_of)
 }
 
 /// Element types as little-endian bytes.
@@ -523,32 +403,40 @@ macro_rules! le {
         }
     )*};
 }
-le!(f32, f64, u8, i32, i64, half::f16, half::bf16);
+le!(
+    f32,
+    f64,
+    u8,
+    i8,
+    u16,
+    i16,
+    i32,
+    u32,
+    i64,
+    u64,
+    half::f16,
+    half::bf16
+);
+
+impl Le for bool {
+    const SIZE: usize = 1;
+    fn read(b: &[u8]) -> Self {
+        b[0] != 0
+    }
+    fn write(self, out: &mut Vec<u8>) {
+        out.push(u8::from(self));
+    }
+}
 
 fn tensor_of<T: Le>(dims: Vec<i64>, data: &[u8]) -> ort::Result<DynValue> {
     let values: Vec<T> = data.chunks_exact(T::SIZE).map(T::read).collect();
     Ok(ort::value::Tensor::from_array((dims, values))?.into_dyn())
 }
 
-fn to_value(t: &Tensor, name: &str) -> Result<DynValue, NnError> {
-    let bytes = t
-        .dims
-        .iter()
-        .try_fold(t.ty.size(), |n, &d| n.checked_mul(d as usize));
-    if bytes != Some(t.data.len()) {
-        return Err(error(
-            ErrorCode::InvalidArgument,
-            format!(
-                "input '{name}': {} bytes do not make {}{:?} ({})",
-                t.data.len(),
-                t.ty,
-                t.dims,
-                bytes.map_or("too many".into(), |b| format!("{b} bytes"))
-            ),
-        ));
-    }
+/// A checked tensor (verge-nn matched its bytes to its dimensions) as an ONNX Runtime value.
+fn to_value(t: &Tensor) -> ort::Result<DynValue> {
     let dims: Vec<i64> = t.dims.iter().map(|&d| d as i64).collect();
-    let value = match t.ty {
+    match t.ty {
         ElementType::F32 => tensor_of::<f32>(dims, &t.data),
         ElementType::F16 => tensor_of::<half::f16>(dims, &t.data),
         ElementType::F64 => tensor_of::<f64>(dims, &t.data),
@@ -556,52 +444,39 @@ fn to_value(t: &Tensor, name: &str) -> Result<DynValue, NnError> {
         ElementType::U8 => tensor_of::<u8>(dims, &t.data),
         ElementType::I32 => tensor_of::<i32>(dims, &t.data),
         ElementType::I64 => tensor_of::<i64>(dims, &t.data),
-    };
-    value.map_err(|e| ort_error(&format!("input '{name}'"), e))
+    }
 }
 
-/// Copies an output out; narrow integer and boolean outputs are widened the
-/// way the tract backend widens them, so components see the same types.
-fn from_value(v: &DynValue, name: &str) -> Result<Tensor, NnError> {
-    /// Copies the values out as `U`, converted by `f` (identity, or widening).
-    fn take<T: PrimitiveTensorElementType + Copy + 'static, U: Le>(
-        v: &DynValue,
-        ty: ElementType,
-        f: impl Fn(T) -> U,
-    ) -> ort::Result<Tensor> {
+/// An output as computed; verge-nn widens what wasi:nn cannot carry.
+fn from_value(v: &DynValue) -> ort::Result<RawTensor> {
+    fn take<T: Le>(v: &DynValue, datum: Datum) -> ort::Result<RawTensor> {
         let (shape, values) = v.try_extract_tensor::<T>()?;
-        let mut data = Vec::with_capacity(values.len() * U::SIZE);
+        let mut data = Vec::with_capacity(values.len() * T::SIZE);
         for &x in values {
-            f(x).write(&mut data);
+            x.write(&mut data);
         }
         let dims = shape.iter().map(|&d| d as u32).collect();
-        Ok(Tensor::new(dims, ty, data))
+        Ok(RawTensor::new(dims, datum, data))
     }
     let Some(ty) = v.dtype().tensor_type() else {
-        return Err(error(
-            ErrorCode::UnsupportedOperation,
-            format!("output '{name}' is not a tensor ({:?})", v.dtype()),
-        ));
+        return Ok(RawTensor::new(Vec::new(), Datum::NotATensor, Vec::new()));
     };
-    let out = match ty {
-        TensorElementType::Float32 => take(v, ElementType::F32, |x: f32| x),
-        TensorElementType::Float16 => take(v, ElementType::F16, |x: half::f16| x),
-        TensorElementType::Float64 => take(v, ElementType::F64, |x: f64| x),
-        TensorElementType::Bfloat16 => take(v, ElementType::Bf16, |x: half::bf16| x),
-        TensorElementType::Uint8 => take(v, ElementType::U8, |x: u8| x),
-        TensorElementType::Int32 => take(v, ElementType::I32, |x: i32| x),
-        TensorElementType::Int64 => take(v, ElementType::I64, |x: i64| x),
-        TensorElementType::Bool => take(v, ElementType::I32, |x: bool| i32::from(x)),
-        TensorElementType::Int8 => take(v, ElementType::I32, |x: i8| i32::from(x)),
-        TensorElementType::Int16 => take(v, ElementType::I32, |x: i16| i32::from(x)),
-        TensorElementType::Uint16 => take(v, ElementType::I32, |x: u16| i32::from(x)),
-        TensorElementType::Uint32 => take(v, ElementType::I64, |x: u32| i64::from(x)),
-        other => {
-            return Err(error(
-                ErrorCode::UnsupportedOperation,
-                format!("output '{name}' has element type {other:?}, which wasi:nn cannot carry"),
-            ));
-        }
-    };
-    out.map_err(|e| ort_error(&format!("output '{name}'"), e))
+    let datum = datum_of(ty);
+    match datum {
+        Datum::F32 => take::<f32>(v, datum),
+        Datum::F16 => take::<half::f16>(v, datum),
+        Datum::F64 => take::<f64>(v, datum),
+        Datum::Bf16 => take::<half::bf16>(v, datum),
+        Datum::U8 => take::<u8>(v, datum),
+        Datum::I8 => take::<i8>(v, datum),
+        Datum::U16 => take::<u16>(v, datum),
+        Datum::I16 => take::<i16>(v, datum),
+        Datum::I32 => take::<i32>(v, datum),
+        Datum::U32 => take::<u32>(v, datum),
+        Datum::I64 => take::<i64>(v, datum),
+        Datum::U64 => take::<u64>(v, datum),
+        Datum::Bool => take::<bool>(v, datum),
+        // verge-nn refuses it by name.
+        _ => Ok(RawTensor::new(Vec::new(), datum, Vec::new())),
+    }
 }

@@ -1,12 +1,31 @@
-//! `wasi:keyvalue` store and atomics for components, on a [`StateStore`].
+//! `wasi:keyvalue` store and atomics for components, on a [`StateStore`]:
+//! bindings of its own and a view onto the store's table, as `nn::wit` does
+//! for `wasi:nn`.
 
 use std::sync::Arc;
 
-use wasmtime::component::{Linker, Resource};
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
 use super::{StateError, StateStore};
-use crate::runtime::bindings::wasi::keyvalue::{atomics, store};
-use crate::runtime::{HasSelf, State};
+
+mod generated {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        inline: "
+            package verge:device-keyvalue;
+            world keyvalue {
+                import wasi:keyvalue/store@0.2.0-draft;
+                import wasi:keyvalue/atomics@0.2.0-draft;
+            }
+        ",
+        world: "verge:device-keyvalue/keyvalue",
+        with: {
+            "wasi:keyvalue/store.bucket": super::Bucket,
+        },
+    });
+}
+
+use generated::wasi::keyvalue::{atomics, store};
 
 /// An open bucket: its name, in the namespace of the instance's deployment.
 pub struct Bucket {
@@ -28,9 +47,24 @@ impl StateCtx {
     }
 }
 
-pub(crate) fn add_to_linker(linker: &mut Linker<State>) -> wasmtime::Result<()> {
-    store::add_to_linker::<State, HasSelf>(linker, |s| s)?;
-    atomics::add_to_linker::<State, HasSelf>(linker, |s| s)?;
+/// What one store's `wasi:keyvalue` reaches: its resource table and its namespace.
+pub struct KeyValueView<'a> {
+    pub(crate) table: &'a mut ResourceTable,
+    pub(crate) ctx: &'a StateCtx,
+}
+
+struct HasKeyValue;
+
+impl HasData for HasKeyValue {
+    type Data<'a> = KeyValueView<'a>;
+}
+
+pub(crate) fn add_to_linker<T: 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> KeyValueView<'_>,
+) -> wasmtime::Result<()> {
+    store::add_to_linker::<T, HasKeyValue>(linker, view)?;
+    atomics::add_to_linker::<T, HasKeyValue>(linker, view)?;
     Ok(())
 }
 
@@ -44,25 +78,25 @@ impl From<StateError> for store::Error {
     }
 }
 
-impl State {
+impl KeyValueView<'_> {
     /// The bucket behind a handle, and the store and namespace it lives in.
     fn bucket(&self, b: &Resource<Bucket>) -> Result<(&dyn StateStore, &str, &str), store::Error> {
         let bucket = self.table.get(b).map_err(other)?;
         Ok((
-            self.state.store.as_ref(),
-            self.state.namespace.as_str(),
+            self.ctx.store.as_ref(),
+            self.ctx.namespace.as_str(),
             bucket.name.as_str(),
         ))
     }
 }
 
-impl store::Host for State {
+impl store::Host for KeyValueView<'_> {
     fn open(&mut self, identifier: String) -> Result<Resource<Bucket>, store::Error> {
         self.table.push(Bucket { name: identifier }).map_err(other)
     }
 }
 
-impl store::HostBucket for State {
+impl store::HostBucket for KeyValueView<'_> {
     fn get(&mut self, b: Resource<Bucket>, key: String) -> Result<Option<Vec<u8>>, store::Error> {
         let (s, ns, bucket) = self.bucket(&b)?;
         Ok(s.get(ns, bucket, &key)?)
@@ -104,7 +138,7 @@ impl store::HostBucket for State {
     }
 }
 
-impl atomics::Host for State {
+impl atomics::Host for KeyValueView<'_> {
     fn increment(
         &mut self,
         b: Resource<Bucket>,

@@ -1,18 +1,11 @@
 // CloudFront events to verge requests, and verge outcomes back to what each
 // of the four Lambda@Edge events may return. Facts from AWS's CloudFront
-// Developer Guide: "Lambda@Edge event structure", "Restrictions on edge
-// functions" (headers, status codes) and "Quotas" (body and response sizes).
+// Developer Guide: "Lambda@Edge event structure" and "Restrictions on edge
+// functions" (headers, status codes). The size quotas are not kept here:
+// `verge-edge` writes its table (host-edge/src/quota.rs) into verge.json, and
+// the shim passes the event's row in.
 
 export const EVENT_TYPES = ['viewer-request', 'origin-request', 'origin-response', 'viewer-response'];
-
-const KB = 1024;
-const MB = 1024 * KB;
-
-/** Body exposed with include-body, and a generated response (headers + body). */
-export function limitsFor(eventType) {
-  const viewer = eventType.startsWith('viewer-');
-  return { bodyBytes: viewer ? 40 * KB : MB, responseBytes: viewer ? 40 * KB : MB };
-}
 
 // Headers an edge function may never add or change.
 const DISALLOWED = new Set([
@@ -168,10 +161,11 @@ export class QuotaError extends Error {}
 
 /**
  * What the function returns to CloudFront for an outcome.
+ * `limits` is the event's row of the package's quotas (`{ response_bytes }`).
  * Returns `{ result, notes }`: notes record what was adjusted (dropped
  * headers, a viewer-response status kept).
  */
-export function fromOutcome({ cf, eventType }, outcome) {
+export function fromOutcome({ cf, eventType }, outcome, limits) {
   const notes = [];
   const dropped = [];
   const isResponse = eventType.endsWith('-response');
@@ -200,7 +194,7 @@ export function fromOutcome({ cf, eventType }, outcome) {
       };
       if (result.statusDescription === undefined) delete result.statusDescription;
       const size = generatedSize(result);
-      const limit = limitsFor(eventType).responseBytes;
+      const limit = limits.response_bytes;
       if (size > limit) {
         throw new QuotaError(`generated response of ${size} bytes is over ${eventType}'s ${limit} byte limit`);
       }

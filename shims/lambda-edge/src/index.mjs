@@ -18,7 +18,6 @@ import {
   QuotaError,
   failure,
   fromOutcome,
-  limitsFor,
   passThrough,
   recordOf,
   toRequest,
@@ -80,6 +79,8 @@ export function createHandler(dir) {
       throw e;
     }
     const { eventType } = record;
+    // The quotas of this event, from the table verge-edge packed.
+    const limits = manifest.limits[eventType];
     const deadline = Date.now() + manifest.timeout_s * 1000;
     output = [];
     const ms = () => Number(process.hrtime.bigint() - started) / 1e6;
@@ -105,7 +106,7 @@ export function createHandler(dir) {
       // other invocation can change these before they are read.
       call.placement = eventType.startsWith('viewer-') ? 'edge-viewer' : 'edge-origin';
       call.limits = {
-        maxBodyBytes: limitsFor(eventType).bodyBytes,
+        maxBodyBytes: limits.body_bytes,
         deadlineMs: manifest.timeout_s * 1000,
         memoryBytes: manifest.memory_mb * 1024 * 1024,
       };
@@ -125,7 +126,7 @@ export function createHandler(dir) {
       return onError('trap', String(e?.message ?? e));
     }
     try {
-      const { result, notes } = fromOutcome(record, outcome);
+      const { result, notes } = fromOutcome(record, outcome, limits);
       log('info', {
         kind: outcome.tag,
         event_type: eventType,

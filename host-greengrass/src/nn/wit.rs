@@ -1,0 +1,206 @@
+//! The `wasi:nn` WIT glue of the device host, on the vendored WIT: every
+//! resource is a `verge-nn` value in the store's table, and every error
+//! reaches the component with its real code and message (wasmtime-wasi-nn's
+//! glue turns them all into `runtime-error`).
+
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
+
+use super::Graphs;
+use verge_nn::{Context, ErrorCode, Graph, NnError, Tensor, policy};
+
+mod generated {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "wasi:nn/ml",
+        with: {
+            "wasi:nn/tensor.tensor": verge_nn::Tensor,
+            "wasi:nn/graph.graph": verge_nn::Graph,
+            "wasi:nn/inference.graph-execution-context": verge_nn::Context,
+            "wasi:nn/errors.error": verge_nn::NnError,
+        },
+        imports: { default: trappable },
+    });
+}
+
+use generated::wasi::nn::{errors, graph, inference, tensor};
+
+/// What one store's `wasi:nn` reaches: its resource table and the deployed models.
+pub struct NnView<'a> {
+    pub table: &'a mut ResourceTable,
+    pub graphs: &'a Graphs,
+}
+
+struct HasNn;
+
+impl HasData for HasNn {
+    type Data<'a> = NnView<'a>;
+}
+
+/// Adds `wasi:nn` to a linker; `view` gives the store's table and models.
+pub fn add_to_linker<T: 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> NnView<'_>,
+) -> wasmtime::Result<()> {
+    tensor::add_to_linker::<T, HasNn>(linker, view)?;
+    graph::add_to_linker::<T, HasNn>(linker, view)?;
+    inference::add_to_linker::<T, HasNn>(linker, view)?;
+    errors::add_to_linker::<T, HasNn>(linker, view)?;
+    Ok(())
+}
+
+type Answer<T> = wasmtime::Result<Result<Resource<T>, Resource<NnError>>>;
+
+impl NnView<'_> {
+    /// Puts `value` in the table, or the error when there is one.
+    fn answer<T: Send + 'static>(&mut self, value: Result<T, NnError>) -> Answer<T> {
+        Ok(match value {
+            Ok(v) => Ok(self.table.push(v)?),
+            Err(e) => Err(self.table.push(e)?),
+        })
+    }
+}
+
+fn element_type(t: tensor::TensorType) -> verge_nn::ElementType {
+    use tensor::TensorType as T;
+    use verge_nn::ElementType as E;
+    match t {
+        T::Fp16 => E::F16,
+        T::Fp32 => E::F32,
+        T::Fp64 => E::F64,
+        T::Bf16 => E::Bf16,
+        T::U8 => E::U8,
+        T::I32 => E::I32,
+        T::I64 => E::I64,
+    }
+}
+
+fn tensor_type(t: verge_nn::ElementType) -> tensor::TensorType {
+    use tensor::TensorType as T;
+    use verge_nn::ElementType as E;
+    match t {
+        E::F16 => T::Fp16,
+        E::F32 => T::Fp32,
+        E::F64 => T::Fp64,
+        E::Bf16 => T::Bf16,
+        E::U8 => T::U8,
+        E::I32 => T::I32,
+        E::I64 => T::I64,
+    }
+}
+
+impl tensor::Host for NnView<'_> {}
+
+impl tensor::HostTensor for NnView<'_> {
+    fn new(
+        &mut self,
+        dims: Vec<u32>,
+        ty: tensor::TensorType,
+        data: Vec<u8>,
+    ) -> wasmtime::Result<Resource<Tensor>> {
+        Ok(self.table.push(Tensor::new(dims, element_type(ty), data))?)
+    }
+
+    fn dimensions(&mut self, t: Resource<Tensor>) -> wasmtime::Result<Vec<u32>> {
+        Ok(self.table.get(&t)?.dims.clone())
+    }
+
+    fn ty(&mut self, t: Resource<Tensor>) -> wasmtime::Result<tensor::TensorType> {
+        Ok(tensor_type(self.table.get(&t)?.ty))
+    }
+
+    fn data(&mut self, t: Resource<Tensor>) -> wasmtime::Result<Vec<u8>> {
+        Ok(self.table.get(&t)?.data.clone())
+    }
+
+    fn drop(&mut self, t: Resource<Tensor>) -> wasmtime::Result<()> {
+        self.table.delete(t)?;
+        Ok(())
+    }
+}
+
+impl graph::Host for NnView<'_> {
+    fn load(
+        &mut self,
+        _builders: Vec<Vec<u8>>,
+        _encoding: graph::GraphEncoding,
+        _target: graph::ExecutionTarget,
+    ) -> Answer<Graph> {
+        self.answer(Err(policy::guest_bytes_refused()))
+    }
+
+    fn load_by_name(&mut self, name: String) -> Answer<Graph> {
+        let graph = self.graphs.by_name(&name);
+        self.answer(graph)
+    }
+}
+
+impl graph::HostGraph for NnView<'_> {
+    fn init_execution_context(&mut self, g: Resource<Graph>) -> Answer<Context> {
+        let context = self.table.get(&g)?.context();
+        self.answer(Ok(context))
+    }
+
+    fn drop(&mut self, g: Resource<Graph>) -> wasmtime::Result<()> {
+        self.table.delete(g)?;
+        Ok(())
+    }
+}
+
+impl inference::Host for NnView<'_> {}
+
+impl inference::HostGraphExecutionContext for NnView<'_> {
+    fn compute(
+        &mut self,
+        ctx: Resource<Context>,
+        inputs: Vec<(String, Resource<Tensor>)>,
+    ) -> wasmtime::Result<Result<Vec<(String, Resource<Tensor>)>, Resource<NnError>>> {
+        // The tensors are the component's to give: they leave its table.
+        let mut named = Vec::with_capacity(inputs.len());
+        for (name, t) in inputs {
+            named.push((name, self.table.delete(t)?));
+        }
+        match self.table.get_mut(&ctx)?.compute_named(named) {
+            Ok(outputs) => {
+                let mut out = Vec::with_capacity(outputs.len());
+                for (name, t) in outputs {
+                    out.push((name, self.table.push(t)?));
+                }
+                Ok(Ok(out))
+            }
+            Err(e) => Ok(Err(self.table.push(e)?)),
+        }
+    }
+
+    fn drop(&mut self, ctx: Resource<Context>) -> wasmtime::Result<()> {
+        self.table.delete(ctx)?;
+        Ok(())
+    }
+}
+
+impl errors::Host for NnView<'_> {}
+
+impl errors::HostError for NnView<'_> {
+    fn code(&mut self, e: Resource<NnError>) -> wasmtime::Result<errors::ErrorCode> {
+        use errors::ErrorCode as W;
+        Ok(match self.table.get(&e)?.code {
+            ErrorCode::InvalidArgument => W::InvalidArgument,
+            ErrorCode::InvalidEncoding => W::InvalidEncoding,
+            ErrorCode::Timeout => W::Timeout,
+            ErrorCode::RuntimeError => W::RuntimeError,
+            ErrorCode::UnsupportedOperation => W::UnsupportedOperation,
+            ErrorCode::TooLarge => W::TooLarge,
+            ErrorCode::NotFound => W::NotFound,
+            ErrorCode::Security => W::Security,
+            ErrorCode::Unknown => W::Unknown,
+        })
+    }
+
+    fn data(&mut self, e: Resource<NnError>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&e)?.data())
+    }
+
+    fn drop(&mut self, e: Resource<NnError>) -> wasmtime::Result<()> {
+        self.table.delete(e)?;
+        Ok(())
+    }
+}

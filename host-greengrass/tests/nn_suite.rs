@@ -1,0 +1,281 @@
+//! The `wasi:nn` behaviour suite (components/nn-suite) on every engine and
+//! host this crate reaches: tract and ONNX Runtime natively, the device host
+//! (the probe component through `Runtime`) on each of them, and the tract
+//! provider component under wasmtime, called through its exports. The packed
+//! Lambda@Edge shim runs the same table in shims/lambda-edge/test.
+//!
+//! The models are written by components/nn-suite/models.py into
+//! `$VERGE_NN_SUITE_MODELS` (`./dev test` does it).
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use verge_device::nn::{EngineSpec, Graphs, LoadError, ModelSpec};
+use verge_device::runtime::{Deployment, Limits, Outcome as Answer, Placement, Request, Runtime};
+use verge_device::testkit;
+use verge_nn::{NnError, Tensor};
+use verge_nn_suite::{Case, Load, Outcome, Report};
+use wasmtime::component::{Component, Linker, ResourceAny};
+use wasmtime::{Engine, Store};
+
+fn models_dir() -> PathBuf {
+    std::env::var_os("VERGE_NN_SUITE_MODELS")
+        .map(PathBuf::from)
+        .expect("VERGE_NN_SUITE_MODELS must name the folder components/nn-suite/models.py wrote")
+}
+
+fn spec(name: &str, engine: &EngineSpec) -> ModelSpec {
+    ModelSpec {
+        name: name.into(),
+        path: models_dir().join(format!("{name}.onnx")),
+        engine: engine.clone(),
+    }
+}
+
+fn engines() -> Vec<(&'static str, EngineSpec)> {
+    vec![
+        ("tract", EngineSpec::default()),
+        ("onnxruntime", testkit::onnxruntime(1)),
+    ]
+}
+
+/// Each suite model on `engine`: the graphs that load, and the load error of each that does not.
+fn load(engine: &EngineSpec) -> (Graphs, Vec<(String, NnError)>) {
+    let mut good = Vec::new();
+    let mut refused = Vec::new();
+    for name in verge_nn_suite::models() {
+        match Graphs::load(&[spec(&name, engine)]) {
+            Ok(_) => good.push(spec(&name, engine)),
+            Err(LoadError::Model { error, .. }) => refused.push((name, error)),
+            Err(e) => panic!("{name}: {e}"),
+        }
+    }
+    (Graphs::load(&good).unwrap(), refused)
+}
+
+/// A case's load step where the models are loaded at start (natively, and on
+/// the device host, which refuses to start with a model it cannot load).
+fn start_refusal(case: &Case, refused: &[(String, NnError)]) -> Option<Outcome> {
+    refused
+        .iter()
+        .find(|(name, _)| *name == case.model)
+        .map(|(_, e)| Outcome::error(e))
+}
+
+#[test]
+fn every_engine_natively() {
+    for (engine, spec) in engines() {
+        let (graphs, refused) = load(&spec);
+        let mut report = Report::new(&format!("{engine}, natively"));
+        for case in verge_nn_suite::cases() {
+            // graph.load with bytes is a host's glue; natively there is none.
+            if case.load == Load::Bytes {
+                continue;
+            }
+            let got = start_refusal(&case, &refused).unwrap_or_else(|| {
+                let run = || -> Result<Vec<(String, Tensor)>, NnError> {
+                    graphs
+                        .by_name(&case.model)?
+                        .context()
+                        .compute_named(case.inputs.clone())
+                };
+                match run() {
+                    Ok(outputs) => Outcome::Outputs(outputs),
+                    Err(e) => Outcome::error(&e),
+                }
+            });
+            report.record(&case, &got);
+        }
+        report.finish();
+    }
+}
+
+#[test]
+fn the_device_host_on_every_engine() {
+    for (engine, spec) in engines() {
+        let (graphs, refused) = load(&spec);
+        let runtime = Runtime::new(graphs).unwrap();
+        let component = Component::from_file(runtime.engine(), common::wasm("probe")).unwrap();
+        let probe = runtime.prepare(&component).unwrap();
+        let deployment = Deployment::new(
+            Placement::Device,
+            Limits {
+                deadline: Duration::from_secs(10),
+                ..Limits::default()
+            },
+            &[],
+        );
+        let mut report = Report::new(&format!("the device host on {engine} (probe component)"));
+        for case in verge_nn_suite::cases() {
+            if let Some(got) = start_refusal(&case, &refused) {
+                report.record(&case, &got);
+                continue;
+            }
+            let request = Request {
+                content_type: "application/json".into(),
+                body: case.json.clone().into_bytes(),
+                attributes: vec![("probe".into(), "nn-case".into())],
+                truncated: false,
+            };
+            match runtime.call(&probe, &deployment, &request) {
+                Ok(Answer::Respond(r)) => {
+                    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+                    match v["ok"].as_bool() {
+                        Some(true) => report.passed += 1,
+                        _ => report.failed.push(format!("{}: {}", case.name, v["why"])),
+                    }
+                }
+                other => report.failed.push(format!("{}: {other:?}", case.name)),
+            }
+        }
+        report.finish();
+    }
+}
+
+mod provider {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "verge:inference/nn-provider",
+    });
+}
+
+use provider::exports::wasi::nn::tensor::TensorType;
+
+/// What the provider's store holds: the WASI its standard library imports, and the models.
+struct Models {
+    wasi: wasmtime_wasi::WasiCtx,
+    table: wasmtime::component::ResourceTable,
+}
+
+impl wasmtime_wasi::WasiView for Models {
+    fn ctx(&mut self) -> wasmtime_wasi::WasiCtxView<'_> {
+        wasmtime_wasi::WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl provider::verge::inference::models::Host for Models {
+    fn read(&mut self, name: String) -> Option<Vec<u8>> {
+        std::fs::read(models_dir().join(format!("{name}.onnx"))).ok()
+    }
+}
+
+struct HasModels;
+impl wasmtime::component::HasData for HasModels {
+    type Data<'a> = &'a mut Models;
+}
+
+fn tensor_type(t: verge_nn::ElementType) -> TensorType {
+    use verge_nn::ElementType as E;
+    match t {
+        E::F16 => TensorType::Fp16,
+        E::F32 => TensorType::Fp32,
+        E::F64 => TensorType::Fp64,
+        E::Bf16 => TensorType::Bf16,
+        E::U8 => TensorType::U8,
+        E::I32 => TensorType::I32,
+        E::I64 => TensorType::I64,
+    }
+}
+
+fn element_type(t: TensorType) -> verge_nn::ElementType {
+    use verge_nn::ElementType as E;
+    match t {
+        TensorType::Fp16 => E::F16,
+        TensorType::Fp32 => E::F32,
+        TensorType::Fp64 => E::F64,
+        TensorType::Bf16 => E::Bf16,
+        TensorType::U8 => E::U8,
+        TensorType::I32 => E::I32,
+        TensorType::I64 => E::I64,
+    }
+}
+
+/// The tract provider component (what the edge composes into a component)
+/// under wasmtime: each case through its `wasi:nn` exports, in one instance,
+/// so models stay loaded across cases as in a warm Lambda container.
+#[test]
+fn the_tract_provider_component_under_wasmtime() -> wasmtime::Result<()> {
+    let engine = Engine::default();
+    let component = Component::from_file(&engine, common::wasm("nn_provider"))?;
+    let mut linker = Linker::<Models>::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    provider::verge::inference::models::add_to_linker::<Models, HasModels>(&mut linker, |m| m)?;
+    let models = Models {
+        wasi: wasmtime_wasi::WasiCtx::builder().build(),
+        table: wasmtime::component::ResourceTable::new(),
+    };
+    let mut store = Store::new(&engine, models);
+    let nn = provider::NnProvider::instantiate(&mut store, &component, &linker)?;
+    let (graph, tensor, inference, errors) = (
+        nn.wasi_nn_graph(),
+        nn.wasi_nn_tensor().tensor(),
+        nn.wasi_nn_inference().graph_execution_context(),
+        nn.wasi_nn_errors().error(),
+    );
+    let mut report = Report::new("the tract provider component under wasmtime");
+    for case in verge_nn_suite::cases() {
+        let error = |store: &mut Store<Models>, e: ResourceAny| -> wasmtime::Result<Outcome> {
+            let code = errors.call_code(&mut *store, e)?;
+            let data = errors.call_data(&mut *store, e)?;
+            e.resource_drop(&mut *store)?;
+            Ok(Outcome::Error {
+                code: verge_nn_suite::code_name(&format!("{code:?}")),
+                data,
+            })
+        };
+        let loaded = match case.load {
+            Load::ByName => graph.call_load_by_name(&mut store, &case.model)?,
+            Load::Bytes => graph.call_load(
+                &mut store,
+                &[b"onnx".to_vec()],
+                provider::exports::wasi::nn::graph::GraphEncoding::Onnx,
+                provider::exports::wasi::nn::graph::ExecutionTarget::Cpu,
+            )?,
+        };
+        let g = match loaded {
+            Ok(g) => g,
+            Err(e) => {
+                let got = error(&mut store, e)?;
+                report.record(&case, &got);
+                continue;
+            }
+        };
+        let ctx = match graph.graph().call_init_execution_context(&mut store, g)? {
+            Ok(c) => c,
+            Err(e) => {
+                let got = error(&mut store, e)?;
+                report.record(&case, &got);
+                continue;
+            }
+        };
+        let mut inputs = Vec::new();
+        for (name, t) in &case.inputs {
+            let r = tensor.call_constructor(&mut store, &t.dims, tensor_type(t.ty), &t.data)?;
+            inputs.push((name.clone(), r));
+        }
+        let got = match inference.call_compute(&mut store, ctx, &inputs)? {
+            Ok(outputs) => {
+                let mut v = Vec::new();
+                for (name, r) in outputs {
+                    let dims = tensor.call_dimensions(&mut store, r)?;
+                    let ty = element_type(tensor.call_ty(&mut store, r)?);
+                    let data = tensor.call_data(&mut store, r)?;
+                    r.resource_drop(&mut store)?;
+                    v.push((name, Tensor::new(dims, ty, data)));
+                }
+                Outcome::Outputs(v)
+            }
+            Err(e) => error(&mut store, e)?,
+        };
+        ctx.resource_drop(&mut store)?;
+        g.resource_drop(&mut store)?;
+        report.record(&case, &got);
+    }
+    report.finish();
+    Ok(())
+}
