@@ -484,3 +484,73 @@ test('image-classify: device host and packed Lambda@Edge handler agree', { skip:
     summary: (outcomes) => `top-1: ${outcomes.map((o) => `${o.body?.top?.[0]?.label} ${o.body?.top?.[0]?.score}`).join('; ')}`,
   });
 });
+
+// ---------------------------------------------------------------------------
+// The probe on both hosts: state (`count`), settings (`config:KEY`) and the
+// kinds and messages of errors, including a wasi:nn error's code, are the
+// same on the device and at the edge. The edge side is the pack
+// probe-origin-fail (--config greeting=hello --on-error fail), the device
+// gets the same setting. Each command is the first of a fresh instance on
+// both hosts (state in a one-shot run lives for one instance; a fresh
+// container's starts empty too).
+
+const PROBE_COMMANDS = ['count', 'config:greeting', 'config:nothing-set', 'invalid', 'nn:nosuch:x:1:f32', 'nn:', 'defer', 'annotate', 'trap'];
+
+test('probe: state, settings and error kinds agree between the device and the edge', { skip: skipModels }, async (t) => {
+  const wasm = join(VERGE_WASM_DIR, 'probe.wasm');
+  if (!haveAll(t, [wasm, join(VERGE_EDGE_PACKAGES, 'probe-origin-fail', 'function.zip')])) return;
+  const dir = mkdtempSync(join(tmpdir(), 'verge-conformance-probe-'));
+  const inputs = PROBE_COMMANDS.map((command, i) => {
+    const file = join(dir, `command-${i}.txt`);
+    writeFileSync(file, command);
+    return { file, command };
+  });
+  // Device: one `run` per command, so each is the first call of its instance.
+  const device = inputs.map(({ file }) => {
+    const run = spawnSync(VERGE_DEVICE, ['run', wasm, '--config', 'greeting=hello', '--input', file], { encoding: 'utf8' });
+    assert.ok(run.status === 0 || run.status === 2, `verge-device run failed (${run.status}): ${run.stderr}`);
+    const line = JSON.parse(run.stdout.trim());
+    if (!line.error) return deviceOutcome(line);
+    // "invalid input: …" / "model error: …": the host's prefix before the component's message.
+    const message = line.error.message.replace(/^(invalid input|model error|internal error): /, '');
+    return { kind: 'error', error: { kind: line.error.kind, message } };
+  });
+  // Edge: a fresh container per command.
+  const zipDir = (i) => {
+    const d = mkdtempSync(join(tmpdir(), `verge-conformance-probe-edge-${i}-`));
+    execFileSync('python3', ['-m', 'zipfile', '-e', join(VERGE_EDGE_PACKAGES, 'probe-origin-fail', 'function.zip'), d]);
+    return d;
+  };
+  const fixtureEvent = JSON.parse(readFileSync(new URL('../shims/lambda-edge/test/fixtures/origin-request.json', import.meta.url), 'utf8'));
+  const edge = [];
+  for (const [i, { command }] of inputs.entries()) {
+    const { handler } = await import(pathToFileURL(join(zipDir(i), 'index.mjs')).href);
+    const e = structuredClone(fixtureEvent);
+    const req = e.Records[0].cf.request;
+    req.body = { action: 'read-only', data: Buffer.from(command).toString('base64'), encoding: 'base64', inputTruncated: false };
+    const sent = structuredClone(req);
+    const logs = [];
+    t.mock.method(console, 'log', (line) => logs.push(JSON.parse(line)));
+    let result;
+    try {
+      result = await handler(e, { getRemainingTimeInMillis: () => 30000 });
+    } finally {
+      console.log.mock.restore();
+    }
+    const failed = logs.find((l) => l.level === 'error');
+    edge.push(failed ? { kind: 'error', error: { kind: failed.kind, message: failed.message } } : edgeOutcome(result, sent));
+  }
+  const mismatches = [];
+  inputs.forEach(({ command }, i) => {
+    const [d, e] = [device[i], edge[i]];
+    // A trap's message is each engine's backtrace: the kind must agree.
+    if (d.error?.kind === 'trap' && e.error?.kind === 'trap') return;
+    const pick = (o) => JSON.stringify({ kind: o.kind, status: o.status, body: o.body, headers: o.headers, reason: o.reason, error: o.error });
+    if (pick(d) !== pick(e)) mismatches.push(`${command}: device ${pick(d)} edge ${pick(e)}`);
+  });
+  t.diagnostic(`probe commands: ${inputs.map(({ command }, i) => `${command} → ${device[i].kind}${device[i].error ? ` ${device[i].error.kind}` : ''}`).join('; ')}`);
+  assert.deepEqual(mismatches, []);
+  assert.deepEqual(device[0].body, { hits: 1 });
+  assert.deepEqual(device[1].body, { value: 'hello' });
+  assert.match(device[4].error.message, /^ErrorCode::NotFound: no model named 'nosuch' is deployed$/);
+});

@@ -15,6 +15,8 @@
 //! * `nn-case`: run the `wasi:nn` behaviour-suite case in the body (JSON, as
 //!   in `components/nn-suite/cases.json`) and check it with the suite's own
 //!   checker: respond `{"ok":true}` or `{"ok":false,"why":"…"}`;
+//! * `nn-repeat:N:GRAPH:INPUTS`: the same, N times on one context, and
+//!   respond with the nanoseconds per compute (tensors made and outputs read);
 //! * `count`: increment `hits` in the keyvalue store and respond with it;
 //! * `config:KEY`: respond with the deployment setting KEY;
 //! * `big:N`: respond with N bytes of text (to test response quotas);
@@ -147,16 +149,42 @@ fn element_type(t: tensor::TensorType) -> verge_nn::ElementType {
 
 fn nn(spec: &str) -> Result<Outcome, Error> {
     let (name, inputs) = spec.split_once(':').unwrap_or((spec, ""));
-    let inputs: Vec<(String, tensor::Tensor)> = inputs.split('+').map(zeros).collect();
     let err = |e: wasi::nn::errors::Error| Error::Model(format!("{:?}: {}", e.code(), e.data()));
     let g = graph::load_by_name(name).map_err(err)?;
     let ctx = g.init_execution_context().map_err(err)?;
-    let out = ctx.compute(inputs).map_err(err)?;
+    let out = ctx
+        .compute(inputs.split('+').map(zeros).collect())
+        .map_err(err)?;
     let shapes: Vec<String> = out
         .iter()
         .map(|(n, t)| format!("\"{n}\":{:?}", t.dimensions()))
         .collect();
     Ok(respond(format!("{{{}}}", shapes.join(","))))
+}
+
+/// `nn-repeat:N:GRAPH:INPUTS`: N computes on one context, each with fresh
+/// tensors and every output's data read back, as a component does per request.
+fn nn_repeat(spec: &str) -> Result<Outcome, Error> {
+    let (n, spec) = spec.split_once(':').unwrap_or(("", spec));
+    let n: u32 = n
+        .parse()
+        .map_err(|_| Error::InvalidInput(format!("nn-repeat:N needs a number, got {n:?}")))?;
+    let (name, inputs) = spec.split_once(':').unwrap_or((spec, ""));
+    let err = |e: wasi::nn::errors::Error| Error::Model(format!("{:?}: {}", e.code(), e.data()));
+    let ctx = graph::load_by_name(name)
+        .and_then(|g| g.init_execution_context())
+        .map_err(err)?;
+    let started = std::time::Instant::now();
+    for _ in 0..n {
+        let out = ctx
+            .compute(inputs.split('+').map(zeros).collect())
+            .map_err(err)?;
+        for (_, t) in out {
+            std::hint::black_box(t.data());
+        }
+    }
+    let ns = started.elapsed().as_nanos() as f64 / f64::from(n.max(1));
+    Ok(respond(format!("{{\"ns_per_compute\":{ns}}}")))
 }
 
 impl Guest for Probe {
@@ -220,6 +248,8 @@ impl Guest for Probe {
             other => {
                 if let Some(spec) = other.strip_prefix("nn:") {
                     nn(spec)
+                } else if let Some(spec) = other.strip_prefix("nn-repeat:") {
+                    nn_repeat(spec)
                 } else if let Some(n) = other.strip_prefix("prep:") {
                     let n: u32 = n.parse().map_err(|_| {
                         Error::InvalidInput(format!("prep:N needs a number, got {n:?}"))
