@@ -57,68 +57,87 @@ function pickFiles() {
   return candidates.filter((_, i) => i % step === 0).slice(0, WANT);
 }
 
-test('file-type: device host and packed Lambda@Edge handler agree', { skip: unset.length ? `set ${unset.join(', ')}` : false }, async (t) => {
+/** The device's two backends: tract (built in) and ONNX Runtime (the library the tests use). */
+function deviceBackends() {
+  const lib = process.env.VERGE_ONNXRUNTIME_LIB;
+  if (!lib && process.env.VERGE_REQUIRE_ALL === '1') throw new Error('set VERGE_ONNXRUNTIME_LIB: the device runs on ONNX Runtime too');
+  return [['tract', []], ...(lib ? [['onnxruntime', ['--backend', 'onnxruntime', '--onnxruntime-lib', lib]]] : [])];
+}
+
+/** The edge's two engines: the pack NAME (tract in Wasm) and NAME-onnxruntime (the Node binding). */
+const EDGE_ENGINES = [['tract', ''], ['onnxruntime', '-onnxruntime']];
+
+test('file-type: device host and packed Lambda@Edge handler agree, on every engine of each', { skip: unset.length ? `set ${unset.join(', ')}` : false }, async (t) => {
   const wasm = join(VERGE_WASM_DIR, 'file_type.wasm');
   const model = join(VERGE_MODELS_DIR, 'magika-standard-v3-3', 'model.onnx');
   const wasmSha = sha256(readFileSync(wasm));
   const files = pickFiles();
   assert.ok(files.length >= MIN_FILES, `only ${files.length} usable files in ${VERGE_CORPUS}`);
 
-  // The device side: one process, one JSON line per input.
-  const run = spawnSync(VERGE_DEVICE, ['run', wasm, '--model', `magika=${model}`, '--config', 'mode=respond',
-    ...files.flatMap((f) => ['--input', f])], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
-  assert.equal(run.status, 0, `verge-device run failed (${run.status}): ${run.stderr}`);
-  const device = new Map(run.stdout.trim().split('\n').map((l) => JSON.parse(l)).map((o) => [o.input, o]));
+  // The device side: one process per backend, one JSON line per input.
+  const devices = deviceBackends().map(([backend, flags]) => {
+    const run = spawnSync(VERGE_DEVICE, ['run', wasm, '--model', `magika=${model}`, '--config', 'mode=respond', ...flags,
+      ...files.flatMap((f) => ['--input', f])], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
+    assert.equal(run.status, 0, `verge-device run (${backend}) failed (${run.status}): ${run.stderr}`);
+    return [backend, new Map(run.stdout.trim().split('\n').map((l) => JSON.parse(l)).map((o) => [o.input, o]))];
+  });
 
-  // The edge side: the zip as deployed, unzipped and called once per file.
-  const pack = join(VERGE_EDGE_PACKAGES, 'file-type-conformance');
-  const dir = mkdtempSync(join(tmpdir(), 'verge-conformance-'));
-  assert.ok(existsSync(join(pack, 'function.zip')), `${pack}/function.zip is missing`);
-  execFileSync('python3', ['-m', 'zipfile', '-e', join(pack, 'function.zip'), dir]);
-  const manifest = JSON.parse(readFileSync(join(dir, 'verge.json'), 'utf8'));
-  assert.equal(manifest.trigger, 'origin-request');
-  assert.equal(manifest.config.mode, 'respond');
-  assert.equal(manifest.component.sha256, wasmSha, `the pack was made from another file_type.wasm: re-pack ${pack}`);
-  const { handler } = await import(pathToFileURL(join(dir, 'index.mjs')).href);
+  // The edge side: each zip as deployed, unzipped and called once per file.
   const event = JSON.parse(readFileSync(new URL('../shims/lambda-edge/test/fixtures/origin-request.json', import.meta.url), 'utf8'));
   const context = { getRemainingTimeInMillis: () => 30000 };
-
-  const logs = [];
-  t.mock.method(console, 'log', (line) => logs.push(JSON.parse(line)));
-  const edge = new Map();
-  try {
-    for (const f of files) {
-      const e = structuredClone(event);
-      e.Records[0].cf.request.body = {
-        action: 'read-only', data: readFileSync(f).toString('base64'), encoding: 'base64', inputTruncated: false,
-      };
-      const result = await handler(e, context);
-      assert.equal(result.status, '200', `${f}: ${JSON.stringify(result).slice(0, 300)}`);
-      edge.set(f, JSON.parse(result.body));
+  const edges = [];
+  for (const [engine, suffix] of EDGE_ENGINES) {
+    const pack = join(VERGE_EDGE_PACKAGES, `file-type-conformance${suffix}`);
+    const dir = mkdtempSync(join(tmpdir(), 'verge-conformance-'));
+    assert.ok(existsSync(join(pack, 'function.zip')), `${pack}/function.zip is missing`);
+    execFileSync('python3', ['-m', 'zipfile', '-e', join(pack, 'function.zip'), dir]);
+    const manifest = JSON.parse(readFileSync(join(dir, 'verge.json'), 'utf8'));
+    assert.equal(manifest.trigger, 'origin-request');
+    assert.equal(manifest.config.mode, 'respond');
+    assert.equal(manifest.engine.name, engine);
+    assert.equal(manifest.component.sha256, wasmSha, `the pack was made from another file_type.wasm: re-pack ${pack}`);
+    const { handler } = await import(pathToFileURL(join(dir, 'index.mjs')).href);
+    const logs = [];
+    t.mock.method(console, 'log', (line) => logs.push(JSON.parse(line)));
+    const edge = new Map();
+    try {
+      for (const f of files) {
+        const e = structuredClone(event);
+        e.Records[0].cf.request.body = {
+          action: 'read-only', data: readFileSync(f).toString('base64'), encoding: 'base64', inputTruncated: false,
+        };
+        const result = await handler(e, context);
+        assert.equal(result.status, '200', `${f}: ${JSON.stringify(result).slice(0, 300)}`);
+        edge.set(f, JSON.parse(result.body));
+      }
+    } finally {
+      console.log.mock.restore();
     }
-  } finally {
-    console.log.mock.restore();
+    assert.deepEqual(logs.filter((l) => l.level !== 'info'), [], `no errors logged at the edge (${engine})`);
+    edges.push([engine, edge, manifest]);
   }
-  assert.deepEqual(logs.filter((l) => l.level !== 'info'), [], 'no errors logged at the edge');
 
-  let maxDiff = 0;
-  let worst = '';
-  const mismatches = [];
-  for (const f of files) {
-    const d = device.get(f)?.respond?.body;
-    const e = edge.get(f);
-    assert.ok(d, `verge-device gave no verdict for ${f}: ${JSON.stringify(device.get(f))}`);
-    for (const k of ['label', 'dl_label', 'group', 'mime_type', 'is_text']) {
-      if (d[k] !== e[k]) mismatches.push(`${f}: ${k} device ${d[k]} edge ${e[k]}`);
+  for (const [backend, device] of devices) {
+    for (const [engine, edge, manifest] of edges) {
+      let maxDiff = 0;
+      let worst = '';
+      const mismatches = [];
+      for (const f of files) {
+        const d = device.get(f)?.respond?.body;
+        const e = edge.get(f);
+        assert.ok(d, `verge-device (${backend}) gave no verdict for ${f}: ${JSON.stringify(device.get(f))}`);
+        for (const k of ['label', 'dl_label', 'group', 'mime_type', 'is_text']) {
+          if (d[k] !== e[k]) mismatches.push(`${f}: ${k} device ${d[k]} edge ${e[k]}`);
+        }
+        const diff = Math.abs(d.score - e.score);
+        if (diff > maxDiff) [maxDiff, worst] = [diff, f];
+      }
+      const labels = new Set(files.map((f) => edge.get(f).label));
+      t.diagnostic(`device on ${backend} vs edge on ${engine}: component sha256 ${wasmSha} (composed ${manifest.composed_sha256}); ${files.length} files, ${labels.size} distinct labels; max |score difference| ${maxDiff.toExponential(2)}${worst ? ` (${worst})` : ''}`);
+      assert.deepEqual(mismatches, [], `device on ${backend} vs edge on ${engine}`);
+      assert.ok(maxDiff <= TOLERANCE, `device on ${backend} vs edge on ${engine}: max score difference ${maxDiff} > ${TOLERANCE} on ${worst}`);
     }
-    const diff = Math.abs(d.score - e.score);
-    if (diff > maxDiff) [maxDiff, worst] = [diff, f];
   }
-  const labels = new Set(files.map((f) => edge.get(f).label));
-  t.diagnostic(`component sha256 ${wasmSha}: device ran ${wasm}, edge ran ${manifest.component.name} from the zip (manifest sha256 ${manifest.component.sha256}, composed ${manifest.composed_sha256})`);
-  t.diagnostic(`${files.length} files, ${labels.size} distinct labels; max |score difference| ${maxDiff.toExponential(2)}${worst ? ` (${worst})` : ''}`);
-  assert.deepEqual(mismatches, []);
-  assert.ok(maxDiff <= TOLERANCE, `max score difference ${maxDiff} > ${TOLERANCE} on ${worst}`);
 });
 
 // ---------------------------------------------------------------------------
@@ -204,7 +223,7 @@ function edgeOutcome(result, sent) {
  * The device side: one `verge-device run` per content type, all the pack's
  * settings as --config. Returns Map(file → { outcome, ms }).
  */
-function runDevice(wasm, models, config, inputs) {
+function runDevice(wasm, models, config, inputs, flags = []) {
   const out = new Map();
   const byType = new Map();
   for (const i of inputs) byType.set(i.contentType, [...(byType.get(i.contentType) ?? []), i.file]);
@@ -212,6 +231,7 @@ function runDevice(wasm, models, config, inputs) {
     const args = ['run', wasm, ...Object.entries(models).flatMap(([n, p]) => ['--model', `${n}=${p}`]),
       '--content-type', contentType,
       ...Object.entries(config).flatMap(([k, v]) => ['--config', `${k}=${v}`]),
+      ...flags,
       ...files.flatMap((f) => ['--input', f])];
     const run = spawnSync(VERGE_DEVICE, args, { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
     assert.ok(run.status === 0 || run.status === 2, `verge-device run failed (${run.status}): ${run.stderr}`);
@@ -271,44 +291,59 @@ function checkManifest(manifest, { wasm, models, config }) {
   return wasmSha;
 }
 
-/** Device and edge side by side; `compare(file, d, e)` pushes mismatches and returns the numbers' max |diff|. */
+/**
+ * Device and edge side by side, on every edge engine (pack NAME-conformance
+ * and NAME-conformance-onnxruntime) against every device backend;
+ * `compare(file, d, e)` pushes mismatches and returns the numbers' max |diff|.
+ */
 async function conformance(t, { name, wasmFile, models, config, inputs, compare, summary }) {
   const wasm = join(VERGE_WASM_DIR, wasmFile);
-  const packName = `${name}-conformance`;
-  if (!haveAll(t, [wasm, ...Object.values(models), ...inputs.map((i) => i.file), join(VERGE_EDGE_PACKAGES, packName, 'function.zip')])) return;
+  const packs = EDGE_ENGINES.map(([engine, suffix]) => [engine, `${name}-conformance${suffix}`]);
+  if (!haveAll(t, [wasm, ...Object.values(models), ...inputs.map((i) => i.file), ...packs.map(([, p]) => join(VERGE_EDGE_PACKAGES, p, 'function.zip'))])) return;
 
-  const edge = await runEdge(t, packName, inputs);
-  const wasmSha = checkManifest(edge.manifest, { wasm, models, config });
-  assert.deepEqual(edge.logs.filter((l) => l.level !== 'info'), [], 'no errors logged at the edge');
-  const device = runDevice(wasm, models, edge.manifest.config, inputs);
-
-  const mismatches = [];
-  let maxDiff = 0;
-  let worst = '';
-  for (const { file } of inputs) {
-    const d = device.get(file)?.outcome;
-    const e = edge.results.get(file)?.outcome;
-    assert.ok(d, `verge-device gave no outcome for ${file}`);
-    assert.notEqual(d.kind, 'error', `${file}: verge-device: ${JSON.stringify(d.error)}`);
-    if (d.kind !== e.kind) {
-      mismatches.push(`${file}: device ${d.kind} edge ${e.kind} (${JSON.stringify(e).slice(0, 200)})`);
-      continue;
-    }
-    if (d.kind === 'respond' && (d.status !== e.status || d.contentType !== e.contentType)) {
-      mismatches.push(`${file}: status/content type device ${d.status} ${d.contentType} edge ${e.status} ${e.contentType}`);
-    }
-    const diff = compare(file, d, e, mismatches);
-    if (diff > maxDiff) [maxDiff, worst] = [diff, file];
+  const edges = [];
+  for (const [engine, packName] of packs) {
+    const edge = await runEdge(t, packName, inputs);
+    checkManifest(edge.manifest, { wasm, models, config });
+    assert.equal(edge.manifest.engine.name, engine);
+    assert.deepEqual(edge.logs.filter((l) => l.level !== 'info'), [], `no errors logged at the edge (${engine})`);
+    edges.push([engine, edge]);
   }
-  const edgeMs = inputs.map((i) => edge.results.get(i.file).ms);
-  const deviceMs = inputs.map((i) => device.get(i.file).ms);
-  t.diagnostic(`component sha256 ${wasmSha}: device ran ${wasm}, edge ran ${edge.manifest.component.name} from the zip (manifest sha256 ${edge.manifest.component.sha256}, composed ${edge.manifest.composed_sha256}, memory ${edge.manifest.memory_mb} MB)`);
-  if (summary) t.diagnostic(summary(inputs.map((i) => edge.results.get(i.file).outcome)));
-  t.diagnostic(`${inputs.length} inputs; max |difference| ${maxDiff.toExponential(2)}${worst ? ` (${worst})` : ''}`);
-  t.diagnostic(`per request: edge first (cold) ${fmtMs(edgeMs[0])}, warm median ${fmtMs(median(edgeMs.slice(1)))}; device median ${fmtMs(median(deviceMs))} (fresh instance per request)`);
-  assert.deepEqual(mismatches, []);
-  assert.ok(maxDiff <= TOLERANCE, `max difference ${maxDiff} > ${TOLERANCE} on ${worst}`);
-  return { device, edge };
+  const wasmSha = sha256(readFileSync(wasm));
+  const devices = deviceBackends().map(([backend, flags]) => [backend, runDevice(wasm, models, edges[0][1].manifest.config, inputs, flags)]);
+
+  for (const [backend, device] of devices) {
+    for (const [engine, edge] of edges) {
+      const mismatches = [];
+      let maxDiff = 0;
+      let worst = '';
+      for (const { file } of inputs) {
+        const d = device.get(file)?.outcome;
+        const e = edge.results.get(file)?.outcome;
+        assert.ok(d, `verge-device (${backend}) gave no outcome for ${file}`);
+        assert.notEqual(d.kind, 'error', `${file}: verge-device (${backend}): ${JSON.stringify(d.error)}`);
+        if (d.kind !== e.kind) {
+          mismatches.push(`${file}: device ${d.kind} edge ${e.kind} (${JSON.stringify(e).slice(0, 200)})`);
+          continue;
+        }
+        if (d.kind === 'respond' && (d.status !== e.status || d.contentType !== e.contentType)) {
+          mismatches.push(`${file}: status/content type device ${d.status} ${d.contentType} edge ${e.status} ${e.contentType}`);
+        }
+        const diff = compare(file, d, e, mismatches);
+        if (diff > maxDiff) [maxDiff, worst] = [diff, file];
+      }
+      const edgeMs = inputs.map((i) => edge.results.get(i.file).ms);
+      const deviceMs = inputs.map((i) => device.get(i.file).ms);
+      const pair = `device on ${backend} vs edge on ${engine}`;
+      t.diagnostic(`${pair}: component sha256 ${wasmSha} (composed ${edge.manifest.composed_sha256}, memory ${edge.manifest.memory_mb} MB)`);
+      if (summary) t.diagnostic(summary(inputs.map((i) => edge.results.get(i.file).outcome)));
+      t.diagnostic(`${pair}: ${inputs.length} inputs; max |difference| ${maxDiff.toExponential(2)}${worst ? ` (${worst})` : ''}`);
+      t.diagnostic(`${pair}: per request: edge first (cold) ${fmtMs(edgeMs[0])}, warm median ${fmtMs(median(edgeMs.slice(1)))}; device median ${fmtMs(median(deviceMs))} (fresh instance per request)`);
+      assert.deepEqual(mismatches, [], pair);
+      assert.ok(maxDiff <= TOLERANCE, `${pair}: max difference ${maxDiff} > ${TOLERANCE} on ${worst}`);
+    }
+  }
+  return { devices, edges, device: devices[0][1], edge: edges[0][1] };
 }
 
 /** Pushes a mismatch when |a - b| > TOLERANCE (or either is not a number); returns |a - b|. */

@@ -5,8 +5,9 @@ use wac_graph::{CompositionGraph, EncodeOptions};
 
 /// The component with its `wasi:nn` imports satisfied by the provider. The
 /// result imports what is left (WASI, state, config, the host interface and
-/// the provider's `verge:inference/models`) and exports the handler.
-pub fn plug_nn(component: &[u8], provider: &[u8]) -> anyhow::Result<Vec<u8>> {
+/// what the provider imports: `verge:inference/models` or `/engine`) and
+/// exports the handler. `None` when the component does no inference.
+pub fn plug_nn(component: &[u8], provider: &[u8]) -> anyhow::Result<Option<Vec<u8>>> {
     let mut graph = CompositionGraph::new();
     let mut register = |name: &str, what: &str, bytes: &[u8]| -> anyhow::Result<_> {
         let package = Package::from_bytes(name, None, bytes.to_vec(), graph.types_mut())
@@ -18,12 +19,12 @@ pub fn plug_nn(component: &[u8], provider: &[u8]) -> anyhow::Result<Vec<u8>> {
     match wac_graph::plug(&mut graph, vec![plug], socket) {
         Ok(()) => {}
         // A component that does no inference needs no provider.
-        Err(wac_graph::PlugError::NoPlugHappened) => return Ok(component.to_vec()),
+        Err(wac_graph::PlugError::NoPlugHappened) => return Ok(None),
         Err(e) => {
             return Err(anyhow::anyhow!(
                 "plugging wasi:nn into the component: {e:#}"
             ));
         }
     }
-    Ok(graph.encode(EncodeOptions::default())?)
+    Ok(Some(graph.encode(EncodeOptions::default())?))
 }

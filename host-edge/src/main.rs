@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use verge_edge::cloudformation::{self, Function};
-use verge_edge::package::{self, OnError, PackError, PackOptions};
+use verge_edge::package::{
+    self, Engine, ModelSource, OnError, OnnxruntimeNode, PackError, PackOptions,
+};
 use verge_edge::quota::Trigger;
 use verge_edge::sha256;
 
@@ -31,9 +33,21 @@ struct PackArgs {
     /// The component (.wasm), the very file a device runs.
     #[arg(long)]
     component: PathBuf,
-    /// A model the component loads by name: NAME=PATH (repeatable).
-    #[arg(long = "model", value_parser = pair)]
-    models: Vec<(String, String)>,
+    /// A model the component loads by name: NAME=PATH, or NAME=https://…#sha256=HEX
+    /// for a model the function fetches once per container (repeatable).
+    #[arg(long = "model", value_parser = model)]
+    models: Vec<(String, ModelSource)>,
+    /// The wasi:nn engine [default: onnxruntime for origin triggers, tract for viewer ones].
+    #[arg(long, value_enum)]
+    engine: Option<Engine>,
+    /// The onnxruntime-node package whose binding is packed [default:
+    /// $VERGE_ONNXRUNTIME_NODE, else node_modules/onnxruntime-node here].
+    #[arg(long)]
+    onnxruntime_node: Option<PathBuf>,
+    /// Intra-op threads for the onnxruntime engine [default: one per 1,769 MB of
+    /// memory, what Lambda gives a vCPU for].
+    #[arg(long, default_value_t = 0)]
+    threads: u32,
     /// The CloudFront event that runs the function.
     #[arg(long, value_enum)]
     trigger: Trigger,
@@ -52,8 +66,9 @@ struct PackArgs {
     /// A deployment setting K=V baked into the package (Lambda@Edge has no environment).
     #[arg(long = "config", value_parser = pair)]
     config: Vec<(String, String)>,
-    /// The wasi:nn provider component [default: $VERGE_NN_PROVIDER, else
-    /// nn_provider.wasm beside this program or in the cargo target folder it was built in].
+    /// The engine's wasi:nn provider component [default: $VERGE_NN_PROVIDER_DIR/<file>,
+    /// else the file (nn_provider.wasm for tract, nn_provider_host.wasm for
+    /// onnxruntime) beside this program or in the cargo target folder it was built in].
     #[arg(long)]
     provider: Option<PathBuf>,
     /// Where to write function.zip, template.json and verge.json.
@@ -68,6 +83,11 @@ fn pair(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("expected KEY=VALUE, got '{s}'"))
 }
 
+fn model(s: &str) -> Result<(String, ModelSource), String> {
+    let (name, source) = pair(s)?;
+    Ok((name, ModelSource::parse(&source)?))
+}
+
 fn main() -> ExitCode {
     let Command::Pack(args) = Cli::parse().command;
     match pack(args) {
@@ -79,35 +99,62 @@ fn main() -> ExitCode {
     }
 }
 
-fn default_provider() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("VERGE_NN_PROVIDER") {
-        return Some(p.into());
+fn default_provider(file: &str) -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("VERGE_NN_PROVIDER_DIR") {
+        return Some(Path::new(&dir).join(file));
     }
     let exe = std::env::current_exe().ok()?;
     let dir = exe.parent()?;
     [
-        dir.join("nn_provider.wasm"),
-        dir.join("../wasm32-wasip2/component/nn_provider.wasm"),
+        dir.join(file),
+        dir.join("../wasm32-wasip2/component").join(file),
     ]
     .into_iter()
     .find(|p| p.exists())
 }
 
+fn onnxruntime_node(explicit: Option<PathBuf>) -> Result<OnnxruntimeNode> {
+    let dir = explicit
+        .or_else(|| std::env::var_os("VERGE_ONNXRUNTIME_NODE").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("node_modules/onnxruntime-node"));
+    OnnxruntimeNode::at(&dir).with_context(|| {
+        format!(
+            "the onnxruntime engine packs onnxruntime-node's binding, not found at {} (install it with `ONNXRUNTIME_NODE_INSTALL=skip npm install onnxruntime-node`, pass --onnxruntime-node DIR, or choose --engine tract)",
+            dir.display()
+        )
+    })
+}
+
 fn pack(args: PackArgs) -> Result<()> {
+    let engine = args
+        .engine
+        .unwrap_or_else(|| Engine::default_for(args.trigger));
+    let file = engine.provider_file();
     let provider_path = args
         .provider
-        .or_else(default_provider)
-        .context("no wasi:nn provider: pass --provider nn_provider.wasm")?;
+        .or_else(|| default_provider(file))
+        .with_context(|| {
+            format!(
+                "no wasi:nn provider for {}: pass --provider {file}",
+                engine.as_str()
+            )
+        })?;
     let provider = std::fs::read(&provider_path)
         .with_context(|| format!("reading the provider {}", provider_path.display()))?;
+    // Looked up now, needed only if the component does inference.
+    let onnxruntime_node = match engine {
+        Engine::Onnxruntime => {
+            onnxruntime_node(args.onnxruntime_node).map_err(|e| format!("{e:#}"))
+        }
+        Engine::Tract => Err("the tract engine packs no binding".into()),
+    };
     let opts = PackOptions {
         component: args.component.clone(),
         provider,
-        models: args
-            .models
-            .into_iter()
-            .map(|(n, p)| (n, PathBuf::from(p)))
-            .collect(),
+        engine,
+        onnxruntime_node,
+        threads: args.threads,
+        models: args.models,
         trigger: args.trigger,
         include_body: args.include_body,
         memory_mb: args.memory_mb,
@@ -144,9 +191,10 @@ fn pack(args: PackArgs) -> Result<()> {
     write(&args.out.join("verge.json"), &text)?;
     let limit = args.trigger.limits().zip_bytes;
     println!(
-        "packed {} for {}: function.zip {} bytes ({:.1} % of the {} byte limit), sha256 {zip_sha}",
+        "packed {} for {} on {}: function.zip {} bytes ({:.1} % of the {} byte limit), sha256 {zip_sha}",
         args.component.display(),
         args.trigger.event_type(),
+        packed.manifest["engine"]["name"].as_str().unwrap_or("?"),
         packed.zip.len(),
         packed.zip.len() as f64 * 100.0 / limit as f64,
         limit

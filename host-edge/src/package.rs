@@ -30,7 +30,120 @@ const SHIM: &[(&str, &str)] = &[
         "host.mjs",
         include_str!("../../shims/lambda-edge/src/host.mjs"),
     ),
+    (
+        "models.mjs",
+        include_str!("../../shims/lambda-edge/src/models.mjs"),
+    ),
+    (
+        "onnxruntime.mjs",
+        include_str!("../../shims/lambda-edge/src/onnxruntime.mjs"),
+    ),
 ];
+
+/// The `wasi:nn` engine a package runs its models on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Engine {
+    /// ONNX Runtime's Node binding, native and multi-threaded (origin triggers: 17 MB).
+    Onnxruntime,
+    /// tract compiled into the provider component: no native code (2.5 MB).
+    Tract,
+}
+
+impl Engine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Onnxruntime => "onnxruntime",
+            Engine::Tract => "tract",
+        }
+    }
+
+    /// The provider component that brings verge's wasi:nn for this engine.
+    pub fn provider_file(self) -> &'static str {
+        match self {
+            Engine::Onnxruntime => "nn_provider_host.wasm",
+            Engine::Tract => "nn_provider.wasm",
+        }
+    }
+
+    /// What a trigger gets when the user names no engine: native speed at
+    /// origin; at the viewer nothing native fits the 1 MB zip.
+    pub fn default_for(trigger: Trigger) -> Engine {
+        if trigger.is_viewer() {
+            Engine::Tract
+        } else {
+            Engine::Onnxruntime
+        }
+    }
+}
+
+/// An installed onnxruntime-node package: its version and the two files a
+/// linux-x64 function needs (Lambda@Edge runs x86_64 only).
+#[derive(Debug, Clone)]
+pub struct OnnxruntimeNode {
+    pub version: String,
+    pub binding: PathBuf,
+    pub library: PathBuf,
+}
+
+impl OnnxruntimeNode {
+    /// The package at `dir` (the folder holding its package.json).
+    pub fn at(dir: &Path) -> Result<OnnxruntimeNode, PackError> {
+        let manifest = read(&dir.join("package.json"))?;
+        let version = serde_json::from_slice::<serde_json::Value>(&manifest)
+            .ok()
+            .and_then(|v| v["version"].as_str().map(str::to_string))
+            .ok_or_else(|| {
+                PackError::Build(anyhow::anyhow!(
+                    "{}: no version in package.json",
+                    dir.display()
+                ))
+            })?;
+        let bin = dir.join("bin/napi-v6/linux/x64");
+        let node = OnnxruntimeNode {
+            version,
+            binding: bin.join("onnxruntime_binding.node"),
+            library: bin.join("libonnxruntime.so.1"),
+        };
+        for f in [&node.binding, &node.library] {
+            if !f.exists() {
+                return Err(PackError::Build(anyhow::anyhow!(
+                    "{} is missing: onnxruntime-node at {} has no linux-x64 binary",
+                    f.display(),
+                    dir.display()
+                )));
+            }
+        }
+        Ok(node)
+    }
+}
+
+/// Where a model comes from: a file packed into the zip, or a URL the shim
+/// fetches once per container and checks against its sha256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSource {
+    File(PathBuf),
+    Url { url: String, sha256: String },
+}
+
+impl ModelSource {
+    /// `PATH`, or `https://…#sha256=HEX`.
+    pub fn parse(s: &str) -> Result<ModelSource, String> {
+        if !(s.starts_with("https://") || s.starts_with("http://")) {
+            return Ok(ModelSource::File(PathBuf::from(s)));
+        }
+        let (url, digest) = s
+            .split_once("#sha256=")
+            .ok_or_else(|| format!("a model URL needs its digest: {s}#sha256=<64 hex digits>"))?;
+        if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("'{digest}' is not a sha256 (64 hex digits)"));
+        }
+        Ok(ModelSource::Url {
+            url: url.to_string(),
+            sha256: digest.to_ascii_lowercase(),
+        })
+    }
+}
 
 /// What to do when the component fails or traps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -44,9 +157,14 @@ pub enum OnError {
 
 pub struct PackOptions {
     pub component: PathBuf,
-    /// The wasi:nn provider component (nn_provider.wasm).
+    /// The wasi:nn provider component of the engine (Engine::provider_file).
     pub provider: Vec<u8>,
-    pub models: Vec<(String, PathBuf)>,
+    pub engine: Engine,
+    /// For `Engine::Onnxruntime`: the binding to pack, or why there is none.
+    pub onnxruntime_node: Result<OnnxruntimeNode, String>,
+    /// Intra-op threads for `Engine::Onnxruntime` (0: one per vCPU the memory buys).
+    pub threads: u32,
+    pub models: Vec<(String, ModelSource)>,
     pub trigger: Trigger,
     pub include_body: bool,
     pub memory_mb: u32,
@@ -94,7 +212,10 @@ pub fn pack(opts: &PackOptions) -> Result<Package, PackError> {
         opts.include_body,
     )?;
     let component = read(&opts.component)?;
-    let composed = compose::plug_nn(&component, &opts.provider)?;
+    let plugged = compose::plug_nn(&component, &opts.provider)?;
+    // A component that does no inference needs no engine.
+    let nn = plugged.is_some();
+    let composed = plugged.unwrap_or_else(|| component.clone());
     let js = transpile::to_js(&composed, "component")?;
 
     let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
@@ -109,15 +230,54 @@ pub fn pack(opts: &PackOptions) -> Result<Package, PackError> {
         files.insert(format!("component/{name}"), bytes);
     }
     let mut models = serde_json::Map::new();
-    for (name, path) in &opts.models {
-        let bytes = read(path)?;
-        let file = format!("models/{name}.onnx");
-        let entry = json!({ "file": file, "sha256": sha256(&bytes), "bytes": bytes.len() });
+    for (name, source) in &opts.models {
+        let entry = match source {
+            ModelSource::File(path) => {
+                let bytes = read(path)?;
+                let file = format!("models/{name}.onnx");
+                let entry = json!({ "file": file, "sha256": sha256(&bytes), "bytes": bytes.len() });
+                files.insert(file, bytes);
+                entry
+            }
+            ModelSource::Url { .. } if opts.engine == Engine::Tract => {
+                return Err(PackError::Build(anyhow::anyhow!(
+                    "model '{name}' is a URL: URL models need --engine onnxruntime (the tract provider reads bundled bytes, and could not report a failed download)"
+                )));
+            }
+            ModelSource::Url { url, sha256 } => json!({ "url": url, "sha256": sha256 }),
+        };
         if models.insert(name.clone(), entry).is_some() {
             return Err(PackError::DuplicateModel(name.clone()));
         }
-        files.insert(file, bytes);
     }
+    let engine = match (opts.engine, &opts.onnxruntime_node) {
+        _ if !nn => json!({ "name": "none" }),
+        (Engine::Tract, _) => json!({ "name": "tract" }),
+        (Engine::Onnxruntime, Err(why)) => {
+            return Err(PackError::Build(anyhow::anyhow!("{why}")));
+        }
+        (Engine::Onnxruntime, Ok(node)) => {
+            files.insert(
+                "onnxruntime/onnxruntime_binding.node".into(),
+                read(&node.binding)?,
+            );
+            files.insert(
+                "onnxruntime/libonnxruntime.so.1".into(),
+                read(&node.library)?,
+            );
+            // Lambda gives about one vCPU per 1,769 MB of memory.
+            let threads = match opts.threads {
+                0 => (opts.memory_mb / 1769).max(1),
+                n => n,
+            };
+            json!({
+                "name": "onnxruntime",
+                "onnxruntime_node": node.version,
+                "threads": threads,
+                "binding": "onnxruntime/onnxruntime_binding.node",
+            })
+        }
+    };
     // Every event's size quotas, from quota.rs: the shim keeps no table of its own.
     let limits: serde_json::Map<String, serde_json::Value> = Trigger::ALL
         .iter()
@@ -142,6 +302,7 @@ pub fn pack(opts: &PackOptions) -> Result<Package, PackError> {
         "timeout_s": opts.timeout_s,
         "limits": limits,
         "models": models,
+        "engine": engine,
         "config": opts.config.iter().cloned().collect::<BTreeMap<_, _>>(),
         "imports": js.imports,
     });

@@ -130,7 +130,7 @@ impl Context {
     /// Runs checked inputs through the engine; widens its outputs.
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
         let sig = self.graph.signature();
-        let raw = self.graph.model().run(&inputs)?;
+        let raw = self.graph.model().run(inputs)?;
         if raw.len() != sig.outputs.len() {
             return Err(NnError::runtime(format!(
                 "the engine returned {} outputs; the model declares {}",

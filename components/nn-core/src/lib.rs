@@ -157,7 +157,7 @@ pub trait Model: Send + Sync {
     /// length). Returns the outputs in signature order, in whatever element
     /// type the engine computed them; the core widens what `wasi:nn` cannot
     /// carry as is.
-    fn run(&self, inputs: &[Tensor]) -> Result<Vec<RawTensor>>;
+    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<RawTensor>>;
 }
 
 /// An engine: turns model bytes into a [`Model`].

@@ -109,6 +109,29 @@ impl Datum {
         }
     }
 
+    /// ONNX's `TensorProto.DataType` code for it (0 for the types ONNX does not name here).
+    pub fn onnx(self) -> i32 {
+        match self {
+            Datum::F32 => 1,
+            Datum::U8 => 2,
+            Datum::I8 => 3,
+            Datum::U16 => 4,
+            Datum::I16 => 5,
+            Datum::I32 => 6,
+            Datum::I64 => 7,
+            Datum::String => 8,
+            Datum::Bool => 9,
+            Datum::F16 => 10,
+            Datum::F64 => 11,
+            Datum::U32 => 12,
+            Datum::U64 => 13,
+            Datum::Complex64 => 14,
+            Datum::Complex128 => 15,
+            Datum::Bf16 => 16,
+            Datum::Other | Datum::NotATensor => 0,
+        }
+    }
+
     /// Bytes per element, for fixed-size numeric types.
     pub fn size(self) -> Option<usize> {
         Some(match self {

@@ -11,7 +11,7 @@ impl Model for Echo {
     fn signature(&self) -> &Signature {
         &self.0
     }
-    fn run(&self, inputs: &[Tensor]) -> Result<Vec<RawTensor>> {
+    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<RawTensor>> {
         Ok(self
             .0
             .outputs
@@ -224,4 +224,7 @@ fn codes_and_types_round_trip() {
     assert_eq!(Datum::from_onnx(1), Datum::F32);
     assert_eq!(Datum::from_onnx(16), Datum::Bf16);
     assert_eq!(Datum::from_onnx(17), Datum::Other);
+    for code in 1..=16 {
+        assert_eq!(Datum::from_onnx(code).onnx(), code);
+    }
 }

@@ -382,7 +382,7 @@ impl Model for TractModel {
         &self.signature
     }
 
-    fn run(&self, inputs: &[verge_nn::Tensor]) -> Result<Vec<RawTensor>> {
+    fn run(&self, inputs: Vec<verge_nn::Tensor>) -> Result<Vec<RawTensor>> {
         let inputs: TVec<TValue> = inputs.iter().map(to_tract).collect::<Result<_>>()?;
         let plan = self.plan_for(&inputs)?;
         let run = || plan.run(inputs);

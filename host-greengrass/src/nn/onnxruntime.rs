@@ -346,7 +346,7 @@ impl Model for OrtModel {
         &self.signature
     }
 
-    fn run(&self, inputs: &[Tensor]) -> Result<Vec<RawTensor>, NnError> {
+    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<RawTensor>, NnError> {
         let values = inputs
             .iter()
             .zip(&self.signature.inputs)

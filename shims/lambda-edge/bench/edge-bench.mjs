@@ -9,7 +9,8 @@
 //   node shims/lambda-edge/bench/edge-bench.mjs [--quick] [--reps N] [--rows FILE] [--json FILE]
 //       [--packages DIR]   verge packs (default $VERGE_EDGE_PACKAGES or ~/.cache/verge/edge-packages,
 //                          made by ./dev's edge_packages): file-type-origin, fraud-score-conformance,
-//                          text-embed-conformance, image-classify-conformance (function.zip, verge.json)
+//                          text-embed-conformance, image-classify-conformance (function.zip, verge.json),
+//                          each also as NAME-onnxruntime (the onnxruntime engine), measured when present
 //       [--models DIR]     model files (default $VERGE_MODELS_DIR or <repo>/models/.cache)
 //       [--only a,b]       workloads to run (file-type, fraud-score, text-embed, image-classify; default all)
 //       [--reps N]         repetitions of each timed series (default 5; --quick: 1)
@@ -44,7 +45,7 @@
 // job's other dependencies (image-classify: pngjs, jpeg-js).
 //
 // ROWS (JSON Lines): {"section": "edge", "workload", "system": "verge zip (wasm)" |
-// "onnxruntime-node handler", "metric", "unit", "samples": [one per repetition],
+// "verge zip (onnxruntime)" | "onnxruntime-node handler", "metric", "unit", "samples": [one per repetition],
 // "baseline": true|false, "better": "lower"|"higher"}. Metrics: zip size (MB),
 // unzipped size (MB), fits viewer 1 MB (yes/no: 1/0), fits origin 50 MB (yes/no),
 // cold start (ms), cold init + first request (ms), warm request (ms), warm
@@ -68,7 +69,10 @@ const VIEWER_ZIP = 1 * MB;
 const ORIGIN_ZIP = 50 * MB;
 const CHILD_TIMEOUT_MS = 300_000;
 const VERGE = 'verge zip (wasm)';
+const VERGE_ORT = 'verge zip (onnxruntime)';
 const BASELINE = 'onnxruntime-node handler';
+/** The verge systems: the pack NAME (tract in Wasm) and NAME-onnxruntime (the Node binding). */
+const VERGE_SYSTEMS = [['verge', VERGE, ''], ['vergeOrt', VERGE_ORT, '-onnxruntime']];
 
 // ---------------------------------------------------------------- child side
 
@@ -710,6 +714,13 @@ async function main() {
       }
       rep.manifest = manifest;
       const sys = { verge: { label: VERGE, dir: vergeDir, bytes: statSync(vergeZip).size, unzipped: vergeUnzipped } };
+      // The same component on the onnxruntime engine, when that pack was made.
+      const ortZip = join(o.packages, `${w.pack}${VERGE_SYSTEMS[1][2]}`, 'function.zip');
+      if (existsSync(ortZip)) {
+        const dir = join(tmp, `verge-ort-${w.name}`);
+        const unzipped = unzip(ortZip, dir);
+        sys.vergeOrt = { label: VERGE_ORT, dir, bytes: statSync(ortZip).size, unzipped };
+      }
 
       // The baseline, zipped and unzipped (or why not).
       try {
@@ -740,12 +751,15 @@ async function main() {
       const answers = {};
       for (const s of systems) answers[s] = (await runChild(spec(s, 'answers'), tmp)).results.map(w.answer);
       if (sys.baseline) {
-        rep.agreement = inputs.map((input, i) => ({ name: input.name, ...w.compare(answers.verge[i], answers.baseline[i], input) }));
+        // Every verge system against the baseline, input by input.
+        rep.agreement = Object.keys(sys).filter((s) => s !== 'baseline').flatMap((s) => inputs.map((input, i) => ({
+          name: s === 'verge' ? input.name : `${input.name} (${sys[s].label})`, ...w.compare(answers[s][i], answers.baseline[i], input),
+        })));
         const bad = rep.agreement.filter((a) => !a.ok);
         disagreements += bad.length;
         say(`agreement: ${rep.agreement.length - bad.length}/${rep.agreement.length} inputs, max |difference| ${Math.max(...rep.agreement.map((a) => a.diff)).toExponential(2)}; ` +
           `benchmark input ${inputs[0].name}: ${rep.agreement[0].ok ? 'same answer' : 'DIFFERENT'} (${rep.agreement[0].text})`);
-        for (const a of rep.agreement) say(`  ${a.ok ? 'ok  ' : 'FAIL'} ${a.name}: ${a.text}${a.ok ? '' : ` [verge ${JSON.stringify(answers.verge[inputs.findIndex((x) => x.name === a.name)]).slice(0, 300)}]`}`);
+        for (const a of rep.agreement) say(`  ${a.ok ? 'ok  ' : 'FAIL'} ${a.name}: ${a.text}`);
       } else {
         say(`verge's answer on ${inputs[0].name}: ${JSON.stringify(answers.verge[0]).slice(0, 300)}`);
       }
@@ -803,18 +817,20 @@ async function main() {
     out.push(`node ${process.version}, ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), load average ${load.join(' / ')}; ` +
       `node alone (spawn → exit) ${fmt(median(nodeAlone), 0)} ms median; baselines' onnxruntime threads: ${o.ortThreads ?? 'default'}`);
     for (const r of reports) {
-      const v = r.series.verge;
       const b = r.series.baseline;
       const cell = (s, key, d) => (s ? `${fmt(median(s[key]), d)}` : '–');
-      const ratio = (key) => (b ? `${(median(v[key]) / median(b[key])).toFixed(2)}×` : '');
-      out.push(`- ${r.name} (input ${r.input}): zip ${fmt(r.sys.verge.bytes / MB, 2)} MB` +
-        (b ? ` vs ${fmt(r.sys.baseline.bytes / MB, 2)} MB` : '') +
-        `; cold ${cell(v, 'cold', 0)}${b ? ` vs ${cell(b, 'cold', 0)} ms (${ratio('cold')})` : ' ms'}` +
-        `; warm ${cell(v, 'warm', 2)}${b ? ` vs ${cell(b, 'warm', 2)} ms (${ratio('warm')})` : ' ms'}` +
-        `; peak RSS ${cell(v, 'rss', 0)}${b ? ` vs ${cell(b, 'rss', 0)} MB (${ratio('rss')})` : ' MB'}` +
-        (b ? `; answers ${r.agreement.filter((a) => a.ok).length}/${r.agreement.length} agree ` +
-          `(max |difference| ${Math.max(...r.agreement.map((a) => a.diff)).toExponential(1)}; benchmark input: ${r.agreement[0].text})`
-          : `; baseline unavailable: ${r.unavailable}`));
+      for (const [key, label] of VERGE_SYSTEMS) {
+        const v = r.series[key];
+        if (!v) continue;
+        const ratio = (k) => (b ? `${(median(v[k]) / median(b[k])).toFixed(2)}×` : '');
+        out.push(`- ${r.name}, ${label} (input ${r.input}): zip ${fmt(r.sys[key].bytes / MB, 2)} MB` +
+          (b ? ` vs ${fmt(r.sys.baseline.bytes / MB, 2)} MB` : '') +
+          `; cold ${cell(v, 'cold', 0)}${b ? ` vs ${cell(b, 'cold', 0)} ms (${ratio('cold')})` : ' ms'}` +
+          `; warm ${cell(v, 'warm', 2)}${b ? ` vs ${cell(b, 'warm', 2)} ms (${ratio('warm')})` : ' ms'}` +
+          `; peak RSS ${cell(v, 'rss', 0)}${b ? ` vs ${cell(b, 'rss', 0)} MB (${ratio('rss')})` : ' MB'}`);
+      }
+      out.push(b ? `  answers ${r.agreement.filter((a) => a.ok).length}/${r.agreement.length} agree with the baseline ` +
+        `(max |difference| ${Math.max(...r.agreement.map((a) => a.diff)).toExponential(1)})` : `  baseline unavailable: ${r.unavailable}`);
     }
     out.push('(verge vs onnxruntime-node baseline; ratios verge/baseline, medians over repetitions)');
     say(out.join('\n'));
@@ -834,32 +850,39 @@ async function main() {
   }
 }
 
-/** One workload's table (markdown). */
+/** One workload's table (markdown): a column per system, each verge system's ratio to the baseline. */
 function table(r) {
   const S = r.series;
   const has = !!S.baseline;
   const f = (x, d) => fmt(x, d);
-  const ratio = (a, b) => (has && typeof a === 'number' && typeof b === 'number' && b ? `${(a / b).toFixed(2)}×` : '');
+  const vergeSys = VERGE_SYSTEMS.map(([key]) => key).filter((k) => S[k]);
+  const sys = has ? [...vergeSys, 'baseline'] : vergeSys;
   const lines = [];
   lines.push(`\n${r.name}: input ${r.input}; warm ${r.warmN} requests after ${r.warmup} per repetition`);
-  lines.push(`| metric | ${VERGE} |${has ? ` ${BASELINE} | verge/baseline |` : ''}`);
-  lines.push(`|---|---|${has ? '---|---|' : ''}`);
-  const row = (label, cells, ra) => lines.push(`| ${label} | ${cells[0]} |${has ? ` ${cells[1]} | ${ratio(ra[0], ra[1])} |` : ''}`);
-  const sys = has ? ['verge', 'baseline'] : ['verge'];
+  const ratioHeads = has ? vergeSys.map((k) => ` ${r.sys[k].label}/baseline |`).join('') : '';
+  lines.push(`| metric |${sys.map((k) => ` ${r.sys[k].label} |`).join('')}${ratioHeads}`);
+  lines.push(`|---|${sys.map(() => '---|').join('')}${has ? vergeSys.map(() => '---|').join('') : ''}`);
+  const row = (label, cells, values = []) => {
+    const ratios = has ? vergeSys.map((_, i) => {
+      const [a, bv] = [values[i], values[sys.length - 1]];
+      return ` ${typeof a === 'number' && typeof bv === 'number' && bv ? `${(a / bv).toFixed(2)}×` : ''} |`;
+    }).join('') : '';
+    lines.push(`| ${label} |${cells.map((c) => ` ${c} |`).join('')}${ratios}`);
+  };
   const bytes = sys.map((s) => r.sys[s].bytes);
   row('zip (deflate -9), MB', bytes.map((x) => f(x / MB, 2)), bytes);
   const unz = sys.map((s) => r.sys[s].unzipped);
   row('unzipped, MB', unz.map((x) => f(x / MB, 1)), unz);
-  row('fits viewer zip quota (1 MB)', bytes.map((x) => (x <= VIEWER_ZIP ? 'yes' : 'no')), []);
-  row('fits origin zip quota (50 MB)', bytes.map((x) => (x <= ORIGIN_ZIP ? 'yes' : 'no')), []);
+  row('fits viewer zip quota (1 MB)', bytes.map((x) => (x <= VIEWER_ZIP ? 'yes' : 'no')));
+  row('fits origin zip quota (50 MB)', bytes.map((x) => (x <= ORIGIN_ZIP ? 'yes' : 'no')));
   const rng = (xs, d) => `${f(median(xs), d)} (${f(Math.min(...xs), d)}–${f(Math.max(...xs), d)})`;
   for (const [label, key, d] of [['cold start (process), ms: median (min–max)', 'cold', 0],
     ['cold import + first request, ms', 'initFirst', 0], ['warm request, ms: median (min–max of rep medians)', 'warm', 2],
     ['warm request CPU (user+sys), ms', 'cpu', 2], ['peak RSS (VmHWM), MB', 'rss', 0]]) {
     row(label, sys.map((s) => rng(S[s][key], d)), sys.map((s) => median(S[s][key])));
   }
-  row('warm request p10–p90 (pooled), ms', sys.map((s) => `${f(q(S[s].warmAll, 0.1), 2)}–${f(q(S[s].warmAll, 0.9), 2)}`), []);
-  row('threads in the process', sys.map((s) => String(S[s].threads)), []);
+  row('warm request p10–p90 (pooled), ms', sys.map((s) => `${f(q(S[s].warmAll, 0.1), 2)}–${f(q(S[s].warmAll, 0.9), 2)}`));
+  row('threads in the process', sys.map((s) => String(S[s].threads)));
   if (has) lines.push(`baseline zip: ${r.baselineFiles} files; npm packages deployed: ${r.baselineDeps.join(', ')}`);
   else lines.push(`baseline unavailable: ${r.unavailable}`);
   return lines.join('\n');

@@ -6,7 +6,6 @@
 // Lambda@Edge has no durable storage next to the function.
 
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 
 class Bucket {
   constructor(map) {
@@ -35,9 +34,10 @@ class Bucket {
 
 /**
  * `call` is the per-invocation state the shim updates before each call:
- * `{ placement, limits: { maxBodyBytes, deadlineMs, memoryBytes }, remainingMs() }`.
+ * `{ placement, limits: { maxBodyBytes, deadlineMs, memoryBytes }, remainingMs() }`;
+ * `models` is the package's (models.mjs).
  */
-export function hostImports({ dir, manifest, call }) {
+export function hostImports({ manifest, models, call }) {
   const buckets = new Map();
   const config = Object.entries(manifest.config ?? {});
   return {
@@ -52,8 +52,8 @@ export function hostImports({ dir, manifest, call }) {
     },
     'verge:inference/models': {
       read(name) {
-        const model = Object.hasOwn(manifest.models ?? {}, name) ? manifest.models[name] : undefined;
-        return model ? new Uint8Array(readFileSync(join(dir, model.file))) : undefined;
+        const path = models.path(name);
+        return path === undefined ? undefined : new Uint8Array(readFileSync(path));
       },
     },
     'wasi:config/store': {

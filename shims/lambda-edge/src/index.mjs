@@ -23,7 +23,14 @@ import {
   toRequest,
 } from './cloudfront.mjs';
 import { hostImports } from './host.mjs';
+import { packageModels } from './models.mjs';
+import { onnxruntimeEngine } from './onnxruntime.mjs';
 import { wasiImports } from './wasi.mjs';
+
+// The wasi:nn engines a package may name (verge.json `engine.name`) whose
+// engine runs outside Wasm: each is a `verge:inference/engine` import. tract
+// (and the compact engine) are linked inside the provider component instead.
+const HOST_ENGINES = { onnxruntime: onnxruntimeEngine };
 
 function log(level, fields) {
   console.log(JSON.stringify({ level, time: new Date().toISOString(), ...fields }));
@@ -36,6 +43,9 @@ const OUTPUT_LINE_CHARS = 1000;
 /** A handler for the package in `dir` (the folder holding verge.json). */
 export function createHandler(dir) {
   const manifest = JSON.parse(readFileSync(join(dir, 'verge.json'), 'utf8'));
+  const models = packageModels(dir, manifest);
+  const hostEngine = HOST_ENGINES[manifest.engine?.name];
+  const engine = hostEngine ? { 'verge:inference/engine': hostEngine({ dir, manifest, models }) } : {};
   const cores = new Map();
   // Per-invocation facts the host imports read.
   const call = {
@@ -61,7 +71,8 @@ export function createHandler(dir) {
         ...wasiImports((stream, line) => {
           if (output.length < OUTPUT_LINES) output.push(`${stream}: ${line.slice(0, OUTPUT_LINE_CHARS)}`);
         }),
-        ...hostImports({ dir, manifest, call }),
+        ...hostImports({ manifest, models, call }),
+        ...engine,
       };
       instance = await module.instantiate(getCoreModule, imports);
     }
@@ -102,6 +113,8 @@ export function createHandler(dir) {
     let outcome;
     try {
       const h = await handlerOf();
+      // Models given as URLs are fetched before the first call (then kept).
+      await models.ready(deadline - Date.now());
       // Set only now: from here to the log line all is synchronous, so no
       // other invocation can change these before they are read.
       call.placement = eventType.startsWith('viewer-') ? 'edge-viewer' : 'edge-origin';

@@ -6,8 +6,9 @@
 //
 // Environment:
 //   VERGE_EDGE_PACKAGES  holds the packs below (./dev edge_packages makes them):
-//     nn-suite-tract     probe.wasm with every suite model, --trigger origin-request
-//                        --include-body --timeout 30 (the tract provider composed in)
+//     nn-suite-tract        probe.wasm with every suite model, --trigger origin-request
+//                           --include-body --timeout 30 --engine tract (tract in Wasm)
+//     nn-suite-onnxruntime  the same with --engine onnxruntime (onnxruntime-node's binding)
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -33,7 +34,7 @@ function event(c) {
   return e;
 }
 
-for (const pack of ['nn-suite-tract']) {
+for (const pack of ['nn-suite-tract', 'nn-suite-onnxruntime']) {
   const zip = PACKAGES && join(PACKAGES, pack, 'function.zip');
   const skip = !PACKAGES ? 'set VERGE_EDGE_PACKAGES' : !existsSync(zip) && !REQUIRE_ALL ? `${zip} is missing` : false;
   test(`wasi:nn behaviour suite: ${pack} (packed shim)`, { skip }, async (t) => {

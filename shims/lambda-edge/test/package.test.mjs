@@ -131,15 +131,20 @@ const smallElf = ['/usr/bin/ls', '/bin/ls', '/usr/bin/env', '/bin/true'].find(
 );
 
 describe('the zip as packed', { skip: needPackages }, () => {
-  for (const name of ['file-type-origin', 'probe-origin-fail', 'probe-origin-pass']) {
+  const SHIM = ['cloudfront.mjs', 'host.mjs', 'index.mjs', 'models.mjs', 'onnxruntime.mjs', 'wasi.mjs'];
+  for (const name of ['file-type-origin', 'file-type-origin-onnxruntime', 'probe-origin-fail', 'probe-origin-pass']) {
     test(`${name}: holds the shim sources, the transpiled component and a manifest that matches`, async () => {
       const { dir, manifest } = await unpack(name);
       const top = readdirSync(dir).sort();
-      assert.deepEqual(top.filter((f) => !['component', 'models'].includes(f)),
-        ['cloudfront.mjs', 'host.mjs', 'index.mjs', 'package.json', 'verge.json', 'wasi.mjs']);
+      // The onnxruntime engine brings the binding and its library; the others nothing native.
+      const native = manifest.engine.name === 'onnxruntime' ? ['onnxruntime'] : [];
+      assert.deepEqual(top.filter((f) => !['component', 'models', ...native].includes(f)), [...SHIM, 'package.json', 'verge.json'].sort());
+      if (native.length) {
+        assert.deepEqual(readdirSync(join(dir, 'onnxruntime')).sort(), ['libonnxruntime.so.1', 'onnxruntime_binding.node']);
+      }
       assert.ok(readdirSync(join(dir, 'component')).includes('component.js'));
       // A stale verge-edge would pack an older shim: the zip must carry today's sources.
-      for (const f of ['index.mjs', 'cloudfront.mjs', 'host.mjs', 'wasi.mjs']) {
+      for (const f of SHIM) {
         assert.equal(readFileSync(join(dir, f), 'utf8'), readFileSync(new URL(`../src/${f}`, import.meta.url), 'utf8'),
           `${f} in the zip differs from shims/lambda-edge/src/${f}: rebuild verge-edge, then re-pack`);
       }
@@ -373,7 +378,7 @@ describe('probe, packed', { skip: needPackages }, () => {
 });
 
 describe('verge-edge pack', { skip: missing('VERGE_EDGE', 'VERGE_WASM_DIR') }, () => {
-  const pack = (args) => spawnSync(VERGE_EDGE, ['pack', '--provider', join(VERGE_WASM_DIR, 'nn_provider.wasm'), ...args], { encoding: 'utf8' });
+  const pack = (args) => spawnSync(VERGE_EDGE, ['pack', '--engine', 'tract', '--provider', join(VERGE_WASM_DIR, 'nn_provider.wasm'), ...args], { encoding: 'utf8' });
   const out = () => mkdtempSync(join(tmpdir(), 'verge-pack-'));
 
   test('is deterministic: the same inputs give the same zip (sha256) and template', () => {

@@ -1,0 +1,170 @@
+// The ONNX Runtime engine of an edge package: `verge:inference/engine` over
+// onnxruntime-node's native binding, called synchronously (the package's
+// public API wraps the same synchronous `run` in setImmediate + a Promise,
+// which a synchronous wasi:nn cannot wait for).
+//
+// This is the whole engine: load a model by name (once per container; every
+// warm invocation reuses the session) and run tensors. Every wasi:nn check,
+// widening rule and error message is verge-nn's, compiled into the provider
+// component that imports this interface, so none of it is rewritten here.
+//
+// The binding (`onnxruntime_binding.node`) and `libonnxruntime.so.1` are
+// packed side by side under `onnxruntime/` (the binding finds the library
+// through its $ORIGIN run path). Models are bundled files, or URLs fetched
+// into /tmp before the first call (see models.mjs).
+
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+
+// ONNX TensorProto.DataType codes ↔ the binding's type names and typed arrays.
+const TYPES = {
+  1: ['float32', Float32Array],
+  2: ['uint8', Uint8Array],
+  3: ['int8', Int8Array],
+  4: ['uint16', Uint16Array],
+  5: ['int16', Int16Array],
+  6: ['int32', Int32Array],
+  7: ['int64', BigInt64Array],
+  9: ['bool', Uint8Array],
+  10: ['float16', Uint16Array],
+  11: ['float64', Float64Array],
+  12: ['uint32', Uint32Array],
+  13: ['uint64', BigUint64Array],
+};
+const CODES = Object.fromEntries(Object.entries(TYPES).map(([code, [name]]) => [name, Number(code)]));
+const BF16 = 16;
+
+/** What the binding hands back for each output: kept as it is, turned into bytes on the way out. */
+class Output {
+  constructor(type, data, dims) {
+    this.type = type;
+    this.data = data;
+    this.dims = dims;
+  }
+}
+
+/** A thrown value with `payload` becomes the `err` of a WIT `result` (not a trap). */
+const failure = (code, message) => ({ payload: { code, message } });
+
+function bytesOf(view) {
+  return new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
+}
+
+/** A typed array over `data` (a Uint8Array from the component), copied only when misaligned. */
+function typedView(Array, data) {
+  const size = Array.BYTES_PER_ELEMENT;
+  if (data.byteOffset % size !== 0) data = data.slice();
+  return new Array(data.buffer, data.byteOffset, data.byteLength / size);
+}
+
+function port(m) {
+  if (!m.isTensor) return { name: m.name, datum: 0, dims: undefined };
+  const dims = m.shape.map((d, i) => {
+    if (d >= 0) return { tag: 'fixed', val: BigInt(d) };
+    const s = m.symbolicDimensions?.[i];
+    return s ? { tag: 'symbol', val: s } : { tag: 'any' };
+  });
+  return { name: m.name, datum: m.type, dims };
+}
+
+/** The binding's errors carry no code: what its words say, in wasi:nn terms. */
+function loadCode(message) {
+  if (/No Op registered|not implemented|NOT_IMPLEMENTED|Could not find an implementation/i.test(message)) {
+    return 'unsupported-operation';
+  }
+  return 'invalid-encoding';
+}
+
+function runCode(message) {
+  return /invalid dimensions|invalid rank|Unexpected input data type|INVALID_ARGUMENT/i.test(message)
+    ? 'invalid-argument'
+    : 'runtime-error';
+}
+
+/**
+ * The `verge:inference/engine` import of a package whose verge.json says
+ * `engine.name: "onnxruntime"`; `models` is the package's (models.mjs).
+ */
+export function onnxruntimeEngine({ dir, manifest, models }) {
+  const settings = manifest.engine;
+  let binding;
+  const sessions = new Map();
+  const engineName = `onnxruntime-node ${settings.onnxruntime_node}`;
+
+  function init() {
+    if (binding) return binding;
+    const require = createRequire(join(dir, 'index.mjs'));
+    binding = require(join(dir, settings.binding));
+    // Log level 3 = errors only; our own class builds the outputs.
+    binding.initOrtOnce(3, Output, true);
+    return binding;
+  }
+
+  class Model {
+    constructor(session) {
+      this.session = session;
+      this.inputNames = session.inputMetadata.map((m) => m.name);
+      this.fetches = Object.fromEntries(session.outputMetadata.map((m) => [m.name, null]));
+      this.outputNames = Object.keys(this.fetches);
+    }
+
+    inputs() {
+      return this.session.inputMetadata.map(port);
+    }
+
+    outputs() {
+      return this.session.outputMetadata.map(port);
+    }
+
+    run(inputs) {
+      const feeds = {};
+      inputs.forEach((t, i) => {
+        const [type, Array] = TYPES[t.datum] ?? [];
+        if (!type) throw failure('unsupported-operation', `onnxruntime-node takes no tensors of ONNX type ${t.datum}`);
+        feeds[this.inputNames[i]] = { type, dims: [...t.dims], data: typedView(Array, t.data), location: 'cpu' };
+      });
+      let out;
+      try {
+        out = this.session.run(feeds, this.fetches, {});
+      } catch (e) {
+        throw failure(runCode(String(e?.message)), `onnxruntime: inference failed: ${e?.message ?? e}`);
+      }
+      return this.outputNames.map((name) => {
+        const t = out[name];
+        const datum = CODES[t.type];
+        if (datum === undefined) throw failure('unsupported-operation', `output '${name}' has type ${t.type}, which wasi:nn cannot carry`);
+        return { dims: Uint32Array.from(t.dims.map(Number)), datum, data: bytesOf(t.data) };
+      });
+    }
+  }
+
+  function open(name) {
+    const path = models.path(name);
+    if (path === undefined) return undefined;
+    const b = init();
+    const session = new b.InferenceSession();
+    try {
+      session.loadModel(path, {
+        intraOpNumThreads: settings.threads,
+        interOpNumThreads: 1,
+        graphOptimizationLevel: 'all',
+      });
+    } catch (e) {
+      throw failure(loadCode(String(e?.message)), String(e?.message ?? e));
+    }
+    const types = [...session.inputMetadata, ...session.outputMetadata].map((m) => m.type);
+    if (types.includes(BF16)) {
+      throw failure('unsupported-operation', 'onnxruntime-node has no bf16 tensors (the model has a bf16 input or output)');
+    }
+    return new Model(session);
+  }
+
+  return {
+    Model,
+    load(name) {
+      if (!sessions.has(name)) sessions.set(name, open(name));
+      return sessions.get(name);
+    },
+    name: () => engineName,
+  };
+}
