@@ -55,11 +55,63 @@ fn tune_glue(js: &[u8]) -> Vec<u8> {
         return js.to_vec();
     };
     let mut text = text.replacen(PER_CALL, ONCE, 1);
-    let (views, n) = cached_views(&text);
-    if n > 0 {
-        text = format!("{VIEWS}{views}");
-    }
+    let (bytes, n8) = byte_augments(&text);
+    let (views, n) = cached_views(&bytes);
+    text = match (n8, n) {
+        (0, 0) => views,
+        (0, _) => format!("{VIEWS}{views}"),
+        _ => format!("{VIEWS}{BYTES}{views}"),
+    };
     text.into_bytes()
+}
+
+/// The adapters copy a `list<u8>` between two components' memories one byte
+/// at a time through `I32Load8U` / `I32Store8` augments: those keep a
+/// `Uint8Array` over the memory, renewed only when growth detaches it.
+const BYTES: &str = "// verge-edge: byte loads and stores through a Uint8Array kept over the memory (renewed when growth detaches it).\nfunction _vergeBytes(memory) { let a = null; return () => (a !== null && a.byteLength !== 0 ? a : (a = new Uint8Array(memory().buffer))); }\nfunction _vergeLoad8(memory) { const bytes = _vergeBytes(memory); return (ptr, off) => bytes()[ptr + off]; }\nfunction _vergeStore8(memory) { const bytes = _vergeBytes(memory); return (ptr, val, off) => { bytes()[ptr + off] = val; }; }\n";
+
+/// `'memM I32Load8U': (ptr, off) => new DataView(exportsN.memory.buffer).getUint8(ptr + off, true),`
+/// and the `I32Store8` twin, as js-component-bindgen 2.11 writes them.
+fn byte_augments(text: &str) -> (String, usize) {
+    let mut out = text.to_string();
+    let mut n = 0;
+    for (op, head, tail, helper) in [
+        (
+            " I32Load8U': ",
+            "(ptr, off) => new DataView(exports",
+            ".memory.buffer).getUint8(ptr + off, true),",
+            "_vergeLoad8",
+        ),
+        (
+            " I32Store8': ",
+            "(ptr, val, offset) => {\n        new DataView(exports",
+            ".memory.buffer).setInt8(ptr + offset, val, true);\n      },",
+            "_vergeStore8",
+        ),
+    ] {
+        let mut rewritten = String::with_capacity(out.len());
+        let mut rest = out.as_str();
+        while let Some(at) = rest.find(op) {
+            let (before, after) = rest.split_at(at + op.len());
+            rewritten.push_str(before);
+            rest = after;
+            let Some(body) = rest.strip_prefix(head) else {
+                continue;
+            };
+            let digits = body.bytes().take_while(u8::is_ascii_digit).count();
+            if digits > 0 && body[digits..].starts_with(tail) {
+                rewritten.push_str(&format!(
+                    "{helper}(() => exports{}.memory),",
+                    &body[..digits]
+                ));
+                rest = &body[digits + tail.len()..];
+                n += 1;
+            }
+        }
+        rewritten.push_str(rest);
+        out = rewritten;
+    }
+    (out, n)
 }
 
 /// `new DataView(exportsN.memory.buffer)` → `_vergeView(exportsN.memory.buffer)`.
@@ -90,6 +142,21 @@ fn cached_views(text: &str) -> (String, usize) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn byte_copies_between_memories_skip_the_dataview() {
+        let glue = "      'mem1 I32Load8U': (ptr, off) => new DataView(exports5.memory.buffer).getUint8(ptr + off, true),\n      'mem1 I32Store8': (ptr, val, offset) => {\n        new DataView(exports5.memory.buffer).setInt8(ptr + offset, val, true);\n      },\n";
+        let out = String::from_utf8(super::tune_glue(glue.as_bytes())).unwrap();
+        assert!(
+            out.contains("'mem1 I32Load8U': _vergeLoad8(() => exports5.memory),"),
+            "{out}"
+        );
+        assert!(
+            out.contains("'mem1 I32Store8': _vergeStore8(() => exports5.memory),"),
+            "{out}"
+        );
+        assert!(out.contains("function _vergeStore8(memory)"));
+    }
+
     #[test]
     fn the_glue_reads_its_debug_switch_once_and_keeps_its_views() {
         let glue = "x\n  const _debugLog = (...args) => {\n    if (!globalThis?.process?.env?.JCO_DEBUG) { return; }\n    console.debug(...args);\n  };\n'mem1 I32Load8U': (p, o) => new DataView(exports5.memory.buffer).getUint8(p + o, true),\nnew DataView(exportsX.memory.buffer)";

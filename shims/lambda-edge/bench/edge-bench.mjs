@@ -15,7 +15,8 @@
 //       [--only a,b]       workloads to run (file-type, fraud-score, text-embed, image-classify; default all)
 //       [--reps N]         repetitions of each timed series (default 5; --quick: 1)
 //       [--warm N]         warm requests per repetition (default per workload: 300, 300, 100, 50; --quick: 5)
-//       [--ort-threads N]  onnxruntime intra-op threads for the baselines (default: onnxruntime's own)
+//       [--ort-threads N]  onnxruntime intra-op threads for the baselines (default: those of the verge
+//                          onnxruntime pack, which follow the function's memory; else onnxruntime's own)
 //       [--body FILE]      file-type's request body (default: the ELF in /usr/bin closest to 150 KB)
 //       [--rows FILE]      append one JSON line per measurement series (see ROWS below)
 //       [--json FILE]      write the same rows as one JSON array
@@ -720,7 +721,12 @@ async function main() {
         const dir = join(tmp, `verge-ort-${w.name}`);
         const unzipped = unzip(ortZip, dir);
         sys.vergeOrt = { label: VERGE_ORT, dir, bytes: statSync(ortZip).size, unzipped };
+        rep.ortThreads = JSON.parse(readFileSync(join(dir, 'verge.json'), 'utf8')).engine.threads;
       }
+      // The baseline gets the same intra-op threads as the verge onnxruntime
+      // pack (what the function's memory buys on Lambda), unless --ort-threads says.
+      const baselineThreads = o.ortThreads ?? rep.ortThreads ?? null;
+      rep.baselineThreads = baselineThreads;
 
       // The baseline, zipped and unzipped (or why not).
       try {
@@ -745,7 +751,7 @@ async function main() {
 
       // Agreement on every input.
       const spec = (s, mode, extra = {}) => ({
-        mode, system: s, dir: sys[s].dir, events: mode === 'answers' ? eventsPath : benchPath, ortThreads: o.ortThreads, ...extra,
+        mode, system: s, dir: sys[s].dir, events: mode === 'answers' ? eventsPath : benchPath, ortThreads: baselineThreads, ...extra,
       });
       say(`answers on ${inputs.length} inputs…`);
       const answers = {};
@@ -815,7 +821,7 @@ async function main() {
     const out = [];
     out.push(`\nEdge benchmark${o.quick ? ' (--quick: figures not meaningful)' : ''}: ${reps} repetition(s), ${((Date.now() - started) / 1000).toFixed(0)} s`);
     out.push(`node ${process.version}, ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), load average ${load.join(' / ')}; ` +
-      `node alone (spawn → exit) ${fmt(median(nodeAlone), 0)} ms median; baselines' onnxruntime threads: ${o.ortThreads ?? 'default'}`);
+      `node alone (spawn → exit) ${fmt(median(nodeAlone), 0)} ms median; baselines' onnxruntime threads: ${reports.map((r) => `${r.name} ${r.baselineThreads ?? 'default'}`).join(', ')} (the verge onnxruntime pack's, from its memory)`);
     for (const r of reports) {
       const b = r.series.baseline;
       const cell = (s, key, d) => (s ? `${fmt(median(s[key]), d)}` : '–');
