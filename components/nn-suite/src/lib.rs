@@ -27,8 +27,17 @@ pub struct Case {
     pub load: Load,
     pub inputs: Vec<(String, Tensor)>,
     pub expect: Expect,
+    /// For float outputs: |got - want| <= atol + rtol × |want| (NaN equals NaN);
+    /// `None` compares bytes exactly.
+    pub tolerance: Option<Tolerance>,
     /// The case as JSON, for hosts that run it inside a component (the probe's `nn-case`).
     pub json: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tolerance {
+    pub rtol: f64,
+    pub atol: f64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -128,7 +137,12 @@ fn case(v: &Value) -> Result<Case, String> {
         },
         None => Expect::Outputs(tensors("outputs")?),
     };
+    let tolerance = v.get("tolerance").map(|t| Tolerance {
+        rtol: t["rtol"].as_f64().unwrap_or(0.0),
+        atol: t["atol"].as_f64().unwrap_or(0.0),
+    });
     Ok(Case {
+        tolerance,
         model: text(v, "model")?.to_string(),
         load,
         inputs: tensors("inputs")?,
@@ -149,6 +163,9 @@ fn tensor(v: &Value) -> Result<(String, Tensor), String> {
         .map(|d| d.as_u64().map(|d| d as u32).ok_or("dims are numbers"))
         .collect::<Result<_, _>>()?;
     let data = match (v.get("values"), v.get("bytes")) {
+        _ if v.get("b64").is_some() => {
+            base64(v["b64"].as_str().ok_or("'b64' is a string")?).ok_or("'b64' is not base64")?
+        }
         (Some(Value::Array(values)), _) => {
             let mut data = Vec::new();
             for x in values {
@@ -175,6 +192,61 @@ fn encode(ty: ElementType, x: &Value, out: &mut Vec<u8>) -> Option<()> {
     Some(())
 }
 
+/// Standard base64 (with padding), as the cases' `b64` data is written.
+fn base64(text: &str) -> Option<Vec<u8>> {
+    let value = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let bytes = text.trim_end_matches('=').as_bytes();
+    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
+    for chunk in bytes.chunks(4) {
+        let mut n = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            n |= value(c)? << (18 - 6 * i);
+        }
+        let take = match chunk.len() {
+            4 => 3,
+            3 => 2,
+            2 => 1,
+            _ => return None,
+        };
+        out.extend_from_slice(&n.to_be_bytes()[1..1 + take]);
+    }
+    Some(out)
+}
+
+/// Float elements of `t` as f64, for tolerant comparison.
+fn floats(t: &Tensor) -> Option<Vec<f64>> {
+    let f =
+        |size: usize, conv: &dyn Fn(&[u8]) -> f64| t.data.chunks_exact(size).map(conv).collect();
+    Some(match t.ty {
+        ElementType::F16 => f(2, &|c| half::f16::from_le_bytes([c[0], c[1]]).to_f64()),
+        ElementType::Bf16 => f(2, &|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f64()),
+        ElementType::F32 => f(4, &|c| f32::from_le_bytes(c.try_into().unwrap()) as f64),
+        ElementType::F64 => f(8, &|c| f64::from_le_bytes(c.try_into().unwrap())),
+        _ => return None,
+    })
+}
+
+fn same(want: &Tensor, got: &Tensor, tolerance: Option<Tolerance>) -> bool {
+    if want.ty != got.ty || want.dims != got.dims {
+        return false;
+    }
+    match (tolerance, floats(want), floats(got)) {
+        (Some(t), Some(w), Some(g)) if w.len() == g.len() => w.iter().zip(&g).all(|(w, g)| {
+            (w.is_nan() && g.is_nan()) || w == g || (g - w).abs() <= t.atol + t.rtol * w.abs()
+        }),
+        _ => want.data == got.data,
+    }
+}
+
 fn describe(t: &Tensor) -> String {
     format!("{} ({} bytes)", t.describe(), t.data.len())
 }
@@ -193,13 +265,14 @@ pub fn check(case: &Case, got: &Outcome) -> Result<(), String> {
                 ));
             }
             for ((name, w), (_, g)) in want.iter().zip(got) {
-                if w != g {
+                if !same(w, g, case.tolerance) {
+                    let head = |t: &Tensor| t.data.iter().take(32).copied().collect::<Vec<u8>>();
                     return Err(format!(
-                        "output '{name}' is {} {:?}, expected {} {:?}",
+                        "output '{name}' is {} {:?}…, expected {} {:?}…",
                         describe(g),
-                        g.data,
+                        head(g),
                         describe(w),
-                        w.data
+                        head(w)
                     ));
                 }
             }
@@ -325,6 +398,23 @@ mod tests {
                 "widen"
             ]
         );
+    }
+
+    #[test]
+    fn base64_and_tolerance() {
+        assert_eq!(base64("AAECAw==").unwrap(), [0, 1, 2, 3]);
+        assert_eq!(base64("AAEC").unwrap(), [0, 1, 2]);
+        assert_eq!(base64("AA==").unwrap(), [0]);
+        assert!(base64("A").is_none() && base64("*A==").is_none());
+        let t = |v: f32| Tensor::new(vec![1], ElementType::F32, v.to_le_bytes().to_vec());
+        let tol = Some(Tolerance {
+            rtol: 1e-3,
+            atol: 1e-7,
+        });
+        assert!(same(&t(1.0), &t(1.0005), tol));
+        assert!(!same(&t(1.0), &t(1.01), tol));
+        assert!(same(&t(f32::NAN), &t(f32::NAN), tol));
+        assert!(!same(&t(1.0), &t(1.0005), None));
     }
 
     #[test]
