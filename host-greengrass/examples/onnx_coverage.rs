@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use verge_device::nn::{EngineSpec, Graphs, LoadError, ModelSpec};
-use verge_device::runtime::{Deployment, Limits, Outcome, Placement, Request, Runtime};
+use verge_device::runtime::{Deployment, Limits, Placement, Runtime};
 use verge_device::testkit;
 use verge_nn_suite::Outcome as Got;
 use wasmtime::component::Component;
@@ -94,25 +94,12 @@ fn main() -> anyhow::Result<()> {
                 failed.push(format!("{}: not loaded: {why}", case.name));
                 continue;
             }
-            let request = Request {
-                content_type: "application/json".into(),
-                body: case.json.clone().into_bytes(),
-                attributes: vec![("probe".into(), "nn-case".into())],
-                truncated: false,
-            };
             let answer = catch_unwind(AssertUnwindSafe(|| {
-                runtime.call(&probe, &deployment, &request)
+                testkit::probe_nn_case(&runtime, &probe, &deployment, &case.json)
             }));
             match answer {
-                Ok(Ok(Outcome::Respond(r))) => {
-                    let v: serde_json::Value = serde_json::from_slice(&r.body)?;
-                    if v["ok"].as_bool() == Some(true) {
-                        passed += 1;
-                    } else {
-                        failed.push(format!("{}: {}", case.name, v["why"]));
-                    }
-                }
-                Ok(other) => failed.push(format!("{}: {other:?}", case.name)),
+                Ok(Ok(())) => passed += 1,
+                Ok(Err(why)) => failed.push(format!("{}: {why}", case.name)),
                 Err(_) => failed.push(format!("{}: {engine} panicked running it", case.name)),
             }
         }

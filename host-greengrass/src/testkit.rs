@@ -243,3 +243,29 @@ fn floats(data: &[u8]) -> Vec<f32> {
 fn argmax(v: &[f32]) -> Option<usize> {
     (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b]))
 }
+
+/// One wasi:nn behaviour-suite case (its JSON) through the probe component's
+/// `nn-case` command: `Ok` when the probe's own check passed, else why not.
+pub fn probe_nn_case(
+    runtime: &Runtime,
+    probe: &Prepared,
+    deployment: &Deployment,
+    case_json: &str,
+) -> Result<(), String> {
+    let request = Request {
+        content_type: "application/json".into(),
+        body: case_json.as_bytes().to_vec(),
+        attributes: vec![("probe".into(), "nn-case".into())],
+        truncated: false,
+    };
+    match runtime.call(probe, deployment, &request) {
+        Ok(Outcome::Respond(r)) => {
+            let v: Value = serde_json::from_slice(&r.body).map_err(|e| e.to_string())?;
+            match v["ok"].as_bool() {
+                Some(true) => Ok(()),
+                _ => Err(v["why"].to_string()),
+            }
+        }
+        other => Err(format!("{other:?}")),
+    }
+}

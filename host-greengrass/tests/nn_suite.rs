@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use verge_device::nn::{EngineSpec, Graphs, LoadError, ModelSpec};
-use verge_device::runtime::{Deployment, Limits, Outcome as Answer, Placement, Request, Runtime};
+use verge_device::runtime::{Deployment, Limits, Placement, Runtime};
 use verge_device::testkit;
 use verge_nn::{NnError, Tensor};
 use verge_nn_suite::{Case, Load, Outcome, Report};
@@ -113,21 +113,9 @@ fn the_device_host_on_every_engine() {
                 report.record(&case, &got);
                 continue;
             }
-            let request = Request {
-                content_type: "application/json".into(),
-                body: case.json.clone().into_bytes(),
-                attributes: vec![("probe".into(), "nn-case".into())],
-                truncated: false,
-            };
-            match runtime.call(&probe, &deployment, &request) {
-                Ok(Answer::Respond(r)) => {
-                    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-                    match v["ok"].as_bool() {
-                        Some(true) => report.passed += 1,
-                        _ => report.failed.push(format!("{}: {}", case.name, v["why"])),
-                    }
-                }
-                other => report.failed.push(format!("{}: {other:?}", case.name)),
+            match testkit::probe_nn_case(&runtime, &probe, &deployment, &case.json) {
+                Ok(()) => report.passed += 1,
+                Err(why) => report.failed.push(format!("{}: {why}", case.name)),
             }
         }
         report.finish();
