@@ -68,6 +68,9 @@ pub enum CallError {
     Deadline(Duration),
     #[error("component exceeded its memory bound of {0} bytes")]
     Memory(usize),
+    /// Over what a call may hold in the host (wasi:nn tensors and resources).
+    #[error("component exceeded a host quota: {0}")]
+    Quota(String),
     #[error("component trapped: {0}")]
     Trap(String),
     #[error("component could not be instantiated: {0}")]
@@ -92,6 +95,7 @@ impl CallError {
             CallError::Refused(_) => "refused",
             CallError::Deadline(_) => "deadline",
             CallError::Memory(_) => "memory",
+            CallError::Quota(_) => "quota",
             CallError::Trap(_) => "trap",
             CallError::Instantiate(_) => "instantiate",
         }
@@ -112,6 +116,7 @@ pub struct StoreData {
     wasi: WasiCtx,
     table: ResourceTable,
     graphs: Graphs,
+    nn_budget: nn::wit::NnBudget,
     keyvalue: StateCtx,
     config: Arc<WasiConfigVariables>,
     limits: StoreLimits,
@@ -181,6 +186,7 @@ impl Runtime {
         nn::wit::add_to_linker(&mut linker, |s: &mut StoreData| nn::wit::NnView {
             table: &mut s.table,
             graphs: &s.graphs,
+            budget: &mut s.nn_budget,
         })?;
         state::wit::add_to_linker(&mut linker, |s: &mut StoreData| KeyValueView {
             table: &mut s.table,
@@ -255,6 +261,8 @@ impl Runtime {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
             graphs: self.graphs.clone(),
+            // Tensors in the host count against the same bound as linear memory.
+            nn_budget: nn::wit::NnBudget::new(limits.memory_bytes),
             keyvalue: match &deployment.state {
                 Some((store, namespace)) => StateCtx::new(store.clone(), namespace),
                 // One-shot runs: state lives for one instance.
@@ -288,6 +296,9 @@ impl Runtime {
 }
 
 fn trap(e: wasmtime::Error, limits: &Limits) -> CallError {
+    if let Some(q) = e.downcast_ref::<nn::wit::QuotaExceeded>() {
+        return CallError::Quota(q.0.clone());
+    }
     match e.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => CallError::Deadline(limits.deadline),
         _ => {

@@ -249,3 +249,29 @@ fn runtime_is_shareable() {
     fn assert_send_sync<T: Send + Sync>(_: &T) {}
     assert_send_sync(&fixture().runtime);
 }
+
+/// Tensors live in the host, outside the store's memory limit: what one call
+/// may hold there is bounded by the same figure, and going over ends that call
+/// (not the host).
+#[test]
+fn host_side_tensors_count_against_the_call() {
+    // 3,000 tensors of 1 MiB under a 64 MiB bound: refused at the 65th.
+    let d = deployment(10_000, 64);
+    match call_with(&d, "nn-hoard:3000:1048576") {
+        Err(CallError::Quota(m)) => {
+            assert!(m.contains("a call may hold 67108864"), "{m}");
+        }
+        other => panic!("expected a quota error, got {other:?}"),
+    }
+    // Within the bound the same command works, and so does the next call.
+    assert_eq!(
+        json(call_with(&d, "nn-hoard:60:1048576").unwrap())["tensors"],
+        60
+    );
+    // Many small handles: bounded by count.
+    match call_with(&d, "nn-hoard:5000:1") {
+        Err(CallError::Quota(m)) => assert!(m.contains("4096 wasi:nn resources"), "{m}"),
+        other => panic!("expected a quota error, got {other:?}"),
+    }
+    still_serving();
+}

@@ -17,6 +17,8 @@
 //!   checker: respond `{"ok":true}` or `{"ok":false,"why":"…"}`;
 //! * `nn-repeat:N:GRAPH:INPUTS`: the same, N times on one context, and
 //!   respond with the nanoseconds per compute (tensors made and outputs read);
+//! * `nn-hoard:N:BYTES`: create N `wasi:nn` tensors of BYTES bytes each and
+//!   keep them all (host memory outside linear memory), then respond with N;
 //! * `count`: increment `hits` in the keyvalue store and respond with it;
 //! * `config:KEY`: respond with the deployment setting KEY;
 //! * `big:N`: respond with N bytes of text (to test response quotas);
@@ -250,6 +252,20 @@ impl Guest for Probe {
                     nn(spec)
                 } else if let Some(spec) = other.strip_prefix("nn-repeat:") {
                     nn_repeat(spec)
+                } else if let Some(spec) = other.strip_prefix("nn-hoard:") {
+                    let (n, bytes) = spec.split_once(':').unwrap_or((spec, "1048576"));
+                    let (Ok(n), Ok(bytes)) = (n.parse::<usize>(), bytes.parse::<usize>()) else {
+                        return Err(Error::InvalidInput(format!(
+                            "nn-hoard:N:BYTES, got {spec:?}"
+                        )));
+                    };
+                    let data = vec![0u8; bytes];
+                    let hoard: Vec<tensor::Tensor> = (0..n)
+                        .map(|_| {
+                            tensor::Tensor::new(&[bytes as u32], tensor::TensorType::U8, &data)
+                        })
+                        .collect();
+                    Ok(respond(format!("{{\"tensors\":{}}}", hoard.len())))
                 } else if let Some(n) = other.strip_prefix("prep:") {
                     let n: u32 = n.parse().map_err(|_| {
                         Error::InvalidInput(format!("prep:N needs a number, got {n:?}"))

@@ -24,11 +24,68 @@ mod generated {
 
 use generated::wasi::nn::{errors, graph, inference, tensor};
 
-/// What one store's `wasi:nn` reaches: its resource table and the deployed models.
+/// What one store's `wasi:nn` reaches: its resource table, the deployed
+/// models, and what the call may hold in the host.
 pub struct NnView<'a> {
     pub table: &'a mut ResourceTable,
     pub graphs: &'a Graphs,
+    pub budget: &'a mut NnBudget,
 }
+
+/// How many `wasi:nn` resources (tensors, graphs, contexts, errors) one call
+/// may hold at once.
+pub const MAX_LIVE_RESOURCES: usize = 4096;
+
+/// What one call's `wasi:nn` holds in the host, outside the component's
+/// linear memory (so outside wasmtime's store limits): tensor bytes and live
+/// resources, each bounded. Going over ends the call with [`QuotaExceeded`].
+#[derive(Debug)]
+pub struct NnBudget {
+    max_bytes: usize,
+    bytes: usize,
+    live: usize,
+}
+
+impl NnBudget {
+    /// Tensor bytes in the host bounded by `max_bytes` (the call's memory bound).
+    pub fn new(max_bytes: usize) -> NnBudget {
+        NnBudget {
+            max_bytes,
+            bytes: 0,
+            live: 0,
+        }
+    }
+
+    fn take(&mut self, bytes: usize) -> wasmtime::Result<()> {
+        if self.live >= MAX_LIVE_RESOURCES {
+            return Err(QuotaExceeded(format!(
+                "the component holds {MAX_LIVE_RESOURCES} wasi:nn resources at once, the most a call may"
+            ))
+            .into());
+        }
+        let total = self.bytes.saturating_add(bytes);
+        if total > self.max_bytes {
+            return Err(QuotaExceeded(format!(
+                "wasi:nn tensors would hold {total} bytes in the host; a call may hold {} (its memory bound)",
+                self.max_bytes
+            ))
+            .into());
+        }
+        self.bytes = total;
+        self.live += 1;
+        Ok(())
+    }
+
+    fn give_back(&mut self, bytes: usize) {
+        self.bytes = self.bytes.saturating_sub(bytes);
+        self.live = self.live.saturating_sub(1);
+    }
+}
+
+/// A call went over what it may hold in the host: it ends, the host goes on.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct QuotaExceeded(pub String);
 
 struct HasNn;
 
@@ -51,13 +108,38 @@ pub fn add_to_linker<T: 'static>(
 type Answer<T> = wasmtime::Result<Result<Resource<T>, Resource<NnError>>>;
 
 impl NnView<'_> {
+    /// Puts `value` in the table, counted against the budget with `bytes`.
+    fn push<T: Send + 'static>(&mut self, value: T, bytes: usize) -> wasmtime::Result<Resource<T>> {
+        self.budget.take(bytes)?;
+        Ok(self.table.push(value)?)
+    }
+
+    /// Takes a resource out of the table and gives its share of the budget back.
+    fn delete<T: 'static>(
+        &mut self,
+        r: Resource<T>,
+        bytes: impl Fn(&T) -> usize,
+    ) -> wasmtime::Result<T> {
+        let value = self.table.delete(r)?;
+        self.budget.give_back(bytes(&value));
+        Ok(value)
+    }
+
     /// Puts `value` in the table, or the error when there is one.
     fn answer<T: Send + 'static>(&mut self, value: Result<T, NnError>) -> Answer<T> {
         Ok(match value {
-            Ok(v) => Ok(self.table.push(v)?),
-            Err(e) => Err(self.table.push(e)?),
+            Ok(v) => Ok(self.push(v, 0)?),
+            Err(e) => Err(self.push(e, 0)?),
         })
     }
+}
+
+fn tensor_bytes(t: &Tensor) -> usize {
+    t.data.len()
+}
+
+fn nothing<T>(_: &T) -> usize {
+    0
 }
 
 fn element_type(t: tensor::TensorType) -> verge_nn::ElementType {
@@ -97,7 +179,8 @@ impl tensor::HostTensor for NnView<'_> {
         ty: tensor::TensorType,
         data: Vec<u8>,
     ) -> wasmtime::Result<Resource<Tensor>> {
-        Ok(self.table.push(Tensor::new(dims, element_type(ty), data))?)
+        let bytes = data.len();
+        self.push(Tensor::new(dims, element_type(ty), data), bytes)
     }
 
     fn dimensions(&mut self, t: Resource<Tensor>) -> wasmtime::Result<Vec<u32>> {
@@ -113,7 +196,7 @@ impl tensor::HostTensor for NnView<'_> {
     }
 
     fn drop(&mut self, t: Resource<Tensor>) -> wasmtime::Result<()> {
-        self.table.delete(t)?;
+        self.delete(t, tensor_bytes)?;
         Ok(())
     }
 }
@@ -141,7 +224,7 @@ impl graph::HostGraph for NnView<'_> {
     }
 
     fn drop(&mut self, g: Resource<Graph>) -> wasmtime::Result<()> {
-        self.table.delete(g)?;
+        self.delete(g, nothing)?;
         Ok(())
     }
 }
@@ -157,22 +240,23 @@ impl inference::HostGraphExecutionContext for NnView<'_> {
         // The tensors are the component's to give: they leave its table.
         let mut named = Vec::with_capacity(inputs.len());
         for (name, t) in inputs {
-            named.push((name, self.table.delete(t)?));
+            named.push((name, self.delete(t, tensor_bytes)?));
         }
         match self.table.get_mut(&ctx)?.compute_named(named) {
             Ok(outputs) => {
                 let mut out = Vec::with_capacity(outputs.len());
                 for (name, t) in outputs {
-                    out.push((name, self.table.push(t)?));
+                    let bytes = t.data.len();
+                    out.push((name, self.push(t, bytes)?));
                 }
                 Ok(Ok(out))
             }
-            Err(e) => Ok(Err(self.table.push(e)?)),
+            Err(e) => Ok(Err(self.push(e, 0)?)),
         }
     }
 
     fn drop(&mut self, ctx: Resource<Context>) -> wasmtime::Result<()> {
-        self.table.delete(ctx)?;
+        self.delete(ctx, nothing)?;
         Ok(())
     }
 }
@@ -200,7 +284,7 @@ impl errors::HostError for NnView<'_> {
     }
 
     fn drop(&mut self, e: Resource<NnError>) -> wasmtime::Result<()> {
-        self.table.delete(e)?;
+        self.delete(e, nothing)?;
         Ok(())
     }
 }
