@@ -100,6 +100,9 @@ pub struct Config {
     pub routes: BTreeMap<String, Route>,
     #[serde(default)]
     pub outbox: Outbox,
+    /// What each component's durable state may hold.
+    #[serde(default)]
+    pub state: crate::state::StateQuota,
     pub mqtt: Option<Mqtt>,
     #[serde(default)]
     pub health: Health,

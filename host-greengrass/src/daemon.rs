@@ -94,6 +94,12 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     let connector = config.mqtt.as_ref().map(MqttConnector::new).transpose()?;
 
     let metrics = Arc::new(Metrics::new(config.routes.keys()));
+    // Every component's state within its budget; refusals counted in /metrics.
+    let store: Arc<dyn StateStore> = Arc::new(crate::state::QuotaStore::new(
+        store,
+        config.state,
+        metrics.state_quota_refusals.clone(),
+    ));
     let workers = config
         .api
         .workers

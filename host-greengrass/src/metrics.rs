@@ -53,6 +53,8 @@ pub struct Metrics {
     pub mqtt_connects: AtomicU64,
     pub components_loaded: AtomicU64,
     pub in_flight: AtomicU64,
+    /// State writes refused over a component's budget (shared with the store).
+    pub state_quota_refusals: std::sync::Arc<AtomicU64>,
     /// How each model was loaded: its backend, and whether it fell back.
     models: Mutex<Vec<crate::nn::Loaded>>,
 }
@@ -87,6 +89,7 @@ impl Metrics {
             mqtt_connects: AtomicU64::new(0),
             components_loaded: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            state_quota_refusals: std::sync::Arc::default(),
             models: Mutex::default(),
         }
     }
@@ -143,6 +146,17 @@ impl Metrics {
                 m.requests.load(Ordering::Relaxed)
             );
         }
+        head(
+            &mut out,
+            "verge_state_quota_refusals_total",
+            "counter",
+            "State writes refused because they would take a component over its [state] budget.",
+        );
+        let _ = writeln!(
+            out,
+            "verge_state_quota_refusals_total {}",
+            self.state_quota_refusals.load(Ordering::Relaxed)
+        );
         head(
             &mut out,
             "verge_errors_total",

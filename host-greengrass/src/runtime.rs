@@ -15,7 +15,7 @@ use wasmtime_wasi_config::{WasiConfig, WasiConfigVariables};
 
 use crate::nn::{self, Graphs};
 use crate::state::wit::{KeyValueView, StateCtx};
-use crate::state::{self, MemoryStore, StateStore};
+use crate::state::{self, MemoryStore, QuotaStore, StateQuota, StateStore};
 
 pub(crate) mod bindings {
     wasmtime::component::bindgen!({
@@ -265,8 +265,15 @@ impl Runtime {
             nn_budget: nn::wit::NnBudget::new(limits.memory_bytes),
             keyvalue: match &deployment.state {
                 Some((store, namespace)) => StateCtx::new(store.clone(), namespace),
-                // One-shot runs: state lives for one instance.
-                None => StateCtx::new(Arc::new(MemoryStore::default()), ""),
+                // One-shot runs: state lives for one instance, within the default budget.
+                None => StateCtx::new(
+                    Arc::new(QuotaStore::new(
+                        Arc::new(MemoryStore::default()),
+                        StateQuota::default(),
+                        Arc::default(),
+                    )),
+                    "",
+                ),
             },
             config: deployment.config.clone(),
             limits: StoreLimitsBuilder::new()

@@ -275,3 +275,23 @@ fn host_side_tensors_count_against_the_call() {
     }
     still_serving();
 }
+
+/// State has a budget too: a one-shot run keeps at most the default 16 MiB
+/// per component; the refused write is an error the component sees.
+#[test]
+fn state_writes_over_the_budget_are_refused() {
+    let d = deployment(10_000, 64);
+    match call_with(&d, "kv-fill:300:1048576") {
+        Err(CallError::Component(GuestError::Internal(m))) => {
+            assert!(m.starts_with("set fill-15:"), "{m}");
+            assert!(m.contains("state quota: this write would make"), "{m}");
+            assert!(m.contains("a component may keep 16777216"), "{m}");
+        }
+        other => panic!("expected the component's error, got {other:?}"),
+    }
+    assert_eq!(
+        json(call_with(&d, "kv-fill:10:1048576").unwrap())["written"],
+        10
+    );
+    still_serving();
+}

@@ -252,3 +252,29 @@ fn models_run_on_onnxruntime_or_fall_back_to_tract_when_allowed() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn component_state_is_held_to_its_budget_and_refusals_are_counted() {
+    let dir = scratch("state-quota");
+    let d = Daemon::start(&config(
+        &dir,
+        "[state]\nmax_bytes_per_component = 65536\nmax_keys_per_component = 100\n",
+    ));
+    // 10 values of 4 KiB fit in 64 KiB; 40 do not.
+    let fits = d.post("local", "", b"kv-fill:10:4096");
+    assert_eq!(fits.status, 200, "{}", fits.text());
+    let over = d.post("local", "", b"kv-fill:40:4096");
+    assert_eq!(over.status, 500, "{}", over.text());
+    let message = over.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        message.contains("state quota: this write would make")
+            && message.contains("may keep 65536"),
+        "{message}"
+    );
+    assert_eq!(d.metric("verge_state_quota_refusals_total"), 1.0);
+    // The daemon serves on, and what was written within the budget is there.
+    assert_eq!(d.post("local", "", b"echo").status, 200);
+}

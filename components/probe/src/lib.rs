@@ -19,6 +19,9 @@
 //!   respond with the nanoseconds per compute (tensors made and outputs read);
 //! * `nn-hoard:N:BYTES`: create N `wasi:nn` tensors of BYTES bytes each and
 //!   keep them all (host memory outside linear memory), then respond with N;
+//! * `kv-fill:N:BYTES`: write N values of BYTES bytes into the keyvalue store
+//!   (keys `fill-0`…), and respond with N; the first refused write is an
+//!   `internal` error naming it;
 //! * `count`: increment `hits` in the keyvalue store and respond with it;
 //! * `config:KEY`: respond with the deployment setting KEY;
 //! * `big:N`: respond with N bytes of text (to test response quotas);
@@ -252,6 +255,22 @@ impl Guest for Probe {
                     nn(spec)
                 } else if let Some(spec) = other.strip_prefix("nn-repeat:") {
                     nn_repeat(spec)
+                } else if let Some(spec) = other.strip_prefix("kv-fill:") {
+                    let (n, bytes) = spec.split_once(':').unwrap_or((spec, "1048576"));
+                    let (Ok(n), Ok(bytes)) = (n.parse::<usize>(), bytes.parse::<usize>()) else {
+                        return Err(Error::InvalidInput(format!(
+                            "kv-fill:N:BYTES, got {spec:?}"
+                        )));
+                    };
+                    let bucket = wasi::keyvalue::store::open("")
+                        .map_err(|e| Error::Internal(format!("open: {e:?}")))?;
+                    let value = vec![7u8; bytes];
+                    for i in 0..n {
+                        bucket
+                            .set(&format!("fill-{i}"), &value)
+                            .map_err(|e| Error::Internal(format!("set fill-{i}: {e:?}")))?;
+                    }
+                    Ok(respond(format!("{{\"written\":{n}}}")))
                 } else if let Some(spec) = other.strip_prefix("nn-hoard:") {
                     let (n, bytes) = spec.split_once(':').unwrap_or((spec, "1048576"));
                     let (Ok(n), Ok(bytes)) = (n.parse::<usize>(), bytes.parse::<usize>()) else {

@@ -8,9 +8,11 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+mod quota;
 mod sqlite;
 pub(crate) mod wit;
 
+pub use quota::{QuotaStore, StateQuota};
 pub use sqlite::SqliteStore;
 pub(crate) use sqlite::open_durable;
 
@@ -25,6 +27,9 @@ pub enum StateError {
     NotACounter(String),
     #[error("counter '{0}' would overflow")]
     Overflow(String),
+    /// Over the component's state budget (its message says which and how far).
+    #[error("{0}")]
+    Quota(String),
 }
 
 impl From<rusqlite::Error> for StateError {
@@ -52,6 +57,8 @@ pub trait StateStore: Send + Sync {
     /// Adds `delta` to a counter kept as decimal text (as wasmtime-wasi-keyvalue
     /// keeps it), atomically; a missing key counts from 0.
     fn increment(&self, ns: &str, bucket: &str, key: &str, delta: u64) -> Result<u64, StateError>;
+    /// What a namespace holds: bytes of buckets, keys and values, and its number of keys.
+    fn usage(&self, ns: &str) -> Result<(u64, u64), StateError>;
 }
 
 /// The arithmetic of `increment`, shared by every store.
@@ -122,6 +129,14 @@ impl StateStore for MemoryStore {
         let new = incremented(k, map.get(&entry).map(Vec::as_slice), delta)?;
         map.insert(entry, new.to_string().into_bytes());
         Ok(new)
+    }
+
+    fn usage(&self, ns: &str) -> Result<(u64, u64), StateError> {
+        let map = self.map();
+        let mine = map.iter().filter(|((n, _, _), _)| n == ns);
+        Ok(mine.fold((0, 0), |(bytes, keys), ((_, b, k), v)| {
+            (bytes + (b.len() + k.len() + v.len()) as u64, keys + 1)
+        }))
     }
 }
 

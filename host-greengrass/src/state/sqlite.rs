@@ -105,4 +105,14 @@ impl StateStore for SqliteStore {
         tx.commit()?;
         Ok(new)
     }
+
+    fn usage(&self, ns: &str) -> Result<(u64, u64), StateError> {
+        let (bytes, keys): (i64, i64) = self
+            .conn()
+            .prepare_cached(
+                "SELECT COALESCE(SUM(LENGTH(bucket) + LENGTH(key) + LENGTH(value)), 0), COUNT(*) FROM kv WHERE ns = ?1",
+            )?
+            .query_row(params![ns], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok((bytes as u64, keys as u64))
+    }
 }

@@ -5,7 +5,7 @@
 // component sees through wasi:nn, never a half-written file that loads.
 
 import { createHash } from 'node:crypto';
-import { createWriteStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -15,8 +15,11 @@ const TMP = '/tmp/verge-models';
 /** A thrown value with `payload` becomes the `err` of a WIT `result`. */
 const failure = (code, message) => ({ payload: { code, message } });
 
-function sha256File(path) {
-  return createHash('sha256').update(readFileSync(path)).digest('hex');
+/** A file's sha256, streamed (a model may be larger than the function's memory allows to read at once). */
+async function sha256File(path) {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(path)) hash.update(chunk);
+  return hash.digest('hex');
 }
 
 /** Only https, except on the loopback (tests run a local server). */
@@ -27,7 +30,7 @@ function allowed(url) {
 
 async function download({ url, sha256 }, deadlineMs, dir) {
   const path = join(dir, `${sha256}.onnx`);
-  if (existsSync(path) && sha256File(path) === sha256) return path;
+  if (existsSync(path) && (await sha256File(path)) === sha256) return path;
   if (!allowed(url)) throw new Error(`only https URLs are fetched (${url})`);
   const partial = `${path}.${process.pid}.part`;
   try {
