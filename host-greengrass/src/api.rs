@@ -36,6 +36,8 @@ pub struct Route {
     pub deployment: Deployment,
     /// The MQTT topic its outcomes go to, if any.
     pub cloud_topic: Option<String>,
+    /// Its calls at once (`concurrency`): a call takes a turn before a worker.
+    pub turns: Arc<tokio::sync::Semaphore>,
 }
 
 /// What exists once loading has finished.
@@ -278,10 +280,20 @@ impl Api {
         let in_flight = InFlight::new(&self.metrics);
         let api = self.clone();
         let name = route.to_string();
+        // Wait for this route's turn first: a route whose calls hang does not
+        // take every worker from the others.
+        let Ok(turn) = loaded.routes[route].turns.clone().acquire_owned().await else {
+            return fail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "stopping",
+                "the route is closed".into(),
+            );
+        };
         let done = self
             .workers
             .run(move || api.call(&loaded, &name, &request))
             .await;
+        drop(turn);
         drop(in_flight);
         self.metrics.request(route, started.elapsed());
         match done {

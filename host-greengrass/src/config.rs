@@ -191,6 +191,10 @@ pub struct Route {
     pub config: BTreeMap<String, String>,
     /// Where this route's outcomes go in the cloud, if anywhere.
     pub cloud: Option<Cloud>,
+    /// Calls of this route running at once; more wait for their turn without
+    /// holding a worker. Default: one less than the workers (at least one), so
+    /// a route whose component hangs until its deadline leaves room for the others.
+    pub concurrency: Option<usize>,
 }
 
 fn default_deadline() -> u64 {

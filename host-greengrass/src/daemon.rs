@@ -133,7 +133,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     // Load while the API already answers /healthz.
     let load_config = config.clone();
     let load_store = store.clone();
-    let loading = tokio::task::spawn_blocking(move || load(&load_config, load_store));
+    let loading = tokio::task::spawn_blocking(move || load(&load_config, load_store, workers));
     let loaded = tokio::select! {
         r = loading => r.map_err(|e| DaemonError::Load(format!("loading task failed: {e}")))?,
         sig = signals.next() => {
@@ -247,7 +247,11 @@ async fn trim_when_idle(metrics: Arc<Metrics>) {
 }
 
 /// Checks, loads and compiles everything the configuration names.
-fn load(config: &Config, store: Arc<dyn StateStore>) -> Result<Loaded, DaemonError> {
+fn load(
+    config: &Config,
+    store: Arc<dyn StateStore>,
+    workers: usize,
+) -> Result<Loaded, DaemonError> {
     let t = Instant::now();
     // Each model file is read once: checked against its digest, then loaded.
     let mut models = Vec::new();
@@ -317,6 +321,9 @@ fn load(config: &Config, store: Arc<dyn StateStore>) -> Result<Loaded, DaemonErr
                 prepared: prepared[&r.component].clone(),
                 deployment,
                 cloud_topic: r.cloud.as_ref().map(|c| c.topic.clone()),
+                turns: Arc::new(tokio::sync::Semaphore::new(
+                    r.concurrency.unwrap_or(workers.saturating_sub(1)).max(1),
+                )),
             },
         );
     }

@@ -278,3 +278,39 @@ fn component_state_is_held_to_its_budget_and_refusals_are_counted() {
     // The daemon serves on, and what was written within the budget is there.
     assert_eq!(d.post("local", "", b"echo").status, 200);
 }
+
+#[test]
+fn a_hanging_route_leaves_workers_for_the_others() {
+    let dir = scratch("fair");
+    // Two workers; `slow` may use one of them (its default concurrency).
+    let d = Daemon::start(&config(
+        &dir,
+        "[routes.slow]\ncomponent = \"probe\"\ndeadline_ms = 1500\n",
+    ));
+    let addr = d.addr;
+    let hung: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                support::http(addr, "POST", "/v1/infer/slow", &[], b"loop").status
+            })
+        })
+        .collect();
+    support::wait_until("four slow calls in flight", Duration::from_secs(10), || {
+        d.metric("verge_requests_in_flight") >= 4.0
+    });
+    // Answered while the slow calls are still outstanding, not after them.
+    let rust = d.post("file-type", "", include_bytes!("serve.rs"));
+    assert_eq!(rust.status, 200, "{}", rust.text());
+    assert!(
+        d.metric("verge_requests_in_flight") >= 3.0,
+        "file-type was answered only after the slow route let go of the workers"
+    );
+    for h in hung {
+        assert_eq!(
+            h.join().unwrap(),
+            504,
+            "each slow call ends at its deadline"
+        );
+    }
+    assert_eq!(d.post("slow", "", b"echo").status, 200);
+}

@@ -566,6 +566,7 @@ state_dir = "{state}"
 listen = "127.0.0.1:0"
 max_body_bytes = 65536
 shutdown_grace_s = 20
+workers = 2
 
 [models.magika]
 path = "{magika}"
