@@ -54,6 +54,8 @@ pub struct Api {
     workers: Pool,
     max_body: usize,
     thing: Option<String>,
+    /// Callers must send `Authorization: Bearer <token>` (all but `/healthz`).
+    token: Option<String>,
     stopping: AtomicBool,
 }
 
@@ -123,6 +125,7 @@ impl Api {
         workers: Pool,
         max_body: usize,
         thing: Option<String>,
+        token: Option<String>,
     ) -> Api {
         Api {
             metrics,
@@ -131,8 +134,29 @@ impl Api {
             workers,
             max_body,
             thing,
+            token,
             stopping: AtomicBool::new(false),
         }
+    }
+
+    /// Whether the request carries the token (always, when there is none).
+    fn authorised(&self, req: &HttpRequest<Incoming>) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        let sent = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        // Compared in constant time, so the answer's timing does not leak a prefix.
+        sent.len() == token.len()
+            && sent
+                .bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
     }
 
     /// Marks loading done: from now on `/readyz` says ready.
@@ -151,6 +175,18 @@ impl Api {
 
     pub async fn handle(self: Arc<Self>, req: HttpRequest<Incoming>) -> Result<Answer, Infallible> {
         let path = req.uri().path().to_string();
+        if path != "/healthz" && !self.authorised(&req) {
+            self.metrics.error("-", "unauthorised");
+            let mut answer = error_answer(
+                StatusCode::UNAUTHORIZED,
+                "unauthorised",
+                "this API needs `Authorization: Bearer <token>` (the daemon's [api] token_file)",
+            );
+            answer
+                .headers_mut()
+                .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+            return Ok(answer);
+        }
         let answer = match path.as_str() {
             "/healthz" | "/readyz" | "/metrics" if req.method() != Method::GET => {
                 method_not_allowed("GET")

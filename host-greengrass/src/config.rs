@@ -122,6 +122,9 @@ pub struct Api {
     /// How long a shutdown waits for in-flight requests.
     #[serde(default = "default_drain")]
     pub shutdown_grace_s: u64,
+    /// A file holding a token callers must send as `Authorization: Bearer <token>`
+    /// (every path but `/healthz`); none: no authentication (keep the API on loopback).
+    pub token_file: Option<PathBuf>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -141,6 +144,7 @@ impl Default for Api {
             max_body_bytes: default_max_body(),
             workers: None,
             shutdown_grace_s: default_drain(),
+            token_file: None,
         }
     }
 }
@@ -377,6 +381,9 @@ impl Config {
         }
         if let Some(lib) = self.onnxruntime.as_mut().and_then(|o| o.library.as_mut()) {
             abs(lib);
+        }
+        if let Some(token) = self.api.token_file.as_mut() {
+            abs(token);
         }
         if let Some(tls) = self.mqtt.as_mut().and_then(|m| m.tls.as_mut()) {
             abs(&mut tls.ca);

@@ -57,6 +57,25 @@ pub enum DaemonError {
     },
     #[error("signal handler: {0}")]
     Signal(std::io::Error),
+    #[error("API token {}: {why}", path.display())]
+    Token {
+        path: std::path::PathBuf,
+        why: String,
+    },
+}
+
+/// The bearer token in `path`: its content, trimmed; refused when empty.
+fn read_token(path: &std::path::Path) -> Result<String, DaemonError> {
+    let fail = |why: String| DaemonError::Token {
+        path: path.to_path_buf(),
+        why,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(fail("the file is empty".into()));
+    }
+    Ok(token.to_string())
 }
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -106,12 +125,19 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let pool = crate::pool::Pool::new(workers, "verge-call")
         .map_err(|error| DaemonError::Pool { workers, error })?;
+    let token = config
+        .api
+        .token_file
+        .as_deref()
+        .map(read_token)
+        .transpose()?;
     let api = Arc::new(Api::new(
         metrics.clone(),
         outbox.clone(),
         pool,
         config.api.max_body_bytes,
         config.thing_name.clone(),
+        token,
     ));
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await

@@ -314,3 +314,63 @@ fn a_hanging_route_leaves_workers_for_the_others() {
     }
     assert_eq!(d.post("slow", "", b"echo").status, 200);
 }
+
+#[test]
+fn with_a_token_the_api_answers_only_callers_who_send_it() {
+    let dir = scratch("token");
+    std::fs::create_dir_all(&dir).unwrap();
+    let token = dir.join("api.token");
+    std::fs::write(&token, "s3cret-token\n").unwrap();
+    let d = Daemon::start(&support::config_full(
+        &dir,
+        &format!("token_file = \"{}\"", token.display()),
+        "",
+        "",
+    ));
+    // Liveness stays open (it says nothing); everything else wants the token.
+    assert_eq!(d.get("/healthz").status, 200);
+    for (path, method) in [
+        ("/v1/infer/local", "POST"),
+        ("/metrics", "GET"),
+        ("/readyz", "GET"),
+    ] {
+        let none = support::http(d.addr, method, path, &[], b"echo");
+        assert_eq!(none.status, 401, "{path}: {}", none.text());
+        assert_eq!(none.json()["error"]["kind"], "unauthorised");
+        let wrong = support::http(
+            d.addr,
+            method,
+            path,
+            &[("authorization", "Bearer s3cret-tokem")],
+            b"echo",
+        );
+        assert_eq!(wrong.status, 401, "{path}");
+    }
+    let ok = support::http(
+        d.addr,
+        "POST",
+        "/v1/infer/local",
+        &[("authorization", "Bearer s3cret-token")],
+        b"echo",
+    );
+    assert_eq!(ok.status, 200, "{}", ok.text());
+}
+
+#[test]
+fn an_empty_token_file_stops_the_start() {
+    let dir = scratch("token-empty");
+    std::fs::create_dir_all(&dir).unwrap();
+    let token = dir.join("api.token");
+    std::fs::write(&token, "  \n").unwrap();
+    let mut d = Daemon::spawn(&support::config_full(
+        &dir,
+        &format!("token_file = \"{}\"", token.display()),
+        "",
+        "",
+    ));
+    assert_eq!(d.wait(Duration::from_secs(30)).code(), Some(1));
+    assert!(
+        d.find("fatal")
+            .is_some_and(|l| l.to_string().contains("the file is empty"))
+    );
+}

@@ -555,6 +555,11 @@ pub fn config(dir: &Path, extra: &str) -> PathBuf {
 
 /// [`config`] with `model` TOML lines added to `[models.magika]` (its engine).
 pub fn config_with(dir: &Path, model: &str, extra: &str) -> PathBuf {
+    config_full(dir, "", model, extra)
+}
+
+/// [`config_with`] with `api` TOML lines added to `[api]`.
+pub fn config_full(dir: &Path, api: &str, model: &str, extra: &str) -> PathBuf {
     let probe = wasm("probe");
     let file_type = wasm("file_type");
     let magika = magika();
@@ -567,6 +572,7 @@ listen = "127.0.0.1:0"
 max_body_bytes = 65536
 shutdown_grace_s = 20
 workers = 2
+{api}
 
 [models.magika]
 path = "{magika}"
