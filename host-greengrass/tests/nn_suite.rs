@@ -130,6 +130,7 @@ mod provider {
 }
 
 use provider::exports::wasi::nn::tensor::TensorType;
+verge_nn::tensor_type_conversions!(TensorType);
 
 /// What the provider's store holds: the WASI its standard library imports, and the models.
 struct Models {
@@ -155,32 +156,6 @@ impl provider::verge::inference::models::Host for Models {
 struct HasModels;
 impl wasmtime::component::HasData for HasModels {
     type Data<'a> = &'a mut Models;
-}
-
-fn tensor_type(t: verge_nn::ElementType) -> TensorType {
-    use verge_nn::ElementType as E;
-    match t {
-        E::F16 => TensorType::Fp16,
-        E::F32 => TensorType::Fp32,
-        E::F64 => TensorType::Fp64,
-        E::Bf16 => TensorType::Bf16,
-        E::U8 => TensorType::U8,
-        E::I32 => TensorType::I32,
-        E::I64 => TensorType::I64,
-    }
-}
-
-fn element_type(t: TensorType) -> verge_nn::ElementType {
-    use verge_nn::ElementType as E;
-    match t {
-        TensorType::Fp16 => E::F16,
-        TensorType::Fp32 => E::F32,
-        TensorType::Fp64 => E::F64,
-        TensorType::Bf16 => E::Bf16,
-        TensorType::U8 => E::U8,
-        TensorType::I32 => E::I32,
-        TensorType::I64 => E::I64,
-    }
 }
 
 /// The tract provider component (what the edge composes into a component)

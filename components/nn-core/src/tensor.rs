@@ -51,6 +51,39 @@ impl ElementType {
     }
 }
 
+/// `element_type(t)` and `tensor_type(t)`: conversions between [`ElementType`]
+/// and a generated `wasi:nn` `tensor-type` enum (wit-bindgen's or wasmtime's;
+/// every binding names the variants alike). `$t` is that enum, in scope.
+#[macro_export]
+macro_rules! tensor_type_conversions {
+    ($t:ident) => {
+        fn element_type(t: $t) -> $crate::ElementType {
+            match t {
+                $t::Fp16 => $crate::ElementType::F16,
+                $t::Fp32 => $crate::ElementType::F32,
+                $t::Fp64 => $crate::ElementType::F64,
+                $t::Bf16 => $crate::ElementType::Bf16,
+                $t::U8 => $crate::ElementType::U8,
+                $t::I32 => $crate::ElementType::I32,
+                $t::I64 => $crate::ElementType::I64,
+            }
+        }
+
+        #[allow(dead_code)]
+        fn tensor_type(t: $crate::ElementType) -> $t {
+            match t {
+                $crate::ElementType::F16 => $t::Fp16,
+                $crate::ElementType::F32 => $t::Fp32,
+                $crate::ElementType::F64 => $t::Fp64,
+                $crate::ElementType::Bf16 => $t::Bf16,
+                $crate::ElementType::U8 => $t::U8,
+                $crate::ElementType::I32 => $t::I32,
+                $crate::ElementType::I64 => $t::I64,
+            }
+        }
+    };
+}
+
 impl fmt::Display for ElementType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

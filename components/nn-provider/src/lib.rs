@@ -13,7 +13,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::marker::PhantomData;
 
-use verge_nn::{ElementType, ErrorCode as Code, Graph as NnGraph, NnError, policy};
+use verge_nn::{ErrorCode as Code, Graph as NnGraph, NnError, policy};
 
 pub mod bindings {
     wit_bindgen::generate!({
@@ -78,29 +78,7 @@ fn error(e: NnError) -> errors::Error {
     errors::Error::new(Error(e))
 }
 
-fn element_type(t: TensorType) -> ElementType {
-    match t {
-        TensorType::Fp16 => ElementType::F16,
-        TensorType::Fp32 => ElementType::F32,
-        TensorType::Fp64 => ElementType::F64,
-        TensorType::Bf16 => ElementType::Bf16,
-        TensorType::U8 => ElementType::U8,
-        TensorType::I32 => ElementType::I32,
-        TensorType::I64 => ElementType::I64,
-    }
-}
-
-fn tensor_type(t: ElementType) -> TensorType {
-    match t {
-        ElementType::F16 => TensorType::Fp16,
-        ElementType::F32 => TensorType::Fp32,
-        ElementType::F64 => TensorType::Fp64,
-        ElementType::Bf16 => TensorType::Bf16,
-        ElementType::U8 => TensorType::U8,
-        ElementType::I32 => TensorType::I32,
-        ElementType::I64 => TensorType::I64,
-    }
-}
+verge_nn::tensor_type_conversions!(TensorType);
 
 impl<S: Source> TensorGuest for Provider<S> {
     type Tensor = Tensor;

@@ -40,6 +40,7 @@ wit_bindgen::generate!({
 use exports::verge::inference::handler::Guest;
 use verge::inference::host;
 use verge::inference::types::{Error, Outcome, Request, Response};
+use wasi::nn::tensor::TensorType;
 use wasi::nn::{graph, tensor};
 
 struct Probe;
@@ -126,31 +127,7 @@ fn nn_case(body: &[u8]) -> Result<Outcome, Error> {
     }))
 }
 
-fn tensor_type(t: verge_nn::ElementType) -> tensor::TensorType {
-    use verge_nn::ElementType as E;
-    match t {
-        E::F16 => tensor::TensorType::Fp16,
-        E::F32 => tensor::TensorType::Fp32,
-        E::F64 => tensor::TensorType::Fp64,
-        E::Bf16 => tensor::TensorType::Bf16,
-        E::U8 => tensor::TensorType::U8,
-        E::I32 => tensor::TensorType::I32,
-        E::I64 => tensor::TensorType::I64,
-    }
-}
-
-fn element_type(t: tensor::TensorType) -> verge_nn::ElementType {
-    use verge_nn::ElementType as E;
-    match t {
-        tensor::TensorType::Fp16 => E::F16,
-        tensor::TensorType::Fp32 => E::F32,
-        tensor::TensorType::Fp64 => E::F64,
-        tensor::TensorType::Bf16 => E::Bf16,
-        tensor::TensorType::U8 => E::U8,
-        tensor::TensorType::I32 => E::I32,
-        tensor::TensorType::I64 => E::I64,
-    }
-}
+verge_nn::tensor_type_conversions!(TensorType);
 
 fn nn(spec: &str) -> Result<Outcome, Error> {
     let (name, inputs) = spec.split_once(':').unwrap_or((spec, ""));

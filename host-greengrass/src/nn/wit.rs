@@ -142,33 +142,8 @@ fn nothing<T>(_: &T) -> usize {
     0
 }
 
-fn element_type(t: tensor::TensorType) -> verge_nn::ElementType {
-    use tensor::TensorType as T;
-    use verge_nn::ElementType as E;
-    match t {
-        T::Fp16 => E::F16,
-        T::Fp32 => E::F32,
-        T::Fp64 => E::F64,
-        T::Bf16 => E::Bf16,
-        T::U8 => E::U8,
-        T::I32 => E::I32,
-        T::I64 => E::I64,
-    }
-}
-
-fn tensor_type(t: verge_nn::ElementType) -> tensor::TensorType {
-    use tensor::TensorType as T;
-    use verge_nn::ElementType as E;
-    match t {
-        E::F16 => T::Fp16,
-        E::F32 => T::Fp32,
-        E::F64 => T::Fp64,
-        E::Bf16 => T::Bf16,
-        E::U8 => T::U8,
-        E::I32 => T::I32,
-        E::I64 => T::I64,
-    }
-}
+use tensor::TensorType;
+verge_nn::tensor_type_conversions!(TensorType);
 
 impl tensor::Host for NnView<'_> {}
 

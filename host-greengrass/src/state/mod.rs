@@ -59,6 +59,10 @@ pub trait StateStore: Send + Sync {
     fn increment(&self, ns: &str, bucket: &str, key: &str, delta: u64) -> Result<u64, StateError>;
     /// What a namespace holds: bytes of buckets, keys and values, and its number of keys.
     fn usage(&self, ns: &str) -> Result<(u64, u64), StateError>;
+    /// The length of a value, without reading it.
+    fn value_len(&self, ns: &str, bucket: &str, key: &str) -> Result<Option<u64>, StateError> {
+        Ok(self.get(ns, bucket, key)?.map(|v| v.len() as u64))
+    }
 }
 
 /// The arithmetic of `increment`, shared by every store.

@@ -58,10 +58,11 @@ impl QuotaStore {
     /// Refuses writing `key` = `len` bytes into `ns` when that goes over the quota.
     fn admit(&self, ns: &str, bucket: &str, key: &str, len: u64) -> Result<(), StateError> {
         let (bytes, keys) = self.inner.usage(ns)?;
-        let old = self.inner.get(ns, bucket, key)?;
+        // Only the old value's length: a replaced value is not read.
+        let old = self.inner.value_len(ns, bucket, key)?;
         let entry = |v: u64| key.len() as u64 + bucket.len() as u64 + v;
-        let (bytes, keys) = match &old {
-            Some(v) => (bytes - entry(v.len() as u64).min(bytes) + entry(len), keys),
+        let (bytes, keys) = match old {
+            Some(v) => (bytes - entry(v).min(bytes) + entry(len), keys),
             None => (bytes + entry(len), keys + 1),
         };
         let q = &self.quota;
@@ -119,6 +120,10 @@ impl StateStore for QuotaStore {
 
     fn usage(&self, ns: &str) -> Result<(u64, u64), StateError> {
         self.inner.usage(ns)
+    }
+
+    fn value_len(&self, ns: &str, bucket: &str, key: &str) -> Result<Option<u64>, StateError> {
+        self.inner.value_len(ns, bucket, key)
     }
 }
 

@@ -106,6 +106,17 @@ impl StateStore for SqliteStore {
         Ok(new)
     }
 
+    fn value_len(&self, ns: &str, bucket: &str, key: &str) -> Result<Option<u64>, StateError> {
+        let len: Option<i64> = self
+            .conn()
+            .prepare_cached(
+                "SELECT LENGTH(value) FROM kv WHERE ns = ?1 AND bucket = ?2 AND key = ?3",
+            )?
+            .query_row(params![ns, bucket, key], |r| r.get(0))
+            .optional()?;
+        Ok(len.map(|n| n as u64))
+    }
+
     fn usage(&self, ns: &str) -> Result<(u64, u64), StateError> {
         let (bytes, keys): (i64, i64) = self
             .conn()
