@@ -100,6 +100,7 @@ def main(out):
             "inputs": [tensor(n, a) for n, a in zip(names_in, arrays_in)],
             "outputs": [tensor(n, a) for n, a in zip(names_out, widened)],
             "tolerance": {"rtol": 1e-3, "atol": 1e-7},
+            "ops": sorted({n.op_type for n in model.graph.node}),
         })
     with open(os.path.join(out, "cases.json"), "w") as f:
         json.dump({"about": "ONNX's node tests as behaviour-suite cases (onnx_node_cases.py)", "cases": cases}, f)

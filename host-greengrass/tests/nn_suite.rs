@@ -38,6 +38,13 @@ fn engines() -> Vec<(&'static str, EngineSpec)> {
     vec![
         ("tract", EngineSpec::default()),
         ("onnxruntime", testkit::onnxruntime(1)),
+        (
+            "compact",
+            EngineSpec {
+                backend: verge_device::nn::Backend::Compact,
+                ..EngineSpec::default()
+            },
+        ),
     ]
 }
 

@@ -32,6 +32,9 @@ pub struct Case {
     pub tolerance: Option<Tolerance>,
     /// The case as JSON, for hosts that run it inside a component (the probe's `nn-case`).
     pub json: String,
+    /// The operators its model uses (`ops`, written by onnx_node_cases.py),
+    /// for a count per operator.
+    pub ops: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -149,6 +152,15 @@ fn case(v: &Value) -> Result<Case, String> {
         expect,
         name,
         json: v.to_string(),
+        ops: v
+            .get("ops")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|o| o.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
     })
 }
 
@@ -349,6 +361,93 @@ impl Report {
         assert!(
             self.failed.is_empty(),
             "{}:\n  {}",
+            self.runner,
+            self.failed.join("\n  ")
+        );
+    }
+}
+
+/// Whether an engine keeps its claims over a set of cases: a case whose
+/// model the engine refuses at load (unsupported-operation: an operator,
+/// attribute or type it does not run) is skipped; every case it loads must
+/// pass. Counted per operator of the case's model.
+#[derive(Default)]
+pub struct Coverage {
+    pub runner: String,
+    /// operator → (passed, failed, skipped)
+    pub ops: std::collections::BTreeMap<String, (usize, usize, usize)>,
+    pub passed: usize,
+    pub skipped: usize,
+    pub failed: Vec<String>,
+}
+
+impl Coverage {
+    pub fn new(runner: &str) -> Coverage {
+        Coverage {
+            runner: runner.to_string(),
+            ..Coverage::default()
+        }
+    }
+
+    /// Records a case: `got` is what the host answered, load errors included.
+    pub fn record(&mut self, case: &Case, got: &Outcome) {
+        let refused = matches!(got, Outcome::Error { code, .. } if code == "unsupported-operation")
+            && !matches!(&case.expect, Expect::Error { code, .. } if code == "unsupported-operation");
+        let slot = if refused {
+            self.skipped += 1;
+            2
+        } else {
+            match check(case, got) {
+                Ok(()) => {
+                    self.passed += 1;
+                    0
+                }
+                Err(why) => {
+                    self.failed.push(format!("{}: {why}", case.name));
+                    1
+                }
+            }
+        };
+        for op in &case.ops {
+            let e = self.ops.entry(op.clone()).or_default();
+            match slot {
+                0 => e.0 += 1,
+                1 => e.1 += 1,
+                _ => e.2 += 1,
+            }
+        }
+    }
+
+    /// The operators with at least one case run (passed or failed).
+    pub fn claimed(&self) -> Vec<&str> {
+        self.ops
+            .iter()
+            .filter(|(_, (p, f, _))| p + f > 0)
+            .map(|(o, _)| o.as_str())
+            .collect()
+    }
+
+    /// Prints the table (operators with a case run) and panics with every failure.
+    pub fn finish(self) {
+        println!(
+            "{}: {} passed, {} failed, {} skipped (refused at load)",
+            self.runner,
+            self.passed,
+            self.failed.len(),
+            self.skipped
+        );
+        println!(
+            "  {:<28} {:>6} {:>6} {:>7}",
+            "operator", "passed", "failed", "skipped"
+        );
+        for (op, (p, f, s)) in &self.ops {
+            if p + f > 0 {
+                println!("  {op:<28} {p:>6} {f:>6} {s:>7}");
+            }
+        }
+        assert!(
+            self.failed.is_empty(),
+            "{}: cases the engine loads must pass:\n  {}",
             self.runner,
             self.failed.join("\n  ")
         );

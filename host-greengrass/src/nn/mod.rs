@@ -29,6 +29,9 @@ pub enum Backend {
     Tract,
     /// ONNX Runtime, loaded from the device's `libonnxruntime` at start-up.
     Onnxruntime,
+    /// verge's compact engine, compiled into the host: tree ensembles, linear
+    /// models and small MLPs (what the edge's viewer triggers run).
+    Compact,
 }
 
 impl Backend {
@@ -36,6 +39,7 @@ impl Backend {
         match self {
             Backend::Tract => "tract",
             Backend::Onnxruntime => "onnxruntime",
+            Backend::Compact => "compact",
         }
     }
 }
@@ -121,7 +125,7 @@ pub struct ModelSpec {
 impl EngineSpec {
     /// Combinations that cannot be meant, said before anything loads.
     pub fn validate(&self) -> Result<(), String> {
-        if self.backend == Backend::Tract {
+        if self.backend != Backend::Onnxruntime {
             if self.target == Target::Gpu {
                 return Err("the gpu target needs the onnxruntime backend".into());
             }
@@ -268,6 +272,11 @@ fn load_one(spec: &ModelSpec, bytes: &[u8]) -> Result<(Graph, Loaded), LoadError
             }
             Err(e) => return Err(model_error(Backend::Onnxruntime, e)),
         }
+    }
+    if spec.engine.backend == Backend::Compact {
+        let graph = Graph::load(&spec.name, &verge_nn_compact::Compact, bytes)
+            .map_err(|e| model_error(Backend::Compact, e))?;
+        return Ok((graph, loaded));
     }
     let engine = verge_nn_tract::Tract::new(verge_nn_tract::Options {
         threads: spec.engine.threads,
