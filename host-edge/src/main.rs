@@ -37,7 +37,7 @@ struct PackArgs {
     /// for a model the function fetches once per container (repeatable).
     #[arg(long = "model", value_parser = model)]
     models: Vec<(String, ModelSource)>,
-    /// The wasi:nn engine [default: onnxruntime for origin triggers, tract for viewer ones].
+    /// The wasi:nn engine [default: onnxruntime for origin triggers, compact for viewer ones].
     #[arg(long, value_enum)]
     engine: Option<Engine>,
     /// The onnxruntime-node package whose binding is packed [default:
@@ -67,8 +67,9 @@ struct PackArgs {
     #[arg(long = "config", value_parser = pair)]
     config: Vec<(String, String)>,
     /// The engine's wasi:nn provider component [default: $VERGE_NN_PROVIDER_DIR/<file>,
-    /// else the file (nn_provider.wasm for tract, nn_provider_host.wasm for
-    /// onnxruntime) beside this program or in the cargo target folder it was built in].
+    /// else the file (nn_provider_compact.wasm for compact, nn_provider.wasm for tract,
+    /// nn_provider_host.wasm for onnxruntime) beside this program or in the cargo
+    /// target folder it was built in].
     #[arg(long)]
     provider: Option<PathBuf>,
     /// Where to write function.zip, template.json and verge.json.
@@ -146,7 +147,9 @@ fn pack(args: PackArgs) -> Result<()> {
         Engine::Onnxruntime => {
             onnxruntime_node(args.onnxruntime_node).map_err(|e| format!("{e:#}"))
         }
-        Engine::Tract => Err("the tract engine packs no binding".into()),
+        Engine::Tract | Engine::Compact => {
+            Err(format!("the {} engine packs no binding", engine.as_str()))
+        }
     };
     let opts = PackOptions {
         component: args.component.clone(),

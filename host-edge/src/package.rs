@@ -48,6 +48,9 @@ pub enum Engine {
     Onnxruntime,
     /// tract compiled into the provider component: no native code (2.5 MB).
     Tract,
+    /// verge's compact engine in the provider component: trees, linear models
+    /// and small MLPs in a few hundred KB, for viewer triggers.
+    Compact,
 }
 
 impl Engine {
@@ -55,22 +58,26 @@ impl Engine {
         match self {
             Engine::Onnxruntime => "onnxruntime",
             Engine::Tract => "tract",
+            Engine::Compact => "compact",
         }
     }
+
+    pub const ALL: [Engine; 3] = [Engine::Compact, Engine::Tract, Engine::Onnxruntime];
 
     /// The provider component that brings verge's wasi:nn for this engine.
     pub fn provider_file(self) -> &'static str {
         match self {
             Engine::Onnxruntime => "nn_provider_host.wasm",
             Engine::Tract => "nn_provider.wasm",
+            Engine::Compact => "nn_provider_compact.wasm",
         }
     }
 
     /// What a trigger gets when the user names no engine: native speed at
-    /// origin; at the viewer nothing native fits the 1 MB zip.
+    /// origin; at the viewer nothing native (nor tract) fits the 1 MB zip.
     pub fn default_for(trigger: Trigger) -> Engine {
         if trigger.is_viewer() {
-            Engine::Tract
+            Engine::Compact
         } else {
             Engine::Onnxruntime
         }
@@ -184,6 +191,9 @@ pub enum PackError {
     },
     #[error("model name '{0}' is given twice")]
     DuplicateModel(String),
+    /// A model the chosen engine cannot run, found at pack time.
+    #[error("{0}")]
+    Unsupported(String),
     #[error("{0:#}")]
     Build(#[from] anyhow::Error),
 }
@@ -234,14 +244,18 @@ pub fn pack(opts: &PackOptions) -> Result<Package, PackError> {
         let entry = match source {
             ModelSource::File(path) => {
                 let bytes = read(path)?;
+                if opts.engine == Engine::Compact {
+                    check_compact(name, &bytes, opts.trigger)?;
+                }
                 let file = format!("models/{name}.onnx");
                 let entry = json!({ "file": file, "sha256": sha256(&bytes), "bytes": bytes.len() });
                 files.insert(file, bytes);
                 entry
             }
-            ModelSource::Url { .. } if opts.engine == Engine::Tract => {
+            ModelSource::Url { .. } if opts.engine != Engine::Onnxruntime => {
                 return Err(PackError::Build(anyhow::anyhow!(
-                    "model '{name}' is a URL: URL models need --engine onnxruntime (the tract provider reads bundled bytes, and could not report a failed download)"
+                    "model '{name}' is a URL: URL models need --engine onnxruntime (the {} provider reads bundled bytes, and could not report a failed download)",
+                    opts.engine.as_str()
                 )));
             }
             ModelSource::Url { url, sha256 } => json!({ "url": url, "sha256": sha256 }),
@@ -252,7 +266,7 @@ pub fn pack(opts: &PackOptions) -> Result<Package, PackError> {
     }
     let engine = match (opts.engine, &opts.onnxruntime_node) {
         _ if !nn => json!({ "name": "none" }),
-        (Engine::Tract, _) => json!({ "name": "tract" }),
+        (Engine::Tract | Engine::Compact, _) => json!({ "name": opts.engine.as_str() }),
         (Engine::Onnxruntime, Err(why)) => {
             return Err(PackError::Build(anyhow::anyhow!("{why}")));
         }
@@ -317,6 +331,25 @@ pub fn pack(opts: &PackOptions) -> Result<Package, PackError> {
         manifest,
         imports: js.imports,
     })
+}
+
+/// A model the compact engine must run, checked now rather than at the
+/// first request: the same reader and operator table as the provider.
+fn check_compact(name: &str, bytes: &[u8], trigger: Trigger) -> Result<(), PackError> {
+    let problems = verge_nn_compact::unsupported(bytes)
+        .map_err(|e| PackError::Unsupported(format!("model '{name}': {}", e.data())))?;
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let hint = if trigger.is_viewer() {
+        "pack it for an origin trigger (origin-request or origin-response) with --engine onnxruntime or tract, where the larger engines fit"
+    } else {
+        "choose --engine onnxruntime or tract"
+    };
+    Err(PackError::Unsupported(format!(
+        "model '{name}' uses what the compact engine does not run: {}; {hint}",
+        problems.join("; ")
+    )))
 }
 
 /// Sorted entries, fixed timestamps and permissions: the same inputs give the
