@@ -200,13 +200,24 @@ impl Op for Normalizer {
         let x = input(inputs, 0)?;
         let (_, c, mut v) = rows(x)?;
         for row in v.chunks_mut(c.max(1)) {
-            let d = match self.0 {
-                Norm::Max => row.iter().copied().fold(f32::NEG_INFINITY, f32::max),
-                Norm::L1 => row.iter().map(|a| a.abs()).sum(),
-                Norm::L2 => row.iter().map(|a| a * a).sum::<f32>().sqrt(),
-            };
-            if d != 0.0 {
-                row.iter_mut().for_each(|a| *a /= d);
+            match self.0 {
+                Norm::Max | Norm::L1 => {
+                    let d = match self.0 {
+                        Norm::Max => row.iter().copied().fold(f32::MIN, f32::max),
+                        _ => row.iter().map(|a| a.abs()).sum(),
+                    };
+                    if d != 0.0 {
+                        row.iter_mut().for_each(|a| *a /= d);
+                    }
+                }
+                Norm::L2 => {
+                    // sign(x) · √(x² / Σx²), ONNX Runtime's form of x / ‖x‖.
+                    let sum: f32 = row.iter().map(|a| a * a).sum();
+                    if sum != 0.0 {
+                        row.iter_mut()
+                            .for_each(|a| *a = (*a * *a / sum).sqrt().copysign(*a));
+                    }
+                }
             }
         }
         Ok(vec![Value::new(x.shape.clone(), Data::F32(v))])
@@ -250,6 +261,9 @@ impl Op for ArrayFeatureExtractor {
             return Err("the indices must be i64".into());
         };
         let c = *x.shape.last().ok_or("a scalar input")?;
+        if idx.is_empty() {
+            return Err("no indices".into());
+        }
         let idx: Vec<usize> = idx
             .iter()
             .map(|&i| {
@@ -318,9 +332,18 @@ pub fn linear_regressor(node: &Node) -> Built {
 impl Op for LinearRegressor {
     fn run(&self, inputs: &[Option<&Value>]) -> Result<Vec<Value>, String> {
         let (n, c, v) = rows(input(inputs, 0)?)?;
-        let mut y = linear(&v, n, c, &self.coefficients, &self.intercepts, self.targets)?;
-        for row in y.chunks_mut(self.targets.max(1)) {
-            self.post.apply(row);
+        // Intercepts count only when there is one per target (ONNX Runtime).
+        let intercepts: &[f32] = if self.intercepts.len() == self.targets {
+            &self.intercepts
+        } else {
+            &[]
+        };
+        let mut y = linear(&v, n, c, &self.coefficients, intercepts, self.targets)?;
+        // A single target is transformed only by PROBIT, as ONNX Runtime does.
+        if self.targets > 1 || self.post == Post::Probit {
+            for row in y.chunks_mut(self.targets.max(1)) {
+                self.post.apply(row);
+            }
         }
         Ok(vec![Value::new(vec![n, self.targets], Data::F32(y))])
     }
@@ -337,36 +360,44 @@ pub fn linear_classifier(node: &Node) -> Built {
     if node.strings("classlabels_strings").is_some() {
         return Err("string class labels (classlabels_strings) are not supported".into());
     }
+    // ONNX Runtime computes the same with either value.
     let _ = node.int("multi_class");
     let coefficients = node
         .floats("coefficients")
         .ok_or("attribute 'coefficients' is missing")?;
-    let intercepts = node.floats("intercepts").unwrap_or_default();
-    let targets = if intercepts.is_empty() {
-        1
-    } else {
-        intercepts.len()
-    };
+    let intercepts = node
+        .floats("intercepts")
+        .ok_or("attribute 'intercepts' is missing")?;
     let labels = node
         .ints("classlabels_ints")
-        .unwrap_or_else(|| (0..targets.max(2) as i64).collect());
+        .ok_or("attribute 'classlabels_ints' is missing")?;
+    let classes = intercepts.len();
+    if classes == 0 || (classes == 1 && labels.len() != 2) || labels.len() < classes {
+        return Err(format!(
+            "{classes} intercepts for {} class labels",
+            labels.len()
+        ));
+    }
+    let post = Post::of(node)?;
+    if classes == 1 && post == Post::Probit {
+        return Err("post_transform PROBIT with one score per row is not supported".into());
+    }
     Ok(Box::new(LinearClassifier {
         coefficients,
         intercepts,
         labels,
-        post: Post::of(node)?,
+        post,
     }))
 }
 
 impl Op for LinearClassifier {
     fn run(&self, inputs: &[Option<&Value>]) -> Result<Vec<Value>, String> {
         let (n, c, v) = rows(input(inputs, 0)?)?;
-        let targets = self.coefficients.len() / c.max(1);
+        let targets = self.intercepts.len();
         let scores = linear(&v, n, c, &self.coefficients, &self.intercepts, targets)?;
         let mut labels = Vec::with_capacity(n);
-        let mut z = Vec::new();
-        let binary = targets == 1 && self.labels.len() == 2;
-        for row in scores.chunks(targets.max(1)).take(n) {
+        let mut z = Vec::with_capacity(n * targets.max(2));
+        for row in scores.chunks(targets).take(n) {
             if targets == 1 {
                 // One score for two classes: positive means the second.
                 let s = row[0];
@@ -375,38 +406,26 @@ impl Op for LinearClassifier {
                 } else {
                     self.labels[0]
                 });
-                let mut r = if binary { vec![-s, s] } else { vec![s] };
-                if binary && self.post == Post::Logistic {
-                    let p = logistic(s);
-                    r = vec![1.0 - p, p];
+                let p = if self.post == Post::Logistic {
+                    logistic(s)
                 } else {
-                    self.post.apply(&mut r);
-                }
-                z.extend(r);
+                    s
+                };
+                z.extend([1.0 - p, p]);
             } else {
                 let best = row
                     .iter()
                     .enumerate()
                     .fold(0, |b, (i, &s)| if s > row[b] { i } else { b });
-                labels.push(
-                    *self
-                        .labels
-                        .get(best)
-                        .ok_or("more scores than class labels")?,
-                );
+                labels.push(self.labels[best]);
                 let mut r = row.to_vec();
                 self.post.apply(&mut r);
                 z.extend(r);
             }
         }
-        let cols = if n == 0 {
-            if binary { 2 } else { targets }
-        } else {
-            z.len() / n
-        };
         Ok(vec![
             Value::new(vec![n], Data::I64(labels)),
-            Value::new(vec![n, cols], Data::F32(z)),
+            Value::new(vec![n, targets.max(2)], Data::F32(z)),
         ])
     }
 }

@@ -27,15 +27,16 @@ enum TreeNode {
     Branch {
         feature: usize,
         mode: Mode,
-        value: f32,
+        /// The threshold as written (f64 holds every float form exactly).
+        value: f64,
         /// Member sets, for `Mode::Member`.
-        set: Vec<f32>,
+        set: Vec<f64>,
         missing_true: bool,
         yes: usize,
         no: usize,
     },
     Leaf {
-        weights: Vec<(usize, f32)>,
+        weights: Vec<(usize, f64)>,
     },
 }
 
@@ -48,10 +49,38 @@ struct Forest {
     features: usize,
 }
 
+/// Rows of features in the precision ONNX Runtime compares them in: f64
+/// for a double input, f32 (exactly held in f64) for every other type.
+struct Features {
+    n: usize,
+    c: usize,
+    v: Vec<f64>,
+    double: bool,
+}
+
+fn features(x: &Value) -> Result<Features, String> {
+    let double = matches!(x.data, Data::F64(_));
+    let v: Vec<f64> = match &x.data {
+        Data::F64(v) => v.clone(),
+        Data::F32(_) | Data::I64(_) | Data::I32(_) => {
+            let (_, _, v) = rows(x)?;
+            v.into_iter().map(f64::from).collect()
+        }
+        d => return Err(format!("{} features are not supported", d.datum())),
+    };
+    let (n, c) = match x.shape.as_slice() {
+        [c] => (1, *c),
+        [n, c] => (*n, *c),
+        s => return Err(format!("features of shape {s:?}: expected [N, C] or [C]")),
+    };
+    Ok(Features { n, c, v, double })
+}
+
 impl Forest {
     /// The leaf `x` reaches in the tree at `root` (bounded: a malformed
-    /// file's cycle ends in an error, not a hang).
-    fn leaf(&self, root: usize, x: &[f32]) -> Result<&[(usize, f32)], String> {
+    /// file's cycle ends in an error, not a hang). Thresholds are compared
+    /// in f32 unless the input is f64, as ONNX Runtime does.
+    fn leaf(&self, root: usize, x: &[f64], double: bool) -> Result<&[(usize, f64)], String> {
         let mut at = root;
         for _ in 0..=self.nodes.len() {
             match &self.nodes[at] {
@@ -66,19 +95,24 @@ impl Forest {
                     no,
                 } => {
                     let v = x[*feature];
-                    let go = if v.is_nan() {
-                        *missing_true
+                    let t = if double {
+                        *value
                     } else {
-                        match mode {
-                            Mode::Leq => v <= *value,
-                            Mode::Lt => v < *value,
-                            Mode::Gte => v >= *value,
-                            Mode::Gt => v > *value,
-                            Mode::Eq => v == *value,
-                            Mode::Neq => v != *value,
-                            Mode::Member => set.contains(&v),
-                        }
+                        f64::from(*value as f32)
                     };
+                    // NaN fails every comparison but !=, unless it tracks true.
+                    let go = (*missing_true && v.is_nan())
+                        || match mode {
+                            Mode::Leq => v <= t,
+                            Mode::Lt => v < t,
+                            Mode::Gte => v >= t,
+                            Mode::Gt => v > t,
+                            Mode::Eq => v == t,
+                            Mode::Neq => v != t,
+                            Mode::Member => set
+                                .iter()
+                                .any(|&m| v == if double { m } else { f64::from(m as f32) }),
+                        };
                     at = if go { *yes } else { *no };
                 }
             }
@@ -104,22 +138,23 @@ fn index(v: i64, what: &str) -> Result<usize, String> {
     usize::try_from(v).map_err(|_| format!("{what} {v} is negative"))
 }
 
+fn need_ints(node: &Node, name: &str) -> Result<Vec<i64>, String> {
+    node.ints(name)
+        .ok_or_else(|| format!("attribute '{name}' is missing"))
+}
+
 /// The forest of a TreeEnsembleClassifier/Regressor: `prefix` is `class`
 /// or `target`, naming the leaf attributes.
 fn legacy_forest(node: &Node, prefix: &str) -> Result<Forest, String> {
-    let need_ints = |name: &str| {
-        node.ints(name)
-            .ok_or_else(|| format!("attribute '{name}' is missing"))
-    };
-    let tree_ids = need_ints("nodes_treeids")?;
-    let node_ids = need_ints("nodes_nodeids")?;
-    let features = need_ints("nodes_featureids")?;
+    let tree_ids = need_ints(node, "nodes_treeids")?;
+    let node_ids = need_ints(node, "nodes_nodeids")?;
+    let features = need_ints(node, "nodes_featureids")?;
     let modes = node
         .strings("nodes_modes")
         .ok_or("attribute 'nodes_modes' is missing")?;
     let values = node.numbers("nodes_values").unwrap_or_default();
-    let yes = need_ints("nodes_truenodeids")?;
-    let no = need_ints("nodes_falsenodeids")?;
+    let yes = need_ints(node, "nodes_truenodeids")?;
+    let no = need_ints(node, "nodes_falsenodeids")?;
     let missing = node
         .ints("nodes_missing_value_tracks_true")
         .unwrap_or_default();
@@ -142,10 +177,10 @@ fn legacy_forest(node: &Node, prefix: &str) -> Result<Forest, String> {
             "nodes_values or nodes_missing_value_tracks_true do not have {n} entries"
         ));
     }
-    // (tree, node id) → position, and each tree's root (its first node).
+    // (tree, node id) → position; each tree's root is its first node.
     let mut at: HashMap<(i64, i64), usize> = HashMap::new();
     let mut forest = Forest::default();
-    let mut tree_of: HashMap<i64, usize> = HashMap::new();
+    let mut seen: HashMap<i64, ()> = HashMap::new();
     for i in 0..n {
         if at.insert((tree_ids[i], node_ids[i]), i).is_some() {
             return Err(format!(
@@ -153,10 +188,9 @@ fn legacy_forest(node: &Node, prefix: &str) -> Result<Forest, String> {
                 node_ids[i], tree_ids[i]
             ));
         }
-        tree_of.entry(tree_ids[i]).or_insert_with(|| {
+        if seen.insert(tree_ids[i], ()).is_none() {
             forest.roots.push(i);
-            forest.roots.len() - 1
-        });
+        }
     }
     let find = |tree: i64, id: i64| {
         at.get(&(tree, id))
@@ -174,7 +208,7 @@ fn legacy_forest(node: &Node, prefix: &str) -> Result<Forest, String> {
                 TreeNode::Branch {
                     feature,
                     mode,
-                    value: values.get(i).copied().unwrap_or(0.0) as f32,
+                    value: values.get(i).copied().unwrap_or(0.0),
                     set: Vec::new(),
                     missing_true: missing.get(i).is_some_and(|&m| m != 0),
                     yes: find(tree_ids[i], yes[i])?,
@@ -183,9 +217,9 @@ fn legacy_forest(node: &Node, prefix: &str) -> Result<Forest, String> {
             }
         });
     }
-    let leaf_trees = need_ints(&format!("{prefix}_treeids"))?;
-    let leaf_nodes = need_ints(&format!("{prefix}_nodeids"))?;
-    let leaf_targets = need_ints(&format!("{prefix}_ids"))?;
+    let leaf_trees = need_ints(node, &format!("{prefix}_treeids"))?;
+    let leaf_nodes = need_ints(node, &format!("{prefix}_nodeids"))?;
+    let leaf_targets = need_ints(node, &format!("{prefix}_ids"))?;
     let weights = node
         .numbers(&format!("{prefix}_weights"))
         .ok_or_else(|| format!("attribute '{prefix}_weights' is missing"))?;
@@ -198,14 +232,9 @@ fn legacy_forest(node: &Node, prefix: &str) -> Result<Forest, String> {
     for j in 0..m {
         let i = find(leaf_trees[j], leaf_nodes[j])?;
         let target = index(leaf_targets[j], "target")?;
-        match &mut forest.nodes[i] {
-            TreeNode::Leaf { weights: w } => w.push((target, weights[j] as f32)),
-            TreeNode::Branch { .. } => {
-                return Err(format!(
-                    "node {} of tree {} has weights but is not a leaf",
-                    leaf_nodes[j], leaf_trees[j]
-                ));
-            }
+        // Weights on a branch are ignored, as ONNX Runtime ignores them.
+        if let TreeNode::Leaf { weights: w } = &mut forest.nodes[i] {
+            w.push((target, weights[j]));
         }
     }
     Ok(forest)
@@ -230,48 +259,73 @@ fn aggregate(name: &str) -> Result<Aggregate, String> {
 }
 
 /// Per row, per target: the aggregated leaf weights (`None` where no leaf
-/// gave that target a weight).
+/// gave that target a weight), accumulated in f32 unless the input is f64.
 fn scores(
     forest: &Forest,
     x: &Value,
     targets: usize,
     agg: Aggregate,
-) -> Result<(usize, Vec<Option<f32>>), String> {
-    let (n, c, v) = rows(x)?;
-    if c < forest.features {
+) -> Result<(Features, Vec<Option<f64>>), String> {
+    let f = features(x)?;
+    if f.c < forest.features {
         return Err(format!(
-            "{c} features, and the trees read feature {}",
+            "{} features, and the trees read feature {}",
+            f.c,
             forest.features - 1
         ));
     }
-    let mut out: Vec<Option<f32>> = vec![None; n * targets];
-    for (r, row) in v.chunks(c.max(1)).take(n).enumerate() {
+    // f32 arithmetic, done in f64 and rounded: the same result bit for bit.
+    let round = |v: f64| if f.double { v } else { f64::from(v as f32) };
+    let mut out: Vec<Option<f64>> = vec![None; f.n * targets];
+    for (r, row) in f.v.chunks(f.c.max(1)).take(f.n).enumerate() {
         let acc = &mut out[r * targets..(r + 1) * targets];
         for &root in &forest.roots {
-            for &(t, w) in forest.leaf(root, row)? {
+            for &(t, w) in forest.leaf(root, row, f.double)? {
+                let w = round(w);
                 let slot = acc
                     .get_mut(t)
                     .ok_or_else(|| format!("a leaf names target {t} of {targets}"))?;
                 *slot = Some(match (*slot, agg) {
                     (None, _) => w,
-                    (Some(s), Aggregate::Sum | Aggregate::Average) => s + w,
+                    (Some(s), Aggregate::Sum | Aggregate::Average) => round(s + w),
                     (Some(s), Aggregate::Min) => s.min(w),
                     (Some(s), Aggregate::Max) => s.max(w),
                 });
             }
         }
         if agg == Aggregate::Average {
-            let trees = forest.roots.len() as f32;
-            acc.iter_mut().flatten().for_each(|s| *s /= trees);
+            let trees = forest.roots.len() as f64;
+            acc.iter_mut()
+                .flatten()
+                .for_each(|s| *s = round(*s / trees));
         }
     }
-    Ok((n, out))
+    Ok((f, out))
+}
+
+/// A regressor's rows: base values added, then the transform (which ONNX
+/// Runtime applies to a single target only when it is PROBIT).
+fn regress(s: &[Option<f64>], targets: usize, base: &[f64], post: Post, double: bool) -> Vec<f32> {
+    let round = |v: f64| if double { v } else { f64::from(v as f32) };
+    let mut y: Vec<f32> = s
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            round(s.unwrap_or(0.0) + base.get(i % targets.max(1)).copied().unwrap_or(0.0)) as f32
+        })
+        .collect();
+    if targets > 1 || post == Post::Probit {
+        for row in y.chunks_mut(targets.max(1)) {
+            post.apply(row);
+        }
+    }
+    y
 }
 
 struct Regressor {
     forest: Forest,
     targets: usize,
-    base: Vec<f32>,
+    base: Vec<f64>,
     agg: Aggregate,
     post: Post,
 }
@@ -284,12 +338,7 @@ pub fn regressor(node: &Node) -> Built {
             .string("aggregate_function")
             .unwrap_or_else(|| "SUM".into()),
     )?;
-    let base: Vec<f32> = node
-        .numbers("base_values")
-        .unwrap_or_default()
-        .into_iter()
-        .map(|b| b as f32)
-        .collect();
+    let base = node.numbers("base_values").unwrap_or_default();
     if !base.is_empty() && base.len() != targets {
         return Err(format!("{} base_values for {targets} targets", base.len()));
     }
@@ -304,33 +353,21 @@ pub fn regressor(node: &Node) -> Built {
 
 impl Op for Regressor {
     fn run(&self, inputs: &[Option<&Value>]) -> Result<Vec<Value>, String> {
-        let (n, s) = scores(&self.forest, input(inputs, 0)?, self.targets, self.agg)?;
-        let mut y: Vec<f32> = s
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                s.unwrap_or(0.0)
-                    + self
-                        .base
-                        .get(i % self.targets.max(1))
-                        .copied()
-                        .unwrap_or(0.0)
-            })
-            .collect();
-        for row in y.chunks_mut(self.targets.max(1)) {
-            self.post.apply(row);
-        }
-        Ok(vec![Value::new(vec![n, self.targets], Data::F32(y))])
+        let (f, s) = scores(&self.forest, input(inputs, 0)?, self.targets, self.agg)?;
+        let y = regress(&s, self.targets, &self.base, self.post, f.double);
+        Ok(vec![Value::new(vec![f.n, self.targets], Data::F32(y))])
     }
 }
 
 struct Classifier {
     forest: Forest,
     labels: Vec<i64>,
-    base: Vec<f32>,
+    base: Vec<f64>,
     post: Post,
-    /// Every leaf weight is >= 0 (ONNX Runtime's binary rule depends on it).
+    /// Every class weight is >= 0 (ONNX Runtime's binary rule depends on it).
     positive: bool,
+    /// Two classes, and the leaves score one class id only.
+    binary: bool,
 }
 
 pub fn classifier(node: &Node) -> Built {
@@ -341,84 +378,131 @@ pub fn classifier(node: &Node) -> Built {
     let labels = node
         .ints("classlabels_int64s")
         .ok_or("attribute 'classlabels_int64s' is missing")?;
-    let base: Vec<f32> = node
-        .numbers("base_values")
-        .unwrap_or_default()
-        .into_iter()
-        .map(|b| b as f32)
-        .collect();
-    let positive = forest.nodes.iter().all(|n| match n {
-        TreeNode::Leaf { weights } => weights.iter().all(|&(_, w)| w >= 0.0),
-        TreeNode::Branch { .. } => true,
-    });
+    let base = node.numbers("base_values").unwrap_or_default();
+    let classes = labels.len();
+    if classes == 0 {
+        return Err("no class labels".into());
+    }
+    if (classes <= 2 && base.len() > 2)
+        || (classes > 2 && !base.is_empty() && base.len() != classes)
+    {
+        return Err(format!("{} base_values for {classes} classes", base.len()));
+    }
+    let weights = || {
+        forest.nodes.iter().flat_map(|n| match n {
+            TreeNode::Leaf { weights } => weights.as_slice(),
+            TreeNode::Branch { .. } => &[],
+        })
+    };
+    if let Some((c, _)) = weights().find(|(c, _)| *c >= classes) {
+        return Err(format!(
+            "class id {c} is out of range for {classes} classes"
+        ));
+    }
+    let positive = weights().all(|&(_, w)| w >= 0.0);
+    let mut ids: Vec<usize> = weights().map(|&(c, _)| c).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let post = Post::of(node)?;
+    if classes <= 2 && post == Post::Probit {
+        // ONNX Runtime leaves the second score unwritten there.
+        return Err("post_transform PROBIT with two classes is not supported".into());
+    }
     Ok(Box::new(Classifier {
+        binary: classes == 2 && ids.len() == 1,
         forest,
         labels,
         base,
-        post: Post::of(node)?,
+        post,
         positive,
     }))
 }
 
 impl Classifier {
-    /// The label and the scores of one row, from its per-class sums.
-    fn finish(&self, mut s: Vec<Option<f32>>) -> (i64, Vec<f32>) {
-        let classes = self.labels.len();
-        if classes > 2 {
-            for (i, b) in self.base.iter().enumerate() {
-                if let Some(slot) = s.get_mut(i) {
-                    *slot = Some(slot.unwrap_or(0.0) + b);
+    /// The label and the scores of one row, from its per-class sums, by
+    /// ONNX Runtime's rules (1.32), two-class conventions included.
+    fn finish(&self, s: &[Option<f64>]) -> (i64, Vec<f32>) {
+        let mut pred: Vec<(f32, bool)> = s
+            .iter()
+            .map(|v| (v.unwrap_or(0.0) as f32, v.is_some()))
+            .collect();
+        let read = |p: &(f32, bool)| if p.1 { p.0 } else { 0.0 };
+        if self.labels.len() > 2 {
+            for (p, &b) in pred.iter_mut().zip(&self.base) {
+                *p = (if p.1 { p.0 + b as f32 } else { b as f32 }, true);
+            }
+            let mut best: Option<usize> = None;
+            for (i, p) in pred.iter().enumerate() {
+                if p.1 && best.is_none_or(|b| p.0 > pred[b].0) {
+                    best = Some(i);
                 }
             }
-            let best = s
-                .iter()
-                .enumerate()
-                .filter_map(|(i, v)| v.map(|v| (i, v)))
-                .fold(None, |b: Option<(usize, f32)>, (i, v)| match b {
-                    Some((_, bv)) if bv >= v => b,
-                    _ => Some((i, v)),
-                });
-            let label = best.map_or(self.labels[0], |(i, _)| self.labels[i]);
-            let mut row: Vec<f32> = s.iter().map(|v| v.unwrap_or(0.0)).collect();
+            let mut row: Vec<f32> = pred.iter().map(read).collect();
             self.post.apply(&mut row);
-            return (label, row);
+            return (self.labels[best.unwrap_or(0)], row);
         }
-        // Two classes: ONNX Runtime's conventions.
-        let (mut s0, mut s1) = (s[0], s.get(1).copied().flatten());
+        let mut added = None;
         match self.base.len() {
-            2 if s1.is_some() => {
-                let v = self.base[1] + s0.unwrap_or(0.0);
-                s1 = Some(v);
-                s0 = Some(-v);
+            2 if pred.len() == 2 && pred[1].1 => {
+                pred[1].0 = self.base[1] as f32 + pred[0].0;
+                pred[0].0 = -pred[1].0;
             }
             2 => {
-                s0 = Some(s0.unwrap_or(0.0) + self.base[0]);
-                s1 = Some(self.base[1]);
+                if let Some(p) = pred.get_mut(1) {
+                    p.0 += self.base[1] as f32;
+                }
+                pred[0].0 += self.base[0] as f32;
             }
-            1 => s0 = Some(s0.unwrap_or(0.0) + self.base[0]),
-            _ => {}
-        }
-        let pos = s1.or(s0).unwrap_or(0.0);
-        let label = if self.positive { pos > 0.5 } else { pos > 0.0 };
-        let label = self.labels[usize::from(label)];
-        let mut row = match (s0, s1) {
-            (a, Some(b)) => vec![a.unwrap_or(0.0), b],
-            (a, None) => {
-                let a = a.unwrap_or(0.0);
-                if self.positive {
-                    vec![1.0 - a, a]
-                } else if self.post == Post::Logistic {
-                    return (label, vec![logistic(-a), logistic(a)]);
-                } else {
-                    vec![-a, a]
+            1 => {
+                pred[0].0 += self.base[0] as f32;
+                if pred.len() == 2 && !pred[1].1 {
+                    pred.pop();
                 }
             }
-        };
-        if s1.is_some() || self.post == Post::Probit {
-            self.post.apply(&mut row);
-        } else if self.post != Post::None {
-            self.post.apply(&mut row);
+            _ => {
+                added = Some(3);
+                if pred.len() == 2 && !pred[1].1 {
+                    pred.pop();
+                }
+            }
         }
+        let pos = if pred.len() == 2 && pred[1].1 {
+            pred[1].0
+        } else if pred[0].1 {
+            pred[0].0
+        } else {
+            0.0
+        };
+        let label = if self.binary {
+            let (second, was) = match (self.positive, pos) {
+                (true, p) if p > 0.5 => (true, 0),
+                (true, _) => (false, 1),
+                (false, p) if p > 0.0 => (true, 2),
+                (false, _) => (false, 3),
+            };
+            added = Some(was);
+            self.labels[usize::from(second).min(self.labels.len() - 1)]
+        } else {
+            i64::from(pos > 0.0)
+        };
+        let row = if pred.len() >= 2 {
+            let mut row: Vec<f32> = pred.iter().map(read).collect();
+            self.post.apply(&mut row);
+            row
+        } else {
+            let v = read(&pred[0]);
+            match (added, self.post) {
+                (Some(0 | 1), Post::Logistic) => {
+                    let p = logistic(v);
+                    vec![1.0 - p, p]
+                }
+                (Some(0 | 1), _) => vec![1.0 - v, v],
+                (Some(_), Post::Logistic) => vec![logistic(-v), logistic(v)],
+                (Some(_), _) => vec![-v, v],
+                // ONNX Runtime writes the first score only.
+                (None, _) => vec![v, 0.0],
+            }
+        };
         (label, row)
     }
 }
@@ -426,30 +510,187 @@ impl Classifier {
 impl Op for Classifier {
     fn run(&self, inputs: &[Option<&Value>]) -> Result<Vec<Value>, String> {
         let classes = self.labels.len();
-        if classes == 0 {
-            return Err("no class labels".into());
-        }
-        let (n, s) = scores(&self.forest, input(inputs, 0)?, classes, Aggregate::Sum)?;
-        let mut labels = Vec::with_capacity(n);
-        let mut z = Vec::with_capacity(n * classes.max(2));
-        for r in 0..n {
-            let (label, row) = self.finish(s[r * classes..(r + 1) * classes].to_vec());
+        let (f, s) = scores(&self.forest, input(inputs, 0)?, classes, Aggregate::Sum)?;
+        let mut labels = Vec::with_capacity(f.n);
+        let mut z = Vec::with_capacity(f.n * classes);
+        for r in 0..f.n {
+            let (label, mut row) = self.finish(&s[r * classes..(r + 1) * classes]);
+            row.resize(classes, 0.0);
             labels.push(label);
             z.extend(row);
         }
-        let cols = if n == 0 { classes.max(2) } else { z.len() / n };
         Ok(vec![
-            Value::new(vec![n], Data::I64(labels)),
-            Value::new(vec![n, cols], Data::F32(z)),
+            Value::new(vec![f.n], Data::I64(labels)),
+            Value::new(vec![f.n, classes], Data::F32(z)),
         ])
     }
 }
 
-/// TreeEnsemble (ai.onnx.ml 5): integer-coded modes and functions, leaves
-/// as their own arrays, and set membership.
+/// TreeEnsemble (ai.onnx.ml 5): integer-coded modes, leaves in arrays of
+/// their own, set membership; the output has the input's type.
+struct Ensemble {
+    forest: Forest,
+    targets: usize,
+    agg: Aggregate,
+}
+
 pub fn ensemble(node: &Node) -> Built {
-    Err(format!(
-        "TreeEnsemble is not yet read (opset {})",
-        node.opset
-    ))
+    let features = need_ints(node, "nodes_featureids")?;
+    let splits = node
+        .tensor("nodes_splits")
+        .ok_or("attribute 'nodes_splits' is missing")?;
+    let modes = node
+        .tensor("nodes_modes")
+        .ok_or("attribute 'nodes_modes' is missing")?;
+    let yes = need_ints(node, "nodes_truenodeids")?;
+    let no = need_ints(node, "nodes_falsenodeids")?;
+    let yes_leaf = need_ints(node, "nodes_trueleafs")?;
+    let no_leaf = need_ints(node, "nodes_falseleafs")?;
+    let missing = node
+        .ints("nodes_missing_value_tracks_true")
+        .unwrap_or_default();
+    let _ = node.tensor("nodes_hitrates");
+    let members = node.tensor("membership_values");
+    let leaf_targets = need_ints(node, "leaf_targetids")?;
+    let leaf_weights = node
+        .tensor("leaf_weights")
+        .ok_or("attribute 'leaf_weights' is missing")?;
+    let roots = need_ints(node, "tree_roots")?;
+    let targets = index(
+        node.int("n_targets")
+            .ok_or("attribute 'n_targets' is missing")?,
+        "n_targets",
+    )?;
+    let agg = match node.int_or("aggregate_function", 1) {
+        0 => Aggregate::Average,
+        1 => Aggregate::Sum,
+        2 => Aggregate::Min,
+        3 => Aggregate::Max,
+        other => return Err(format!("aggregate_function {other} is not supported")),
+    };
+    match node.int_or("post_transform", 0) {
+        0 => {}
+        // The specification numbers SOFTMAX 1 and LOGISTIC 2; ONNX Runtime the other way round.
+        other => {
+            return Err(format!(
+                "post_transform {other} is not supported (ONNX Runtime and the ONNX specification disagree on what 1 and 2 mean)"
+            ));
+        }
+    }
+    let n = features.len();
+    let modes = modes.data.to_i64s();
+    let splits = splits.data.to_f64s();
+    for (name, len) in [
+        ("nodes_modes", modes.len()),
+        ("nodes_splits", splits.len()),
+        ("nodes_truenodeids", yes.len()),
+        ("nodes_falsenodeids", no.len()),
+        ("nodes_trueleafs", yes_leaf.len()),
+        ("nodes_falseleafs", no_leaf.len()),
+    ] {
+        if len != n {
+            return Err(format!("{name} has {len} entries for {n} nodes"));
+        }
+    }
+    if !missing.is_empty() && missing.len() != n {
+        return Err(format!(
+            "nodes_missing_value_tracks_true has {} entries for {n} nodes",
+            missing.len()
+        ));
+    }
+    let weights = leaf_weights.data.to_f64s();
+    if leaf_targets.len() != weights.len() {
+        return Err("leaf_targetids and leaf_weights differ in length".into());
+    }
+    // One NaN-separated group of members per BRANCH_MEMBER node, in order.
+    let mut groups = members
+        .map(|m| m.data.to_f64s())
+        .unwrap_or_default()
+        .split(|v| v.is_nan())
+        .map(<[f64]>::to_vec)
+        .collect::<Vec<_>>()
+        .into_iter();
+    let mut forest = Forest::default();
+    // Branches first (0..n), then leaves (n..).
+    let target = |i: i64, leaf: i64| -> Result<usize, String> {
+        let i = index(i, "node")?;
+        let (bound, offset) = if leaf != 0 {
+            (weights.len(), n)
+        } else {
+            (n, 0)
+        };
+        (i < bound)
+            .then_some(i + offset)
+            .ok_or_else(|| format!("node index {i} is out of range"))
+    };
+    for i in 0..n {
+        let mode = match modes[i] {
+            0 => Mode::Leq,
+            1 => Mode::Lt,
+            2 => Mode::Gte,
+            3 => Mode::Gt,
+            4 => Mode::Eq,
+            5 => Mode::Neq,
+            6 => Mode::Member,
+            other => return Err(format!("node mode {other} is not supported")),
+        };
+        let feature = index(features[i], "feature")?;
+        forest.features = forest.features.max(feature + 1);
+        let set = if mode == Mode::Member {
+            groups
+                .next()
+                .ok_or("membership_values has fewer groups than BRANCH_MEMBER nodes")?
+        } else {
+            Vec::new()
+        };
+        forest.nodes.push(TreeNode::Branch {
+            feature,
+            mode,
+            value: splits[i],
+            set,
+            missing_true: missing.get(i).is_some_and(|&m| m != 0),
+            yes: target(yes[i], yes_leaf[i])?,
+            no: target(no[i], no_leaf[i])?,
+        });
+    }
+    for (&t, &w) in leaf_targets.iter().zip(&weights) {
+        let t = index(t, "target")?;
+        if t >= targets {
+            return Err(format!(
+                "leaf target {t} is out of range for {targets} targets"
+            ));
+        }
+        forest.nodes.push(TreeNode::Leaf {
+            weights: vec![(t, w)],
+        });
+    }
+    for &r in &roots {
+        let r = index(r, "tree root")?;
+        if r >= n {
+            return Err(format!("tree root {r} is out of range"));
+        }
+        forest.roots.push(r);
+    }
+    Ok(Box::new(Ensemble {
+        forest,
+        targets,
+        agg,
+    }))
+}
+
+impl Op for Ensemble {
+    fn run(&self, inputs: &[Option<&Value>]) -> Result<Vec<Value>, String> {
+        let x = input(inputs, 0)?;
+        if !matches!(x.data, Data::F32(_) | Data::F64(_)) {
+            return Err(format!("{} features are not supported", x.datum()));
+        }
+        let (f, s) = scores(&self.forest, x, self.targets, self.agg)?;
+        let y: Vec<f64> = s.iter().map(|v| v.unwrap_or(0.0)).collect();
+        let data = if f.double {
+            Data::F64(y)
+        } else {
+            Data::F32(y.into_iter().map(|v| v as f32).collect())
+        };
+        Ok(vec![Value::new(vec![f.n, self.targets], data)])
+    }
 }
