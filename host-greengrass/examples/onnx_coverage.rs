@@ -3,7 +3,7 @@
 //! component (the probe's `nn-case`) on the device host, on each engine:
 //! how many of them a device runs.
 //!
-//!   onnx_coverage CASES_DIR [--only tract|onnxruntime] [--failures] [--rows FILE]
+//!   onnx_coverage CASES_DIR [--only tract|onnxruntime|compact] [--failures] [--rows FILE]
 //!
 //! CASES_DIR holds cases.json and models/; ONNX Runtime comes from
 //! $VERGE_ONNXRUNTIME_LIB, the probe from $VERGE_WASM_DIR. Prints one line per
@@ -42,6 +42,13 @@ fn main() -> anyhow::Result<()> {
     for (engine, spec) in [
         ("tract", EngineSpec::default()),
         ("onnxruntime", testkit::onnxruntime(1)),
+        (
+            "compact",
+            EngineSpec {
+                backend: verge_device::nn::Backend::Compact,
+                ..EngineSpec::default()
+            },
+        ),
     ] {
         if only.as_deref().is_some_and(|o| o != engine) {
             continue;

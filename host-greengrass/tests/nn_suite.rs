@@ -1,7 +1,9 @@
 //! The `wasi:nn` behaviour suite (components/nn-suite) on every engine and
-//! host this crate reaches: tract and ONNX Runtime natively, the device host
+//! host this crate reaches: tract, ONNX Runtime and compact natively, the device host
 //! (the probe component through `Runtime`) on each of them, and the tract
-//! provider component under wasmtime, called through its exports. The packed
+//! and compact provider components under wasmtime, called through their
+//! exports (the compact one also against ONNX's node tests and the
+//! scikit-learn models). The packed
 //! Lambda@Edge shim runs the same table in shims/lambda-edge/test.
 //!
 //! The models are written by components/nn-suite/models.py into
@@ -16,7 +18,7 @@ use verge_device::nn::{EngineSpec, Graphs, LoadError, ModelSpec};
 use verge_device::runtime::{Deployment, Limits, Placement, Runtime};
 use verge_device::testkit;
 use verge_nn::{NnError, Tensor};
-use verge_nn_suite::{Case, Load, Outcome, Report};
+use verge_nn_suite::{Case, Coverage, Load, Outcome, Report};
 use wasmtime::component::{Component, Linker, ResourceAny};
 use wasmtime::{Engine, Store};
 
@@ -143,6 +145,7 @@ verge_nn::tensor_type_conversions!(TensorType);
 struct Models {
     wasi: wasmtime_wasi::WasiCtx,
     table: wasmtime::component::ResourceTable,
+    dir: PathBuf,
 }
 
 impl wasmtime_wasi::WasiView for Models {
@@ -156,7 +159,7 @@ impl wasmtime_wasi::WasiView for Models {
 
 impl provider::verge::inference::models::Host for Models {
     fn read(&mut self, name: String) -> Option<Vec<u8>> {
-        std::fs::read(models_dir().join(format!("{name}.onnx"))).ok()
+        std::fs::read(self.dir.join(format!("{name}.onnx"))).ok()
     }
 }
 
@@ -165,19 +168,25 @@ impl wasmtime::component::HasData for HasModels {
     type Data<'a> = &'a mut Models;
 }
 
-/// The tract provider component (what the edge composes into a component)
-/// under wasmtime: each case through its `wasi:nn` exports, in one instance,
-/// so models stay loaded across cases as in a warm Lambda container.
-#[test]
-fn the_tract_provider_component_under_wasmtime() -> wasmtime::Result<()> {
+/// A provider component (what the edge composes into a component) under
+/// wasmtime, its models read from `dir`: each case through its `wasi:nn`
+/// exports, in one instance, so models stay loaded across cases as in a
+/// warm Lambda container. `record` gets each case and what came back.
+fn through_provider(
+    file: &str,
+    dir: PathBuf,
+    cases: &[Case],
+    mut record: impl FnMut(&Case, &Outcome),
+) -> wasmtime::Result<()> {
     let engine = Engine::default();
-    let component = Component::from_file(&engine, common::wasm("nn_provider"))?;
+    let component = Component::from_file(&engine, common::wasm(file))?;
     let mut linker = Linker::<Models>::new(&engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
     provider::verge::inference::models::add_to_linker::<Models, HasModels>(&mut linker, |m| m)?;
     let models = Models {
         wasi: wasmtime_wasi::WasiCtx::builder().build(),
         table: wasmtime::component::ResourceTable::new(),
+        dir,
     };
     let mut store = Store::new(&engine, models);
     let nn = provider::NnProvider::instantiate(&mut store, &component, &linker)?;
@@ -187,8 +196,7 @@ fn the_tract_provider_component_under_wasmtime() -> wasmtime::Result<()> {
         nn.wasi_nn_inference().graph_execution_context(),
         nn.wasi_nn_errors().error(),
     );
-    let mut report = Report::new("the tract provider component under wasmtime");
-    for case in verge_nn_suite::cases() {
+    for case in cases {
         let error = |store: &mut Store<Models>, e: ResourceAny| -> wasmtime::Result<Outcome> {
             let code = errors.call_code(&mut *store, e)?;
             let data = errors.call_data(&mut *store, e)?;
@@ -211,7 +219,7 @@ fn the_tract_provider_component_under_wasmtime() -> wasmtime::Result<()> {
             Ok(g) => g,
             Err(e) => {
                 let got = error(&mut store, e)?;
-                report.record(&case, &got);
+                record(case, &got);
                 continue;
             }
         };
@@ -219,7 +227,7 @@ fn the_tract_provider_component_under_wasmtime() -> wasmtime::Result<()> {
             Ok(c) => c,
             Err(e) => {
                 let got = error(&mut store, e)?;
-                report.record(&case, &got);
+                record(case, &got);
                 continue;
             }
         };
@@ -244,8 +252,53 @@ fn the_tract_provider_component_under_wasmtime() -> wasmtime::Result<()> {
         };
         ctx.resource_drop(&mut store)?;
         g.resource_drop(&mut store)?;
-        report.record(&case, &got);
+        record(case, &got);
     }
+    Ok(())
+}
+
+#[test]
+fn the_provider_components_under_wasmtime() -> wasmtime::Result<()> {
+    for (file, engine) in [("nn_provider", "tract"), ("nn_provider_compact", "compact")] {
+        let mut report = Report::new(&format!("the {engine} provider component under wasmtime"));
+        through_provider(file, models_dir(), &verge_nn_suite::cases(), |c, got| {
+            report.record(c, got)
+        })?;
+        report.finish();
+    }
+    Ok(())
+}
+
+/// A folder of cases.json and models/ that ./dev test writes.
+fn cases_dir(var: &str) -> (PathBuf, Vec<Case>) {
+    let dir = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
+        panic!("{var} must name the folder of cases.json and models/ (./dev test writes it)")
+    });
+    let text = std::fs::read_to_string(dir.join("cases.json")).expect("cases.json");
+    (
+        dir.join("models"),
+        verge_nn_suite::parse(&text).expect("cases.json parses"),
+    )
+}
+
+/// The compact engine in Wasm against the independent references its
+/// native tests use (components/nn-compact/tests/references.rs): ONNX's
+/// node tests (every model it loads must pass) and the scikit-learn models.
+#[test]
+fn the_compact_provider_against_references() -> wasmtime::Result<()> {
+    let (dir, cases) = cases_dir("VERGE_ONNX_NODE_CASES");
+    let mut coverage = Coverage::new("onnx node tests on the compact provider component (Wasm)");
+    through_provider("nn_provider_compact", dir, &cases, |c, got| {
+        coverage.record(c, got)
+    })?;
+    assert!(coverage.passed >= 100, "{} passed", coverage.passed);
+    coverage.finish();
+    let (dir, cases) = cases_dir("VERGE_SKLEARN_CASES");
+    let mut report = Report::new("scikit-learn models on the compact provider component (Wasm)");
+    through_provider("nn_provider_compact", dir, &cases, |c, got| {
+        report.record(c, got)
+    })?;
+    assert!(report.passed >= 20, "{} passed", report.passed);
     report.finish();
     Ok(())
 }
