@@ -51,10 +51,11 @@ fn onnx_node_tests() {
     for case in cases(&dir) {
         let got = run(&dir, &case);
         // Where the claim is narrower than the operator: say why.
-        if let Outcome::Error { code, data } = &got {
-            if code == "unsupported-operation" && case.ops.iter().all(runs) {
-                println!("  narrowed: {}: {data}", case.name);
-            }
+        if let Outcome::Error { code, data } = &got
+            && code == "unsupported-operation"
+            && case.ops.iter().all(runs)
+        {
+            println!("  narrowed: {}: {data}", case.name);
         }
         coverage.record(&case, &got);
     }

@@ -698,7 +698,6 @@ pub mod num {
         fn exp(self) -> Self;
         fn max(self, other: Self) -> Self;
         fn from_f64(v: f64) -> Self;
-        fn to_f64(self) -> f64;
     }
 
     macro_rules! float {
@@ -715,9 +714,6 @@ pub mod num {
                 }
                 fn from_f64(v: f64) -> Self {
                     v as $t
-                }
-                fn to_f64(self) -> f64 {
-                    self as f64
                 }
             }
         };

@@ -37,6 +37,17 @@ fn gemm_kernel<T: Float>(
     }
 }
 
+/// At most this many elements in a product's result: an empty inner
+/// dimension must not turn small operands into a huge allocation.
+pub const MAX_ELEMENTS: usize = 1 << 28;
+
+fn output_size(dims: &[usize]) -> Result<usize, String> {
+    dims.iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .filter(|&n| n <= MAX_ELEMENTS)
+        .ok_or_else(|| format!("a result of {dims:?} elements is over the engine's {MAX_ELEMENTS}"))
+}
+
 struct MatMul;
 
 pub fn matmul(_: &Node) -> Built {
@@ -68,7 +79,7 @@ fn matmul_of<T: Float>(
     let (ba, bb) = (&sa2[..sa2.len() - 2], &sb2[..sb2.len() - 2]);
     let batch = broadcast(ba, bb)?;
     let (oa, ob) = (offsets(ba, &batch), offsets(bb, &batch));
-    let mut out = vec![T::ZERO; count(&batch) * m * n];
+    let mut out = vec![T::ZERO; output_size(&[count(&batch), m, n])?];
     for (i, (&ia, &ib)) in oa.iter().zip(&ob).enumerate() {
         gemm_kernel(
             &a[ia * m * k..(ia + 1) * m * k],
@@ -167,6 +178,7 @@ impl Gemm {
                 self.trans_a, self.trans_b
             ));
         }
+        output_size(&[m, n])?;
         let mut out = match c {
             Some((c, sc)) => {
                 let shape = broadcast(sc, &[m, n])?;
@@ -179,7 +191,7 @@ impl Gemm {
                     .map(|i| beta * c[i])
                     .collect()
             }
-            None => vec![T::ZERO; m * n],
+            None => vec![T::ZERO; output_size(&[m, n])?],
         };
         let a_strides = if self.trans_a { (1, m) } else { (k, 1) };
         let b_strides = if self.trans_b { (1, k) } else { (n, 1) };
