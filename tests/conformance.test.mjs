@@ -57,15 +57,34 @@ function pickFiles() {
   return candidates.filter((_, i) => i % step === 0).slice(0, WANT);
 }
 
-/** The device's two backends: tract (built in) and ONNX Runtime (the library the tests use). */
-function deviceBackends() {
-  const lib = process.env.VERGE_ONNXRUNTIME_LIB;
-  if (!lib && process.env.VERGE_REQUIRE_ALL === '1') throw new Error('set VERGE_ONNXRUNTIME_LIB: the device runs on ONNX Runtime too');
-  return [['tract', []], ...(lib ? [['onnxruntime', ['--backend', 'onnxruntime', '--onnxruntime-lib', lib]]] : [])];
+/** Whether this verge-device offers `run --backend compact` (hosts built before the compact engine do not). */
+let deviceCompact;
+function deviceHasCompact() {
+  deviceCompact ??= /^\s*- compact:/m.test(spawnSync(VERGE_DEVICE, ['run', '--help'], { encoding: 'utf8' }).stdout ?? '');
+  return deviceCompact;
 }
 
-/** The edge's two engines: the pack NAME (tract in Wasm) and NAME-onnxruntime (the Node binding). */
-const EDGE_ENGINES = [['tract', ''], ['onnxruntime', '-onnxruntime']];
+/**
+ * The device's backends: tract (built in) and ONNX Runtime (the library the
+ * tests use); with `compact`, also the compact engine (for components whose
+ * models it runs) when this verge-device has it, else a diagnostic says it is left out.
+ */
+function deviceBackends(t, { compact = false } = {}) {
+  const lib = process.env.VERGE_ONNXRUNTIME_LIB;
+  if (!lib && process.env.VERGE_REQUIRE_ALL === '1') throw new Error('set VERGE_ONNXRUNTIME_LIB: the device runs on ONNX Runtime too');
+  const backends = [['tract', []], ...(lib ? [['onnxruntime', ['--backend', 'onnxruntime', '--onnxruntime-lib', lib]]] : [])];
+  if (compact && deviceHasCompact()) backends.push(['compact', ['--backend', 'compact']]);
+  else if (compact) t.diagnostic(`no device row on the compact backend: ${VERGE_DEVICE} has no \`run --backend compact\` (built before it: rebuild verge-device)`);
+  return backends;
+}
+
+/**
+ * The edge's engines: the pack NAME (tract in Wasm) and NAME-onnxruntime (the
+ * Node binding), both origin-request; NAME-compact (the compact engine) is a
+ * viewer-request pack, for the components whose models it runs.
+ */
+const EDGE_ENGINES = [['tract', '', 'origin-request'], ['onnxruntime', '-onnxruntime', 'origin-request']];
+const COMPACT_ENGINE = ['compact', '-compact', 'viewer-request'];
 
 test('file-type: device host and packed Lambda@Edge handler agree, on every engine of each', { skip: unset.length ? `set ${unset.join(', ')}` : false }, async (t) => {
   const wasm = join(VERGE_WASM_DIR, 'file_type.wasm');
@@ -75,7 +94,7 @@ test('file-type: device host and packed Lambda@Edge handler agree, on every engi
   assert.ok(files.length >= MIN_FILES, `only ${files.length} usable files in ${VERGE_CORPUS}`);
 
   // The device side: one process per backend, one JSON line per input.
-  const devices = deviceBackends().map(([backend, flags]) => {
+  const devices = deviceBackends(t).map(([backend, flags]) => {
     const run = spawnSync(VERGE_DEVICE, ['run', wasm, '--model', `magika=${model}`, '--config', 'mode=respond', ...flags,
       ...files.flatMap((f) => ['--input', f])], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
     assert.equal(run.status, 0, `verge-device run (${backend}) failed (${run.status}): ${run.stderr}`);
@@ -158,7 +177,15 @@ test('file-type: device host and packed Lambda@Edge handler agree, on every engi
 //   image-classify-conformance  image_classify.wasm,
 //                               --model efficientnet-lite0=models/.cache/efficientnet-lite0/model.onnx
 //                               --config mode=respond
-// each with --trigger origin-request --include-body --timeout 30.
+// each with --trigger origin-request --include-body --timeout 30, and each also as
+// NAME-onnxruntime (--engine onnxruntime). fraud-score's model also runs on the
+// compact engine, so it has a viewer pack too:
+//   fraud-score-conformance-compact  the same as fraud-score-conformance but --engine compact
+//                               --trigger viewer-request (128 MB, 5 s), called with viewer-request
+//                               events; and the device runs it on `--backend compact` as well,
+//                               when the verge-device at hand has that backend.
+// fraud-score's outcomes must then be identical on every row (device backend or
+// edge engine): the same kind, status, body, headers and printed score.
 //
 // Inputs: fraud-score's feature objects are written here to a temporary folder;
 // text-embed's sentences likewise; image-classify takes scikit-image's photos
@@ -244,7 +271,9 @@ function runDevice(wasm, models, config, inputs, flags = []) {
 
 /**
  * The edge side: the pack's zip unzipped and its handler called once per input,
- * in order, on one warm instance. Returns { manifest, dir, results: Map(file → { outcome, ms }), logs }.
+ * in order, on one warm instance, with events of the pack's trigger (verge.json
+ * `trigger`: origin-request, or viewer-request, whose event has no `origin`).
+ * Returns { manifest, dir, results: Map(file → { outcome, ms }), logs }.
  */
 async function runEdge(t, packName, inputs) {
   const pack = join(VERGE_EDGE_PACKAGES, packName);
@@ -252,8 +281,9 @@ async function runEdge(t, packName, inputs) {
   execFileSync('python3', ['-m', 'zipfile', '-e', join(pack, 'function.zip'), dir]);
   const manifest = JSON.parse(readFileSync(join(dir, 'verge.json'), 'utf8'));
   const { handler } = await import(pathToFileURL(join(dir, 'index.mjs')).href);
-  const event = JSON.parse(readFileSync(new URL('../shims/lambda-edge/test/fixtures/origin-request.json', import.meta.url), 'utf8'));
-  const context = { getRemainingTimeInMillis: () => 30000 };
+  assert.ok(['origin-request', 'viewer-request'].includes(manifest.trigger), `${packName} is packed for ${manifest.trigger}, not a request trigger`);
+  const event = JSON.parse(readFileSync(new URL(`../shims/lambda-edge/test/fixtures/${manifest.trigger}.json`, import.meta.url), 'utf8'));
+  const context = { getRemainingTimeInMillis: () => manifest.timeout_s * 1000 };
   const logs = [];
   const results = new Map();
   t.mock.method(console, 'log', (line) => logs.push(JSON.parse(line)));
@@ -278,8 +308,8 @@ async function runEdge(t, packName, inputs) {
 }
 
 /** The checks every pack shares: trigger, body, settings, the component's and models' sha256. */
-function checkManifest(manifest, { wasm, models, config }) {
-  assert.equal(manifest.trigger, 'origin-request');
+function checkManifest(manifest, { wasm, models, config, trigger = 'origin-request' }) {
+  assert.equal(manifest.trigger, trigger);
   assert.equal(manifest.include_body, true);
   assert.ok(manifest.timeout_s <= 30, `timeout ${manifest.timeout_s} s`);
   assert.deepEqual(manifest.config, config, 'the pack was made with other settings than this test expects');
@@ -293,24 +323,27 @@ function checkManifest(manifest, { wasm, models, config }) {
 
 /**
  * Device and edge side by side, on every edge engine (pack NAME-conformance
- * and NAME-conformance-onnxruntime) against every device backend;
- * `compare(file, d, e)` pushes mismatches and returns the numbers' max |diff|.
+ * and NAME-conformance-onnxruntime; with `compact`, also the viewer-request
+ * pack NAME-conformance-compact and the device's compact backend) against
+ * every device backend; `compare(file, d, e)` pushes mismatches and returns
+ * the numbers' max |diff|.
  */
-async function conformance(t, { name, wasmFile, models, config, inputs, compare, summary }) {
+async function conformance(t, { name, wasmFile, models, config, inputs, compare, summary, compact = false }) {
   const wasm = join(VERGE_WASM_DIR, wasmFile);
-  const packs = EDGE_ENGINES.map(([engine, suffix]) => [engine, `${name}-conformance${suffix}`]);
+  const engines = compact ? [...EDGE_ENGINES, COMPACT_ENGINE] : EDGE_ENGINES;
+  const packs = engines.map(([engine, suffix, trigger]) => [engine, `${name}-conformance${suffix}`, trigger]);
   if (!haveAll(t, [wasm, ...Object.values(models), ...inputs.map((i) => i.file), ...packs.map(([, p]) => join(VERGE_EDGE_PACKAGES, p, 'function.zip'))])) return;
 
   const edges = [];
-  for (const [engine, packName] of packs) {
+  for (const [engine, packName, trigger] of packs) {
     const edge = await runEdge(t, packName, inputs);
-    checkManifest(edge.manifest, { wasm, models, config });
+    checkManifest(edge.manifest, { wasm, models, config, trigger });
     assert.equal(edge.manifest.engine.name, engine);
     assert.deepEqual(edge.logs.filter((l) => l.level !== 'info'), [], `no errors logged at the edge (${engine})`);
     edges.push([engine, edge]);
   }
   const wasmSha = sha256(readFileSync(wasm));
-  const devices = deviceBackends().map(([backend, flags]) => [backend, runDevice(wasm, models, edges[0][1].manifest.config, inputs, flags)]);
+  const devices = deviceBackends(t, { compact }).map(([backend, flags]) => [backend, runDevice(wasm, models, edges[0][1].manifest.config, inputs, flags)]);
 
   for (const [backend, device] of devices) {
     for (const [engine, edge] of edges) {
@@ -334,7 +367,7 @@ async function conformance(t, { name, wasmFile, models, config, inputs, compare,
       }
       const edgeMs = inputs.map((i) => edge.results.get(i.file).ms);
       const deviceMs = inputs.map((i) => device.get(i.file).ms);
-      const pair = `device on ${backend} vs edge on ${engine}`;
+      const pair = `device on ${backend} vs edge on ${engine} (${edge.manifest.trigger})`;
       t.diagnostic(`${pair}: component sha256 ${wasmSha} (composed ${edge.manifest.composed_sha256}, memory ${edge.manifest.memory_mb} MB)`);
       if (summary) t.diagnostic(summary(inputs.map((i) => edge.results.get(i.file).outcome)));
       t.diagnostic(`${pair}: ${inputs.length} inputs; max |difference| ${maxDiff.toExponential(2)}${worst ? ` (${worst})` : ''}`);
@@ -393,6 +426,7 @@ test('fraud-score: device host and packed Lambda@Edge handler agree', { skip: sk
     models: { 'fraud-score': join(VERGE_MODELS_DIR, 'fraud-score', 'model.onnx') },
     config: FRAUD_CONFIG,
     inputs,
+    compact: true,
     compare(file, d, e, mismatches) {
       if (d.kind === 'annotate' && Object.keys(d.headers).join() !== Object.keys(e.headers).join()) {
         mismatches.push(`${file}: annotated headers device ${Object.keys(d.headers)} edge ${Object.keys(e.headers)}`);
@@ -414,6 +448,21 @@ test('fraud-score: device host and packed Lambda@Edge handler agree', { skip: sk
   if (!compared) return;
   const kinds = new Set([...compared.edge.results.values()].map((r) => r.outcome.kind));
   assert.deepEqual([...kinds].sort(), ['annotate', 'defer', 'respond'], 'the inputs cover annotate, defer and block');
+  // Identical, not only close: every device backend and edge engine (origin
+  // and viewer packs) gives each input the very same outcome, printed score included.
+  const rows = [
+    ...compared.devices.map(([backend, d]) => [`device ${backend}`, (f) => d.get(f)?.outcome]),
+    ...compared.edges.map(([engine, e]) => [`edge ${engine} (${e.manifest.trigger})`, (f) => e.results.get(f)?.outcome]),
+  ];
+  const canonical = (o) => JSON.stringify({ kind: o?.kind, status: o?.status, body: o?.body, headers: o?.headers, reason: o?.reason });
+  const differ = [];
+  for (const { file } of inputs) {
+    const [first, ...rest] = rows.map(([row, get]) => [row, canonical(get(file))]);
+    for (const [row, c] of rest) if (c !== first[1]) differ.push(`${file}: ${first[0]} ${first[1]}, ${row} ${c}`);
+  }
+  t.diagnostic(`identical outcomes on ${rows.length} rows (${rows.map(([r]) => r).join(', ')}): ${inputs.length - new Set(differ.map((d) => d.split(':')[0])).size} of ${inputs.length} inputs`);
+  assert.ok(rows.some(([r]) => r.startsWith('edge compact (viewer-request)')), 'the viewer pack is among the rows');
+  assert.deepEqual(differ, []);
 });
 
 // text-embed: reference sentences per label; the inputs are plain text.
