@@ -67,14 +67,19 @@ function deviceHasCompact() {
 /**
  * The device's backends: tract (built in) and ONNX Runtime (the library the
  * tests use); with `compact`, also the compact engine (for components whose
- * models it runs) when this verge-device has it, else a diagnostic says it is left out.
+ * models it runs) when this verge-device has it, else a diagnostic says it is
+ * left out (a failure under VERGE_REQUIRE_ALL=1).
  */
 function deviceBackends(t, { compact = false } = {}) {
   const lib = process.env.VERGE_ONNXRUNTIME_LIB;
   if (!lib && process.env.VERGE_REQUIRE_ALL === '1') throw new Error('set VERGE_ONNXRUNTIME_LIB: the device runs on ONNX Runtime too');
   const backends = [['tract', []], ...(lib ? [['onnxruntime', ['--backend', 'onnxruntime', '--onnxruntime-lib', lib]]] : [])];
   if (compact && deviceHasCompact()) backends.push(['compact', ['--backend', 'compact']]);
-  else if (compact) t.diagnostic(`no device row on the compact backend: ${VERGE_DEVICE} has no \`run --backend compact\` (built before it: rebuild verge-device)`);
+  else if (compact) {
+    const why = `${VERGE_DEVICE} has no \`run --backend compact\` (built before it: rebuild verge-device)`;
+    if (process.env.VERGE_REQUIRE_ALL === '1') throw new Error(why);
+    t.diagnostic(`no device row on the compact backend: ${why}`);
+  }
   return backends;
 }
 
