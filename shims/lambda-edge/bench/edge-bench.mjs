@@ -10,7 +10,9 @@
 //       [--packages DIR]   verge packs (default $VERGE_EDGE_PACKAGES or ~/.cache/verge/edge-packages,
 //                          made by ./dev's edge_packages): file-type-origin, fraud-score-conformance,
 //                          text-embed-conformance, image-classify-conformance (function.zip, verge.json),
-//                          each also as NAME-onnxruntime (the onnxruntime engine), measured when present
+//                          each also as NAME-onnxruntime (the onnxruntime engine), measured when present;
+//                          and fraud-score-viewer (the compact engine, viewer-request), measured when
+//                          present as fraud-score's viewer system (see VIEWER below)
 //       [--models DIR]     model files (default $VERGE_MODELS_DIR or <repo>/models/.cache)
 //       [--only a,b]       workloads to run (file-type, fraud-score, text-embed, image-classify; default all)
 //       [--reps N]         repetitions of each timed series (default 5; --quick: 1)
@@ -45,8 +47,18 @@
 // global-agent, which only that script uses), onnxruntime-common, and the
 // job's other dependencies (image-classify: pngjs, jpeg-js).
 //
+// VIEWER: fraud-score also has a viewer-request pack (fraud-score-viewer: the
+// compact wasi:nn engine, low 0.3, high 0.9), measured beside the origin packs
+// and the baseline with viewer-request events carrying the same bodies (the
+// origin packs and the baseline keep origin-request events). Its answers are held to the baseline's
+// score (1e-4) and to its own thresholds' decision. The summary prints the
+// viewer's goals (issue: benchmark figures, not tests): zip <= 512 KB, warm
+// request <= 0.3 ms, peak RSS of the warm process <= 96 MB, cold start <= the
+// onnxruntime-node handler's; and its ratios to the baseline and to tract in Wasm.
+//
 // ROWS (JSON Lines): {"section": "edge", "workload", "system": "verge zip (wasm)" |
-// "verge zip (onnxruntime)" | "onnxruntime-node handler", "metric", "unit", "samples": [one per repetition],
+// "verge zip (onnxruntime)" | "verge viewer zip (compact)" | "onnxruntime-node handler", "metric", "unit",
+// "samples": [one per repetition],
 // "baseline": true|false, "better": "lower"|"higher"}. Metrics: zip size (MB),
 // unzipped size (MB), fits viewer 1 MB (yes/no: 1/0), fits origin 50 MB (yes/no),
 // cold start (ms), cold init + first request (ms), warm request (ms), warm
@@ -72,8 +84,14 @@ const CHILD_TIMEOUT_MS = 300_000;
 const VERGE = 'verge zip (wasm)';
 const VERGE_ORT = 'verge zip (onnxruntime)';
 const BASELINE = 'onnxruntime-node handler';
-/** The verge systems: the pack NAME (tract in Wasm) and NAME-onnxruntime (the Node binding). */
-const VERGE_SYSTEMS = [['verge', VERGE, ''], ['vergeOrt', VERGE_ORT, '-onnxruntime']];
+const VERGE_VIEWER = 'verge viewer zip (compact)';
+/**
+ * The verge systems: the pack NAME (tract in Wasm), NAME-onnxruntime (the Node
+ * binding) and, for a workload with a `viewerPack`, that viewer-request pack.
+ */
+const VERGE_SYSTEMS = [['verge', VERGE, ''], ['vergeOrt', VERGE_ORT, '-onnxruntime'], ['vergeViewer', VERGE_VIEWER, null]];
+// The viewer's goals (fraud-score-viewer against the onnxruntime-node handler).
+const VIEWER_GOALS = { zipKb: 512, warmMs: 0.3, rssMb: 96 };
 
 // ---------------------------------------------------------------- child side
 
@@ -268,11 +286,11 @@ function filesUnder(root, prefix) {
 
 // ---------------------------------------------------------------- events and answers
 
-const FIXTURE = join(repo, 'shims/lambda-edge/test/fixtures/origin-request.json');
+const fixture = (trigger) => join(repo, `shims/lambda-edge/test/fixtures/${trigger}.json`);
 
-/** An origin-request event (include-body) carrying `body` as CloudFront sends it. */
-function eventFor(body, contentType) {
-  const ev = JSON.parse(readFileSync(FIXTURE, 'utf8'));
+/** A request event (origin-request unless told; include-body) carrying `body` as CloudFront sends it. */
+function eventFor(body, contentType, trigger = 'origin-request') {
+  const ev = JSON.parse(readFileSync(fixture(trigger), 'utf8'));
   const req = ev.Records[0].cf.request;
   req.headers['content-type'] = [{ key: 'Content-Type', value: contentType }];
   req.headers['content-length'] = [{ key: 'Content-Length', value: String(body.length) }];
@@ -387,6 +405,7 @@ function workloads(o) {
     {
       name: 'fraud-score',
       pack: 'fraud-score-conformance',
+      viewerPack: 'fraud-score-viewer',
       warmN: 300,
       warmup: 20,
       files: { 'model/fraud-score.onnx': m('fraud-score/model.onnx') },
@@ -406,6 +425,15 @@ function workloads(o) {
         const ok = a.kind === b.kind && a.kind !== 'pass' && close(a.score, b.score, 1e-4) &&
           (a.body?.decision ?? null) === (b.body?.decision ?? null) && (a.body?.threshold ?? null) === (b.body?.threshold ?? null);
         return { ok, diff, text: `${a.kind} ${a.score}${ok ? '' : ` ≠ ${b.kind} ${b.score}`}` };
+      },
+      // A pack with other thresholds (the viewer's): the baseline's score, its own decision.
+      compareOwn(a, b, config) {
+        const low = Number(config.low ?? 0.3);
+        const high = Number(config.high ?? 0.8);
+        const want = a.score >= high ? 'respond 403' : a.score < low ? 'annotate' : 'defer';
+        const diff = Math.abs(a.score - b.score);
+        const ok = a.kind === want && close(a.score, b.score, 1e-4);
+        return { ok, diff, text: `${a.kind} ${a.score} (low ${low}, high ${high})${ok ? '' : ` ≠ ${want}, baseline ${b.score}`}` };
       },
     },
     {
@@ -723,6 +751,21 @@ async function main() {
         sys.vergeOrt = { label: VERGE_ORT, dir, bytes: statSync(ortZip).size, unzipped };
         rep.ortThreads = JSON.parse(readFileSync(join(dir, 'verge.json'), 'utf8')).engine.threads;
       }
+      // The viewer-request pack of the same component, when the workload has one and it was made.
+      const viewerZip = w.viewerPack && join(o.packages, w.viewerPack, 'function.zip');
+      if (viewerZip && existsSync(viewerZip)) {
+        const dir = join(tmp, `verge-viewer-${w.name}`);
+        const unzipped = unzip(viewerZip, dir);
+        const vm = JSON.parse(readFileSync(join(dir, 'verge.json'), 'utf8'));
+        if (vm.trigger !== 'viewer-request' || !vm.include_body) {
+          throw new Error(`${viewerZip}: packed for ${vm.trigger}${vm.include_body ? '' : ' without the body'}; expected viewer-request with the body`);
+        }
+        sys.vergeViewer = { label: VERGE_VIEWER, dir, bytes: statSync(viewerZip).size, unzipped, trigger: 'viewer-request', manifest: vm };
+        rep.viewerPack = w.viewerPack;
+      } else if (viewerZip) {
+        rep.notes.push(`no viewer row: ${viewerZip} is missing`);
+        say(`no viewer row: ${viewerZip} is missing`);
+      }
       // The baseline gets the same intra-op threads as the verge onnxruntime
       // pack (what the function's memory buys on Lambda), unless --ort-threads says.
       const baselineThreads = o.ortThreads ?? rep.ortThreads ?? null;
@@ -743,23 +786,31 @@ async function main() {
 
       // Inputs as events; the first is the benchmark input.
       const inputs = w.inputs(tmp);
-      const eventsPath = join(tmp, `events-${w.name}.json`);
-      writeFileSync(eventsPath, JSON.stringify(inputs.map((i) => eventFor(i.body, i.contentType))));
-      const benchPath = join(tmp, `bench-${w.name}.json`);
-      writeFileSync(benchPath, JSON.stringify([eventFor(inputs[0].body, inputs[0].contentType)]));
+      // Each trigger's events, with the same bodies: origin-request for the
+      // origin packs and the baseline, viewer-request for a viewer pack.
+      const paths = {};
+      for (const trigger of ['origin-request', ...(sys.vergeViewer ? ['viewer-request'] : [])]) {
+        paths[trigger] = { events: join(tmp, `events-${w.name}-${trigger}.json`), bench: join(tmp, `bench-${w.name}-${trigger}.json`) };
+        writeFileSync(paths[trigger].events, JSON.stringify(inputs.map((i) => eventFor(i.body, i.contentType, trigger))));
+        writeFileSync(paths[trigger].bench, JSON.stringify([eventFor(inputs[0].body, inputs[0].contentType, trigger)]));
+      }
       rep.input = `${inputs[0].name}, ${inputs[0].body.length} B`;
 
       // Agreement on every input.
-      const spec = (s, mode, extra = {}) => ({
-        mode, system: s, dir: sys[s].dir, events: mode === 'answers' ? eventsPath : benchPath, ortThreads: baselineThreads, ...extra,
-      });
+      const spec = (s, mode, extra = {}) => {
+        const p = paths[sys[s].trigger ?? 'origin-request'];
+        return { mode, system: s, dir: sys[s].dir, events: mode === 'answers' ? p.events : p.bench, ortThreads: baselineThreads, ...extra };
+      };
       say(`answers on ${inputs.length} inputs…`);
       const answers = {};
       for (const s of systems) answers[s] = (await runChild(spec(s, 'answers'), tmp)).results.map(w.answer);
       if (sys.baseline) {
         // Every verge system against the baseline, input by input.
         rep.agreement = Object.keys(sys).filter((s) => s !== 'baseline').flatMap((s) => inputs.map((input, i) => ({
-          name: s === 'verge' ? input.name : `${input.name} (${sys[s].label})`, ...w.compare(answers[s][i], answers.baseline[i], input),
+          name: s === 'verge' ? input.name : `${input.name} (${sys[s].label})`,
+          ...(s === 'vergeViewer'
+            ? w.compareOwn(answers[s][i], answers.baseline[i], sys[s].manifest.config ?? {})
+            : w.compare(answers[s][i], answers.baseline[i], input)),
         })));
         const bad = rep.agreement.filter((a) => !a.ok);
         disagreements += bad.length;
@@ -839,6 +890,7 @@ async function main() {
         `(max |difference| ${Math.max(...r.agreement.map((a) => a.diff)).toExponential(1)})` : `  baseline unavailable: ${r.unavailable}`);
     }
     out.push('(verge vs onnxruntime-node baseline; ratios verge/baseline, medians over repetitions)');
+    for (const r of reports.filter((x) => x.series.vergeViewer)) out.push(...viewerGoals(r));
     say(out.join('\n'));
     if (o.json) {
       writeFileSync(o.json, JSON.stringify(rows, null, 1) + '\n');
@@ -854,6 +906,33 @@ async function main() {
     if (o.keep) say(`kept ${tmp}`);
     else rmSync(tmp, { recursive: true, force: true });
   }
+}
+
+/** The viewer pack's figures against its goals, and its ratios to the baseline and to tract in Wasm. */
+function viewerGoals(r) {
+  const v = r.series.vergeViewer;
+  const b = r.series.baseline;
+  const t = r.series.verge;
+  const m = (s, k) => median(s[k]);
+  const kb = r.sys.vergeViewer.bytes / 1024;
+  const mark = (ok) => (ok ? 'met' : 'NOT met');
+  const lines = [`\nViewer goals, ${r.name} (${r.viewerPack}, compact engine, viewer-request; input ${r.input}):`];
+  lines.push(`- zip ${fmt(kb, 0)} KB (goal <= ${VIEWER_GOALS.zipKb} KB: ${mark(kb <= VIEWER_GOALS.zipKb)}; viewer quota 1024 KB)` +
+    (b ? `; the onnxruntime-node handler's ${fmt(r.sys.baseline.bytes / 1024, 0)} KB` : ''));
+  lines.push(`- warm request ${fmt(m(v, 'warm'), 3)} ms (goal <= ${VIEWER_GOALS.warmMs} ms: ${mark(m(v, 'warm') <= VIEWER_GOALS.warmMs)})` +
+    (b ? `; onnxruntime-node handler ${fmt(m(b, 'warm'), 3)} ms (${(m(v, 'warm') / m(b, 'warm')).toFixed(2)}×)` : '') +
+    (t ? `; tract in Wasm ${fmt(m(t, 'warm'), 3)} ms (${(m(v, 'warm') / m(t, 'warm')).toFixed(2)}×)` : '') +
+    `; CPU ${fmt(m(v, 'cpu'), 3)} ms`);
+  lines.push(`- peak RSS of the warm process ${fmt(m(v, 'rss'), 1)} MB (goal <= ${VIEWER_GOALS.rssMb} MB: ${mark(m(v, 'rss') <= VIEWER_GOALS.rssMb)}; viewer memory 128 MB)` +
+    (b ? `; onnxruntime-node handler ${fmt(m(b, 'rss'), 1)} MB (${(m(v, 'rss') / m(b, 'rss')).toFixed(2)}×)` : ''));
+  if (b) {
+    lines.push(`- cold start ${fmt(m(v, 'cold'), 0)} ms vs the onnxruntime-node handler's ${fmt(m(b, 'cold'), 0)} ms ` +
+      `(${(m(v, 'cold') / m(b, 'cold')).toFixed(2)}×; goal <=: ${mark(m(v, 'cold') <= m(b, 'cold'))}); ` +
+      `import + first request ${fmt(m(v, 'initFirst'), 1)} vs ${fmt(m(b, 'initFirst'), 1)} ms`);
+  } else {
+    lines.push(`- cold start ${fmt(m(v, 'cold'), 0)} ms (no baseline to compare: ${r.unavailable})`);
+  }
+  return lines;
 }
 
 /** One workload's table (markdown): a column per system, each verge system's ratio to the baseline. */
