@@ -236,7 +236,7 @@ fn components_with_unknown_imports_are_refused_at_prepare() {
     let wat = r#"(component
         (import "example:nope/thing" (instance (export "f" (func))))
     )"#;
-    let component = Component::new(f.runtime.engine(), wat).unwrap();
+    let component = Component::new(f.runtime.engine(), wat::parse_str(wat).unwrap()).unwrap();
     let e = f.runtime.prepare(&component).err().unwrap();
     assert!(
         matches!(&e, CallError::Instantiate(m) if m.contains("example:nope/thing")),
