@@ -14,7 +14,11 @@
 //! * [`uplink`]: the sender that drains the outbox (MQTT today);
 //! * [`api`]: the local HTTP API; [`metrics`]: its Prometheus counters;
 //!   [`pool`]: the threads calls run on;
-//! * [`daemon`]: wiring it all together, health, shutdown; [`log`]: JSON lines.
+//! * [`daemon`]: wiring it all together, health, shutdown; [`log`]: JSON lines;
+//!
+//! and its deployment (`verge-device recipe`):
+//!
+//! * [`recipe`]: a Greengrass v2 recipe and its artifacts for a configuration.
 
 pub mod api;
 pub mod cache;
@@ -25,6 +29,7 @@ pub mod metrics;
 pub mod nn;
 pub mod outbox;
 pub mod pool;
+pub mod recipe;
 pub mod report;
 pub mod runtime;
 pub mod state;

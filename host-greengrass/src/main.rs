@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use serde_json::json;
 use verge_device::config::{Config, Overrides};
 use verge_device::nn::{Backend, EngineSpec, Graphs, ModelSpec, Provider, Target};
+use verge_device::recipe::{self, Arch};
 use verge_device::runtime::{Deployment, Limits, Placement, Request, Runtime};
 use verge_device::{daemon, log, report};
 use wasmtime::component::Component;
@@ -30,6 +31,48 @@ enum Command {
     /// Run the daemon: a local HTTP API, durable state, a durable outbox sent
     /// to the cloud over MQTT, health and metrics. Logs JSON lines to stdout.
     Serve(ServeArgs),
+    /// Write an AWS IoT Greengrass v2 recipe (JSON) that deploys the daemon with
+    /// this configuration, and the artifacts to upload beside it.
+    Recipe(RecipeArgs),
+}
+
+#[derive(clap::Args)]
+struct RecipeArgs {
+    /// The daemon's configuration (as for `serve`): every component and model
+    /// it names ships as an artifact, and so does the configuration itself.
+    #[arg(long)]
+    config: PathBuf,
+    /// Where the artifacts will be uploaded: s3://BUCKET/PREFIX (put the
+    /// version in PREFIX: a component version's artifacts must never change).
+    #[arg(long)]
+    artifacts_uri: String,
+    /// The component's version (MAJOR.MINOR.PATCH).
+    #[arg(long)]
+    version: String,
+    /// The component's name.
+    #[arg(long, default_value = "verge.Device")]
+    name: String,
+    /// The verge-device binary for an architecture: ARCH=PATH, ARCH one of
+    /// amd64, aarch64, arm (repeatable; default: this binary, for this machine).
+    #[arg(long = "binary", value_parser = arch_binary)]
+    binaries: Vec<(Arch, PathBuf)>,
+    /// The folder to write recipe.json and artifacts/ into (new, or empty).
+    #[arg(long, default_value = "greengrass")]
+    out: PathBuf,
+    /// Run the daemon as root (RequiresPrivilege): needed to read the core
+    /// device's own certificate and key.
+    #[arg(long)]
+    privileged: bool,
+    /// In the IPC policy, name the device's topics with {iot:thingName}
+    /// (classic nucleus v2.6.0+ with interpolateComponentConfiguration; nucleus
+    /// lite after v2.6.0) rather than a wildcard for the thing name.
+    #[arg(long)]
+    thing_name_in_policy: bool,
+}
+
+fn arch_binary(s: &str) -> Result<(Arch, PathBuf), String> {
+    let (arch, path) = pair(s)?;
+    Ok((arch.parse()?, PathBuf::from(path)))
 }
 
 #[derive(clap::Args)]
@@ -123,6 +166,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Serve(args) => return serve(args),
+        Command::Recipe(args) => write_recipe(args),
     };
     match result {
         Ok(code) => code,
@@ -131,6 +175,41 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn write_recipe(args: RecipeArgs) -> Result<ExitCode> {
+    let written = recipe::write(&recipe::Options {
+        config: args.config,
+        artifacts_uri: args.artifacts_uri.clone(),
+        version: args.version,
+        name: args.name,
+        binaries: args.binaries,
+        out: args.out,
+        privileged: args.privileged,
+        thing_name_in_policy: args.thing_name_in_policy,
+    })?;
+    for w in &written.warnings {
+        eprintln!("verge-device: warning: {w}");
+    }
+    println!(
+        "wrote {} ({} bytes; {} manifest(s), {} artifacts each) and {}/",
+        written.recipe.display(),
+        written.recipe_bytes,
+        written.manifests,
+        written.artifacts_per_manifest,
+        written.artifacts.display()
+    );
+    println!("upload the artifacts, then create the component version:");
+    println!(
+        "  aws s3 cp --recursive {} {}/",
+        written.artifacts.display(),
+        args.artifacts_uri.trim_end_matches('/')
+    );
+    println!(
+        "  aws greengrassv2 create-component-version --inline-recipe fileb://{}",
+        written.recipe.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Exit 0 after a clean shutdown, 1 on a fatal error (logged as JSON).
