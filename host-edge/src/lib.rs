@@ -4,10 +4,13 @@
 //! component's `wasi:nn` imports; [`transpile`] turns the result into
 //! JavaScript and core Wasm for Node; [`package`] bundles that with the shim,
 //! the models and a manifest into a deterministic zip, checked against the
-//! trigger's [`quota`]; [`cloudformation`] writes the template to deploy it.
+//! trigger's [`quota`]; [`cloudformation`] writes the template to deploy it,
+//! or one for several packages on one cache behaviour. [`fit`] is the dry
+//! run: every trigger × engine, built in memory and judged.
 
 pub mod cloudformation;
 pub mod compose;
+pub mod fit;
 pub mod package;
 pub mod quota;
 pub mod transpile;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use verge_edge::cloudformation::{self, Function};
+use verge_edge::fit;
 use verge_edge::package::{
     self, Engine, ModelSource, OnError, OnnxruntimeNode, PackError, PackOptions,
 };
@@ -24,8 +25,24 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Compose, transpile and pack a component; write function.zip and template.json.
+    /// Compose, transpile and pack a component; write function.zip and template.json
+    /// (with --dry-run: how it fits each trigger on each engine, nothing written).
     Pack(PackArgs),
+    /// One CloudFormation template for several packs on one cache behaviour
+    /// (the cascade: e.g. a viewer-request and an origin-request function), at
+    /// most one per CloudFront event; one role, one distribution.
+    Stack(StackArgs),
+}
+
+#[derive(clap::Args)]
+struct StackArgs {
+    /// A `verge-edge pack --out` folder (function.zip, verge.json); repeatable.
+    #[arg(long = "package", required = true)]
+    packages: Vec<PathBuf>,
+    /// Where to write template.json and each package's zip as <trigger>.zip
+    /// (the default of its S3 key parameter).
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -48,9 +65,9 @@ struct PackArgs {
     /// memory, what Lambda gives a vCPU for].
     #[arg(long, default_value_t = 0)]
     threads: u32,
-    /// The CloudFront event that runs the function.
-    #[arg(long, value_enum)]
-    trigger: Trigger,
+    /// The CloudFront event that runs the function (with --dry-run: marks its row).
+    #[arg(long, value_enum, required_unless_present = "dry_run")]
+    trigger: Option<Trigger>,
     /// Ask CloudFront to pass request bodies (request triggers only).
     #[arg(long)]
     include_body: bool,
@@ -73,8 +90,21 @@ struct PackArgs {
     #[arg(long)]
     provider: Option<PathBuf>,
     /// Where to write function.zip, template.json and verge.json.
+    #[arg(long, required_unless_present = "dry_run")]
+    out: Option<PathBuf>,
+    /// Write nothing: build the package in memory, exactly as pack would, for
+    /// each of the four triggers on each engine, and print whether it fits and
+    /// why not (exit 0 when at least one does). A flag of pack rather than a
+    /// subcommand of its own: it takes the pack command line you were about to
+    /// run, so it answers for those settings (--memory, --timeout, --include-body
+    /// are judged as given, never adjusted per trigger) and shows the
+    /// alternatives; --trigger and --out are not needed, and --trigger (with
+    /// --engine) only marks the row that pack would build.
     #[arg(long)]
-    out: PathBuf,
+    dry_run: bool,
+    /// With --dry-run: the rows as JSON (sizes in bytes) instead of a table.
+    #[arg(long, requires = "dry_run")]
+    json: bool,
 }
 
 fn pair(s: &str) -> Result<(String, String), String> {
@@ -90,9 +120,14 @@ fn model(s: &str) -> Result<(String, ModelSource), String> {
 }
 
 fn main() -> ExitCode {
-    let Command::Pack(args) = Cli::parse().command;
-    match pack(args) {
-        Ok(()) => ExitCode::SUCCESS,
+    let result = match Cli::parse().command {
+        Command::Pack(args) if args.dry_run => dry_run(args),
+        Command::Pack(args) => pack(args).map(|()| true),
+        Command::Stack(args) => stack(args).map(|()| true),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
         Err(e) => {
             eprintln!("verge-edge: {e:#}");
             ExitCode::from(1)
@@ -127,9 +162,9 @@ fn onnxruntime_node(explicit: Option<PathBuf>) -> Result<OnnxruntimeNode> {
 }
 
 fn pack(args: PackArgs) -> Result<()> {
-    let engine = args
-        .engine
-        .unwrap_or_else(|| Engine::default_for(args.trigger));
+    let trigger = args.trigger.context("--trigger is needed")?;
+    let out = args.out.clone().context("--out is needed")?;
+    let engine = args.engine.unwrap_or_else(|| Engine::default_for(trigger));
     let file = engine.provider_file();
     let provider_path = args
         .provider
@@ -158,7 +193,7 @@ fn pack(args: PackArgs) -> Result<()> {
         onnxruntime_node,
         threads: args.threads,
         models: args.models,
-        trigger: args.trigger,
+        trigger,
         include_body: args.include_body,
         memory_mb: args.memory_mb,
         timeout_s: args.timeout_s,
@@ -176,33 +211,157 @@ fn pack(args: PackArgs) -> Result<()> {
         .file_stem()
         .map_or("component".into(), |s| s.to_string_lossy().to_string());
     let template = cloudformation::template(&Function {
-        name: &name,
-        trigger: args.trigger,
+        name,
+        trigger,
         include_body: args.include_body,
         memory_mb: args.memory_mb,
         timeout_s: args.timeout_s,
-        zip_sha256: &zip_sha,
+        zip_sha256: zip_sha.clone(),
+        code_key: "function.zip".into(),
+        source: out.display().to_string(),
     });
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
-    write(&args.out.join("function.zip"), &packed.zip)?;
-    let mut text = serde_json::to_vec_pretty(&template)?;
-    text.push(b'\n');
-    write(&args.out.join("template.json"), &text)?;
-    let mut text = serde_json::to_vec_pretty(&packed.manifest)?;
-    text.push(b'\n');
-    write(&args.out.join("verge.json"), &text)?;
-    let limit = args.trigger.limits().zip_bytes;
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    write(&out.join("function.zip"), &packed.zip)?;
+    write_json(&out.join("template.json"), &template)?;
+    write_json(&out.join("verge.json"), &packed.manifest)?;
+    let limit = trigger.limits().zip_bytes;
     println!(
         "packed {} for {} on {}: function.zip {} bytes ({:.1} % of the {} byte limit), sha256 {zip_sha}",
         args.component.display(),
-        args.trigger.event_type(),
+        trigger.event_type(),
         packed.manifest["engine"]["name"].as_str().unwrap_or("?"),
         packed.zip.len(),
         packed.zip.len() as f64 * 100.0 / limit as f64,
         limit
     );
     Ok(())
+}
+
+/// `pack --dry-run`: every trigger × engine, built in memory; true when one fits.
+fn dry_run(args: PackArgs) -> Result<bool> {
+    // Inputs every row needs: one error, not twelve.
+    std::fs::metadata(&args.component)
+        .with_context(|| format!("the component {}", args.component.display()))?;
+    for (name, source) in &args.models {
+        if let ModelSource::File(path) = source {
+            std::fs::metadata(path)
+                .with_context(|| format!("model '{name}': {}", path.display()))?;
+        }
+    }
+    let chosen = args.engine.or(args.trigger.map(Engine::default_for));
+    if args.provider.is_some() && chosen.is_none() {
+        anyhow::bail!("--provider is one engine's provider: name the engine with --engine");
+    }
+    let providers: Vec<(Engine, Result<Vec<u8>, String>)> = Engine::ALL
+        .iter()
+        .map(|&engine| {
+            let file = engine.provider_file();
+            let path = match &args.provider {
+                Some(p) if chosen == Some(engine) => Some(p.clone()),
+                _ => default_provider(file),
+            };
+            let bytes = match path {
+                None => Err(format!(
+                    "no {file} in $VERGE_NN_PROVIDER_DIR, beside verge-edge or in its cargo target's wasm32-wasip2/component (pass --provider with --engine {})",
+                    engine.as_str()
+                )),
+                Some(path) => std::fs::read(&path)
+                    .map_err(|e| format!("reading the provider {}: {e}", path.display())),
+            };
+            (engine, bytes)
+        })
+        .collect();
+    let base = PackOptions {
+        component: args.component.clone(),
+        provider: Vec::new(),
+        engine: Engine::Compact,
+        // Shorter than pack's message: it is in a table cell, once per trigger.
+        onnxruntime_node: onnxruntime_node(args.onnxruntime_node).map_err(|e| {
+            format!(
+                "onnxruntime-node: {} (see --onnxruntime-node, $VERGE_ONNXRUNTIME_NODE)",
+                e.root_cause()
+            )
+        }),
+        threads: args.threads,
+        models: args.models.clone(),
+        trigger: Trigger::ViewerRequest,
+        include_body: args.include_body,
+        memory_mb: args.memory_mb,
+        timeout_s: args.timeout_s,
+        on_error: args.on_error,
+        config: args.config,
+    };
+    let fits = fit::dry_run(&base, &providers);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&fit::json(&fits))?);
+    } else {
+        let models: Vec<&str> = args.models.iter().map(|(n, _)| n.as_str()).collect();
+        println!(
+            "dry run: {}{} with --memory {} --timeout {}{}, on each trigger and engine (nothing written)",
+            args.component.display(),
+            if models.is_empty() {
+                String::new()
+            } else {
+                format!(" and model {}", models.join(", "))
+            },
+            args.memory_mb,
+            args.timeout_s,
+            if args.include_body {
+                " --include-body"
+            } else {
+                ""
+            },
+        );
+        let marked = args.trigger.zip(chosen);
+        print!("{}", fit::table(&fits, marked));
+    }
+    Ok(fits.iter().any(|f| f.verdict.fits()))
+}
+
+/// `stack`: one template for several packs; each zip copied beside it as <trigger>.zip.
+fn stack(args: StackArgs) -> Result<()> {
+    let mut functions = Vec::new();
+    for dir in &args.packages {
+        let mut f = Function::from_package(dir)?;
+        f.code_key = format!("{}.zip", f.trigger.event_type());
+        functions.push(f);
+    }
+    // Refuses two packages for one event before anything is written.
+    let template = cloudformation::stack(&functions)?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    for (dir, f) in args.packages.iter().zip(&functions) {
+        let to = args.out.join(&f.code_key);
+        std::fs::copy(dir.join("function.zip"), &to)
+            .with_context(|| format!("copying {} to {}", dir.display(), to.display()))?;
+    }
+    let path = args.out.join("template.json");
+    write_json(&path, &template)?;
+    println!(
+        "{}: {} function(s) on one cache behaviour",
+        path.display(),
+        functions.len()
+    );
+    functions.sort_by_key(|f| Trigger::ALL.iter().position(|t| *t == f.trigger));
+    for f in &functions {
+        println!(
+            "  {:<16} {:<16} {:<20} sha256 {}",
+            f.trigger.event_type(),
+            f.name,
+            f.code_key,
+            f.zip_sha256
+        );
+    }
+    println!(
+        "upload the zips to an S3 bucket in us-east-1 (keys default to their names), then create the stack there with CodeBucket and OriginDomainName"
+    );
+    Ok(())
+}
+
+fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
+    let mut text = serde_json::to_vec_pretty(value)?;
+    text.push(b'\n');
+    write(path, &text)
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -162,6 +162,7 @@ pub enum OnError {
     Fail,
 }
 
+#[derive(Clone)]
 pub struct PackOptions {
     pub component: PathBuf,
     /// The wasi:nn provider component of the engine (Engine::provider_file).
@@ -191,9 +192,19 @@ pub enum PackError {
     },
     #[error("model name '{0}' is given twice")]
     DuplicateModel(String),
-    /// A model the chosen engine cannot run, found at pack time.
+    /// A model the compact engine cannot read, found at pack time.
     #[error("{0}")]
     Unsupported(String),
+    /// A model that uses operators or attributes the compact engine does not run.
+    #[error("model '{model}' uses what the compact engine does not run: {}; {}", .problems.join("; "), not_compact_hint(*.trigger))]
+    NotCompact {
+        model: String,
+        problems: Vec<String>,
+        trigger: Trigger,
+    },
+    /// The engine's parts are not on this machine (the onnxruntime-node binding).
+    #[error("{0}")]
+    EngineUnavailable(String),
     #[error("{0:#}")]
     Build(#[from] anyhow::Error),
 }
@@ -213,7 +224,8 @@ fn read(path: &Path) -> Result<Vec<u8>, PackError> {
     })
 }
 
-/// Builds the package and checks it against the trigger's quotas.
+/// Builds the package and checks it against the trigger's quotas: the
+/// settings before anything is built, the zip once it is.
 pub fn pack(opts: &PackOptions) -> Result<Package, PackError> {
     quota::check_settings(
         opts.trigger,
@@ -221,6 +233,14 @@ pub fn pack(opts: &PackOptions) -> Result<Package, PackError> {
         opts.timeout_s,
         opts.include_body,
     )?;
+    let package = build(opts)?;
+    quota::check_zip(opts.trigger, package.zip.len() as u64)?;
+    Ok(package)
+}
+
+/// Builds the package, checked against nothing of the trigger's quotas: what
+/// [`pack`] checks, and what the dry run measures and judges itself.
+pub fn build(opts: &PackOptions) -> Result<Package, PackError> {
     let component = read(&opts.component)?;
     let plugged = compose::plug_nn(&component, &opts.provider)?;
     // A component that does no inference needs no engine.
@@ -268,7 +288,7 @@ pub fn pack(opts: &PackOptions) -> Result<Package, PackError> {
         _ if !nn => json!({ "name": "none" }),
         (Engine::Tract | Engine::Compact, _) => json!({ "name": opts.engine.as_str() }),
         (Engine::Onnxruntime, Err(why)) => {
-            return Err(PackError::Build(anyhow::anyhow!("{why}")));
+            return Err(PackError::EngineUnavailable(why.clone()));
         }
         (Engine::Onnxruntime, Ok(node)) => {
             files.insert(
@@ -325,7 +345,6 @@ pub fn pack(opts: &PackOptions) -> Result<Package, PackError> {
     files.insert("verge.json".into(), text);
 
     let zip = deterministic_zip(&files)?;
-    quota::check_zip(opts.trigger, zip.len() as u64)?;
     Ok(Package {
         zip,
         manifest,
@@ -341,15 +360,19 @@ fn check_compact(name: &str, bytes: &[u8], trigger: Trigger) -> Result<(), PackE
     if problems.is_empty() {
         return Ok(());
     }
-    let hint = if trigger.is_viewer() {
+    Err(PackError::NotCompact {
+        model: name.to_string(),
+        problems,
+        trigger,
+    })
+}
+
+fn not_compact_hint(trigger: Trigger) -> &'static str {
+    if trigger.is_viewer() {
         "pack it for an origin trigger (origin-request or origin-response) with --engine onnxruntime or tract, where the larger engines fit"
     } else {
         "choose --engine onnxruntime or tract"
-    };
-    Err(PackError::Unsupported(format!(
-        "model '{name}' uses what the compact engine does not run: {}; {hint}",
-        problems.join("; ")
-    )))
+    }
 }
 
 /// Sorted entries, fixed timestamps and permissions: the same inputs give the

@@ -1,9 +1,9 @@
 //! Lambda@Edge quotas per CloudFront trigger (AWS, "Quotas" and
 //! "Restrictions on edge functions" in the CloudFront Developer Guide).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Trigger {
     ViewerRequest,
@@ -35,6 +35,16 @@ impl Trigger {
 
     pub fn is_viewer(self) -> bool {
         matches!(self, Trigger::ViewerRequest | Trigger::ViewerResponse)
+    }
+
+    /// `ViewerRequest`: for CloudFormation logical IDs.
+    pub fn camel_case(self) -> &'static str {
+        match self {
+            Trigger::ViewerRequest => "ViewerRequest",
+            Trigger::OriginRequest => "OriginRequest",
+            Trigger::OriginResponse => "OriginResponse",
+            Trigger::ViewerResponse => "ViewerResponse",
+        }
     }
 
     pub fn is_request(self) -> bool {
@@ -114,10 +124,27 @@ pub fn check_settings(
     timeout_s: u32,
     include_body: bool,
 ) -> Result<(), Misfit> {
+    match settings_misfits(trigger, memory_mb, timeout_s, include_body)
+        .into_iter()
+        .next()
+    {
+        Some(m) => Err(m),
+        None => Ok(()),
+    }
+}
+
+/// Every way the function settings miss the trigger (the dry run reports them all).
+pub fn settings_misfits(
+    trigger: Trigger,
+    memory_mb: u32,
+    timeout_s: u32,
+    include_body: bool,
+) -> Vec<Misfit> {
     let l = trigger.limits();
     let name = trigger.event_type();
+    let mut misfits = Vec::new();
     if memory_mb < l.memory_mb.0 || memory_mb > l.memory_mb.1 {
-        return Err(Misfit::Memory {
+        misfits.push(Misfit::Memory {
             trigger: name,
             memory: memory_mb,
             min: l.memory_mb.0,
@@ -125,16 +152,16 @@ pub fn check_settings(
         });
     }
     if timeout_s == 0 || timeout_s > l.timeout_s {
-        return Err(Misfit::Timeout {
+        misfits.push(Misfit::Timeout {
             trigger: name,
             timeout: timeout_s,
             limit: l.timeout_s,
         });
     }
     if include_body && !trigger.is_request() {
-        return Err(Misfit::Body { trigger: name });
+        misfits.push(Misfit::Body { trigger: name });
     }
-    Ok(())
+    misfits
 }
 
 /// Checks the compressed package size against the trigger.
@@ -176,5 +203,10 @@ mod tests {
         assert!(check_settings(Trigger::OriginRequest, 10_241, 30, true).is_err());
         assert!(check_settings(Trigger::OriginRequest, 512, 31, true).is_err());
         assert!(check_settings(Trigger::OriginResponse, 512, 30, true).is_err());
+        assert_eq!(
+            settings_misfits(Trigger::ViewerResponse, 1024, 30, true).len(),
+            3
+        );
+        assert!(settings_misfits(Trigger::OriginRequest, 1024, 30, true).is_empty());
     }
 }
