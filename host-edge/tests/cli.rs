@@ -247,9 +247,14 @@ fn read_json(p: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
 }
 
-/// cfn-lint on a template, when VERGE_CFN_LINT names it (pip install cfn-lint).
+/// cfn-lint on a template, when VERGE_CFN_LINT names it (pip install cfn-lint;
+/// ./dev test installs it and requires it with VERGE_REQUIRE_ALL=1).
 fn cfn_lint(template: &Path) {
     let Some(lint) = std::env::var_os("VERGE_CFN_LINT") else {
+        assert!(
+            std::env::var("VERGE_REQUIRE_ALL").as_deref() != Ok("1"),
+            "set VERGE_CFN_LINT: the templates must pass cfn-lint"
+        );
         eprintln!(
             "VERGE_CFN_LINT is not set: {} not linted",
             template.display()

@@ -99,7 +99,7 @@ struct RunArgs {
     /// A model the component may load by name: NAME=PATH.onnx (repeatable).
     #[arg(long = "model", value_parser = pair)]
     models: Vec<(String, String)>,
-    /// The engine for every model: tract (built in) or onnxruntime.
+    /// The engine for every model: tract or compact (built in), or onnxruntime.
     #[arg(long, value_enum, default_value_t = Backend::Tract)]
     backend: Backend,
     /// Intra-op threads per model (0: the backend's default).
