@@ -43,7 +43,6 @@ bytes. Needs the reference venv (tests/reference/requirements.txt).
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import sys
@@ -71,22 +70,9 @@ N_ROWS = 50
 TOLERANCE = {"rtol": 0, "atol": 1e-5}
 WARN, FAIL = 1e-4, 1e-3
 
-# Same tables as components/nn-suite/onnx_node_cases.py.
-CARRIED = {
-    np.dtype("float16"): "fp16",
-    np.dtype("float32"): "fp32",
-    np.dtype("float64"): "fp64",
-    np.dtype("uint8"): "u8",
-    np.dtype("int32"): "i32",
-    np.dtype("int64"): "i64",
-}
-WIDENED = {
-    np.dtype("bool"): np.int32,
-    np.dtype("int8"): np.int32,
-    np.dtype("int16"): np.int32,
-    np.dtype("uint16"): np.int32,
-    np.dtype("uint32"): np.int64,
-}
+# The suite's case format, written once (components/nn-suite/onnx_node_cases.py).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "components", "nn-suite"))
+from onnx_node_cases import CARRIED, WIDENED, tensor  # noqa: E402
 
 R = dict(random_state=SEED)
 MODELS = [  # (name, dataset, estimator)
@@ -147,15 +133,6 @@ def convert(name: str, model, n_features: int) -> bytes:
     del onx.opset_import[:]
     onx.opset_import.extend(onnx.helper.make_opsetid(d, v) for d, v in opsets)
     return onx.SerializeToString()
-
-
-def tensor(name: str, array: np.ndarray) -> dict:
-    return {
-        "name": name,
-        "type": CARRIED[array.dtype],
-        "dims": [int(d) for d in array.shape],
-        "b64": base64.b64encode(np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<")).tobytes()).decode(),
-    }
 
 
 def widen(a: np.ndarray) -> np.ndarray:

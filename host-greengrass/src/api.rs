@@ -333,7 +333,7 @@ impl Api {
         drop(in_flight);
         self.metrics.request(route, started.elapsed());
         match done {
-            Ok(Ok(body)) => json_answer(StatusCode::OK, &body),
+            Ok(Ok((status, body))) => json_answer(status, &body),
             Ok(Err(e)) => {
                 self.metrics.error(route, e.kind());
                 let status = status(&e);
@@ -355,24 +355,37 @@ impl Api {
     }
 
     /// Runs one call and, for a cloud route, commits its outcome to the
-    /// outbox before answering.
-    fn call(&self, loaded: &Loaded, name: &str, request: &Request) -> Result<Value, CallError> {
+    /// outbox before answering: 200, or 507 when the outcome could not be
+    /// committed (a full outbox under reject-new, a full disk, a store
+    /// error), with the outcome still in the body.
+    fn call(
+        &self,
+        loaded: &Loaded,
+        name: &str,
+        request: &Request,
+    ) -> Result<(StatusCode, Value), CallError> {
         let route = &loaded.routes[name];
         let outcome = loaded
             .runtime
             .call(&route.prepared, &route.deployment, request)?;
         let mut body = report::outcome(&outcome);
+        let mut status = StatusCode::OK;
         if let (Some(topic), Some(outbox)) = (&route.cloud_topic, &self.outbox) {
             // The message carries the same outcome JSON as the answer.
             body["outbox"] = match self.enqueue(outbox, topic, name, route, body.clone()) {
                 Ok(id) => json!({ "id": id, "topic": topic }),
                 Err(e) => {
                     self.metrics.error(name, "outbox");
+                    crate::log::warn(
+                        "outcome not committed to the outbox",
+                        json!({ "route": name, "error": e.to_string() }),
+                    );
+                    status = StatusCode::INSUFFICIENT_STORAGE;
                     json!({ "error": e.to_string() })
                 }
             };
         }
-        Ok(body)
+        Ok((status, body))
     }
 
     fn enqueue(

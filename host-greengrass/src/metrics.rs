@@ -148,6 +148,17 @@ impl Metrics {
         }
         head(
             &mut out,
+            "verge_databases_moved_aside_total",
+            "counter",
+            "State or outbox databases found corrupt at start, moved aside and started anew.",
+        );
+        let _ = writeln!(
+            out,
+            "verge_databases_moved_aside_total {}",
+            crate::state::MOVED_ASIDE.load(Ordering::Relaxed)
+        );
+        head(
+            &mut out,
             "verge_state_quota_refusals_total",
             "counter",
             "State writes refused because they would take a component over its [state] budget.",

@@ -278,6 +278,47 @@ mod tests {
     }
 
     #[test]
+    fn a_corrupt_outbox_is_moved_aside_and_started_anew() {
+        let d = dir("corrupt");
+        let path = d.join("outbox.db");
+        // Not a database at all, then a database whose pages are damaged.
+        std::fs::write(&path, b"this is not an SQLite database, it is garbage").unwrap();
+        let before = crate::state::MOVED_ASIDE.load(Ordering::Relaxed);
+        let outbox = Outbox::open(&path, 1 << 20, 1 << 16, Policy::DropOldest).unwrap();
+        outbox.push("a", "t", b"payload").unwrap();
+        drop(outbox);
+        assert!(crate::state::MOVED_ASIDE.load(Ordering::Relaxed) > before);
+        let aside: Vec<_> = std::fs::read_dir(&d)
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().to_string()))
+            .filter(|n| n.starts_with("outbox.db.corrupt-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "{aside:?}");
+        assert_eq!(
+            std::fs::read(d.join(&aside[0])).unwrap(),
+            b"this is not an SQLite database, it is garbage",
+            "kept as it was, for recovery"
+        );
+        // The fresh one kept its message; now damage it past the header.
+        let mut bytes = std::fs::read(&path).unwrap();
+        if bytes.len() < 8192 {
+            let reopened = Outbox::open(&path, 1 << 20, 1 << 16, Policy::DropOldest).unwrap();
+            assert_eq!(reopened.stats.depth.load(Ordering::Relaxed), 1);
+            drop(reopened);
+            bytes = std::fs::read(&path).unwrap();
+        }
+        let len = bytes.len();
+        for b in &mut bytes[100..len.min(4096)] {
+            *b = 0xff;
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let _ = std::fs::remove_file(d.join("outbox.db-wal"));
+        let fresh = Outbox::open(&path, 1 << 20, 1 << 16, Policy::DropOldest).unwrap();
+        assert_eq!(fresh.stats.depth.load(Ordering::Relaxed), 0);
+        std::fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
     fn keeps_order_and_ids_across_reopening() {
         let d = dir("order");
         let path = d.join("outbox.db");

@@ -147,6 +147,40 @@ fn state_survives_a_restart_and_components_come_from_the_cache() {
 }
 
 #[test]
+fn a_corrupt_state_database_is_moved_aside_and_the_daemon_starts() {
+    let dir = scratch("corrupt-state");
+    let cfg = config(&dir, "");
+    let mut d = Daemon::start(&cfg);
+    let count =
+        |d: &Daemon| d.post("local", "", b"count").json()["respond"]["body"]["hits"].clone();
+    assert_eq!(count(&d), 1);
+    assert!(d.terminate().success());
+    // What a power cut on a bad card can leave: the file is no database.
+    let state = dir.join("state");
+    for f in std::fs::read_dir(&state).unwrap().flatten() {
+        let name = f.file_name().to_string_lossy().to_string();
+        if name.starts_with("state.db-") {
+            std::fs::remove_file(f.path()).unwrap();
+        }
+    }
+    std::fs::write(state.join("state.db"), vec![0xa5; 8192]).unwrap();
+
+    let d = Daemon::start(&cfg);
+    assert_eq!(d.get("/readyz").status, 200);
+    assert_eq!(count(&d), 1, "a fresh database");
+    assert_eq!(d.metric("verge_databases_moved_aside_total"), 1.0);
+    let moved = d.all("database corrupt: moved aside, starting a fresh one");
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    let kept = std::path::PathBuf::from(moved[0]["moved_to"].as_str().unwrap());
+    assert_eq!(
+        std::fs::read(&kept).unwrap(),
+        vec![0xa5; 8192],
+        "kept for recovery"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn sigterm_lets_the_request_in_flight_finish() {
     let dir = scratch("sigterm");
     let mut d = Daemon::start(&config(&dir, ""));

@@ -173,8 +173,9 @@ fn a_full_outbox_applies_its_policy_and_counts_it() {
     post_many(&d, 5);
     for _ in 0..2 {
         let r = d.post("probe", "", b"echo");
-        // The caller still gets its result, and learns it will not reach the cloud.
-        assert_eq!(r.status, 200);
+        // The caller still gets its result, and learns from the status that it
+        // will not reach the cloud.
+        assert_eq!(r.status, 507, "{}", r.text());
         let v = r.json();
         assert_eq!(v["respond"]["status"], 200);
         assert!(

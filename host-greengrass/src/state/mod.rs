@@ -13,6 +13,7 @@ mod sqlite;
 pub(crate) mod wit;
 
 pub use quota::{QuotaStore, StateQuota};
+pub use sqlite::MOVED_ASIDE;
 pub use sqlite::SqliteStore;
 pub(crate) use sqlite::open_durable;
 

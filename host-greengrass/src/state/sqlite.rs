@@ -13,16 +13,77 @@ pub struct SqliteStore(Mutex<Connection>);
 /// Opens a durable database at `path` (WAL, `synchronous=FULL`, a busy
 /// timeout) and runs `schema` on it. The error is a message for the caller's
 /// own store error: an open failure names the path.
+///
+/// A database SQLite reports corrupt (or not a database at all) is moved
+/// aside, with its WAL, to `<name>.corrupt-<unix seconds>` (kept for
+/// recovery, logged, counted in [`MOVED_ASIDE`]) and a fresh one is started:
+/// an unattended device comes back rather than failing every start, as
+/// Greengrass's own disk spooler does with a corrupt database.
 pub(crate) fn open_durable(path: &Path, schema: &str) -> Result<Connection, String> {
-    let conn = Connection::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    match open_checked(path, schema) {
+        Err(e) if corrupt(&e) => {
+            let aside = move_aside(path)?;
+            crate::log::warn(
+                "database corrupt: moved aside, starting a fresh one",
+                serde_json::json!({ "path": path.display().to_string(), "moved_to": aside.display().to_string(), "error": e.to_string() }),
+            );
+            MOVED_ASIDE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            open_checked(path, schema).map_err(|e| format!("{}: {e}", path.display()))
+        }
+        other => other.map_err(|e| format!("{}: {e}", path.display())),
+    }
+}
+
+/// Databases moved aside as corrupt since the process started.
+pub static MOVED_ASIDE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn open_checked(path: &Path, schema: &str) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
     conn.execute_batch(
         "PRAGMA journal_mode=WAL;
          PRAGMA synchronous=FULL;
          PRAGMA busy_timeout=5000;",
-    )
-    .and_then(|()| conn.execute_batch(schema))
-    .map_err(|e| e.to_string())?;
+    )?;
+    // quick_check reads every page once: corruption found now, not mid-write.
+    let verdict: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+    if verdict != "ok" {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+            Some(verdict),
+        ));
+    }
+    conn.execute_batch(schema)?;
     Ok(conn)
+}
+
+fn corrupt(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+    )
+}
+
+fn move_aside(path: &Path) -> Result<std::path::PathBuf, String> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let name = path
+        .file_name()
+        .map_or("db".into(), |n| n.to_string_lossy().to_string());
+    let aside = path.with_file_name(format!("{name}.corrupt-{secs}"));
+    for suffix in ["", "-wal", "-shm"] {
+        let from = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+        let to = std::path::PathBuf::from(format!("{}{suffix}", aside.display()));
+        if from.exists() {
+            std::fs::rename(&from, &to).map_err(|e| {
+                format!(
+                    "{} is corrupt and could not be moved aside: {e}",
+                    path.display()
+                )
+            })?;
+        }
+    }
+    Ok(aside)
 }
 
 impl SqliteStore {
