@@ -242,3 +242,33 @@ fn garbage_and_truncation_are_invalid_encoding() {
     let e = Compact.load(&good[..good.len() / 2]).err().unwrap();
     assert_eq!(e.code, ErrorCode::InvalidEncoding);
 }
+
+#[test]
+fn an_axis_of_a_scalar_is_an_error_not_a_panic() {
+    for (op, attrs) in [
+        ("ArgMax", vec![]),
+        ("Softmax", vec![]),
+        ("Concat", vec![attr_int("axis", 0)]),
+        ("Squeeze", vec![]),
+    ] {
+        let m = model(
+            &[node(op, "", &["x"], &["y"], &attrs)],
+            &[scalar_info("x")],
+            &[scalar_info("y")],
+        );
+        let g = Graph::load("m", &Compact, &m).unwrap();
+        let got = g
+            .context()
+            .compute_named(vec![("x".into(), f32s(vec![], &[1.0]))]);
+        if op != "Squeeze" {
+            let e = got.unwrap_err();
+            assert_eq!(e.code, ErrorCode::RuntimeError, "{op}: {e}");
+        }
+    }
+}
+
+/// `name: f32[]`
+fn scalar_info(name: &str) -> Vec<u8> {
+    let tensor = [int_field(1, 1), field(2, &[])].concat();
+    [field(1, name.as_bytes()), field(2, &field(1, &tensor))].concat()
+}

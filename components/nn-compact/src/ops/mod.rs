@@ -236,11 +236,11 @@ pub fn input<'v>(inputs: &[Option<&'v Value>], i: usize) -> Result<&'v Value, St
         .ok_or_else(|| format!("input {i} is missing"))
 }
 
-/// An axis in `-rank..rank` (or `..=rank` with `extra`), made non-negative.
+/// An axis in `-rank..rank`, made non-negative (a scalar has none).
 pub fn axis(axis: i64, rank: usize) -> Result<usize, String> {
     let r = rank as i64;
     let a = if axis < 0 { axis + r } else { axis };
-    if (0..r.max(1)).contains(&a) || (rank == 0 && a == 0) {
+    if (0..r).contains(&a) {
         Ok(a as usize)
     } else {
         Err(format!("axis {axis} is out of range for rank {rank}"))
