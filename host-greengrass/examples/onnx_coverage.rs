@@ -14,7 +14,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use verge_device::nn::{EngineSpec, Graphs, LoadError, ModelSpec};
+use verge_device::nn::{Graphs, LoadError, ModelSpec};
 use verge_device::runtime::{Deployment, Limits, Placement, Runtime};
 use verge_device::testkit;
 use verge_nn_suite::Outcome as Got;
@@ -39,17 +39,7 @@ fn main() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!(e))?;
     // Engines panic on some malformed graphs; one model must not stop the count.
     std::panic::set_hook(Box::new(|_| {}));
-    for (engine, spec) in [
-        ("tract", EngineSpec::default()),
-        ("onnxruntime", testkit::onnxruntime(1)),
-        (
-            "compact",
-            EngineSpec {
-                backend: verge_device::nn::Backend::Compact,
-                ..EngineSpec::default()
-            },
-        ),
-    ] {
+    for (engine, spec) in testkit::engines() {
         if only.as_deref().is_some_and(|o| o != engine) {
             continue;
         }

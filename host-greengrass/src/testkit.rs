@@ -76,6 +76,22 @@ pub fn onnxruntime(threads: usize) -> EngineSpec {
     }
 }
 
+/// Every device engine, by name, as the behaviour suite and the coverage
+/// count run them: tract, ONNX Runtime (one thread) and the compact engine.
+pub fn engines() -> Vec<(&'static str, EngineSpec)> {
+    vec![
+        ("tract", EngineSpec::default()),
+        ("onnxruntime", onnxruntime(1)),
+        (
+            "compact",
+            EngineSpec {
+                backend: Backend::Compact,
+                ..EngineSpec::default()
+            },
+        ),
+    ]
+}
+
 /// The JSON lines of the reference file named by the environment variable
 /// `var`; panics if it is unset, saying that `make` writes it.
 pub fn reference(var: &str, make: &str) -> Vec<Value> {

@@ -36,20 +36,6 @@ fn spec(name: &str, engine: &EngineSpec) -> ModelSpec {
     }
 }
 
-fn engines() -> Vec<(&'static str, EngineSpec)> {
-    vec![
-        ("tract", EngineSpec::default()),
-        ("onnxruntime", testkit::onnxruntime(1)),
-        (
-            "compact",
-            EngineSpec {
-                backend: verge_device::nn::Backend::Compact,
-                ..EngineSpec::default()
-            },
-        ),
-    ]
-}
-
 /// Each suite model on `engine`: the graphs that load, and the load error of each that does not.
 fn load(engine: &EngineSpec) -> (Graphs, Vec<(String, NnError)>) {
     let mut good = Vec::new();
@@ -75,7 +61,7 @@ fn start_refusal(case: &Case, refused: &[(String, NnError)]) -> Option<Outcome> 
 
 #[test]
 fn every_engine_natively() {
-    for (engine, spec) in engines() {
+    for (engine, spec) in testkit::engines() {
         let (graphs, refused) = load(&spec);
         let mut report = Report::new(&format!("{engine}, natively"));
         for case in verge_nn_suite::cases() {
@@ -103,7 +89,7 @@ fn every_engine_natively() {
 
 #[test]
 fn the_device_host_on_every_engine() {
-    for (engine, spec) in engines() {
+    for (engine, spec) in testkit::engines() {
         let (graphs, refused) = load(&spec);
         let runtime = Runtime::new(graphs).unwrap();
         let component = Component::from_file(runtime.engine(), common::wasm("probe")).unwrap();
