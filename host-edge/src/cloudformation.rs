@@ -32,6 +32,8 @@ pub struct Function {
     pub code_key: String,
     /// Where it comes from, for messages: the pack's folder.
     pub source: String,
+    /// The cache behaviour's path pattern (`/api/search*`); none: the default one.
+    pub path: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,13 +41,18 @@ pub enum StackError {
     #[error("a stack needs at least one package")]
     Empty,
     #[error(
-        "{first} and {second} are both for {trigger}: a cache behaviour runs at most one function per event type"
+        "{first} and {second} are both for {trigger} on {behaviour}: a cache behaviour runs at most one function per event type"
     )]
     SameTrigger {
         trigger: &'static str,
+        behaviour: String,
         first: String,
         second: String,
     },
+    #[error(
+        "path pattern '{0}': CloudFront wants 1 to 255 characters of A-Z a-z 0-9 _ - . * $ / ~ \" ' @ : +, and not '*' alone (that is the default behaviour)"
+    )]
+    PathPattern(String),
     #[error("{}: {error}", path.display())]
     Read {
         path: PathBuf,
@@ -137,6 +144,7 @@ impl Function {
             zip_sha256: sha256(&zip),
             code_key: "function.zip".into(),
             source: dir.display().to_string(),
+            path: None,
         })
     }
 }
@@ -154,15 +162,34 @@ pub fn stack(functions: &[Function]) -> Result<Value, StackError> {
     if functions.is_empty() {
         return Err(StackError::Empty);
     }
-    let mut by_trigger: BTreeMap<usize, &Function> = BTreeMap::new();
+    // Cache behaviours, the default first, then each path pattern as first
+    // named; in each, the functions in trigger order.
+    let mut behaviours: Vec<(Option<&str>, BTreeMap<usize, &Function>)> =
+        vec![(None, BTreeMap::new())];
     for f in functions {
+        if let Some(p) = &f.path {
+            check_path_pattern(p)?;
+        }
+        let at = match behaviours.iter().position(|(p, _)| *p == f.path.as_deref()) {
+            Some(i) => i,
+            None => {
+                behaviours.push((f.path.as_deref(), BTreeMap::new()));
+                behaviours.len() - 1
+            }
+        };
         let order = Trigger::ALL
             .iter()
             .position(|t| *t == f.trigger)
             .unwrap_or(0);
-        if let Some(first) = by_trigger.insert(order, f) {
+        if let Some(first) = behaviours[at].1.insert(order, f) {
             return Err(StackError::SameTrigger {
                 trigger: f.trigger.event_type(),
+                behaviour: f
+                    .path
+                    .as_ref()
+                    .map_or("the default cache behaviour".into(), |p| {
+                        format!("the cache behaviour for {p}")
+                    }),
                 first: first.source.clone(),
                 second: f.source.clone(),
             });
@@ -200,10 +227,20 @@ pub fn stack(functions: &[Function]) -> Result<Value, StackError> {
         }),
     );
     let mut outputs = Map::new();
-    let mut associations = Vec::new();
     let mut described = Vec::new();
-    for f in by_trigger.values() {
-        let suffix = if one { "" } else { f.trigger.camel_case() };
+    // Logical IDs: plain for one function, the trigger for one behaviour,
+    // and `Path<N>` before it for the N-th path pattern.
+    let mut associations: Vec<Vec<Value>> = vec![Vec::new(); behaviours.len()];
+    for (b, f) in behaviours
+        .iter()
+        .enumerate()
+        .flat_map(|(b, (_, fs))| fs.values().map(move |f| (b, *f)))
+    {
+        let suffix = match (one, b) {
+            (true, _) => String::new(),
+            (false, 0) => f.trigger.camel_case().to_string(),
+            (false, b) => format!("Path{b}{}", f.trigger.camel_case()),
+        };
         let (key, function, version) = (
             format!("CodeKey{suffix}"),
             format!("EdgeFunction{suffix}"),
@@ -248,43 +285,62 @@ pub fn stack(functions: &[Function]) -> Result<Value, StackError> {
             format!("FunctionVersionArn{suffix}"),
             json!({ "Value": { "Ref": version } }),
         );
-        associations.push(json!({
+        associations[b].push(json!({
             "EventType": event,
             "IncludeBody": f.include_body,
             "LambdaFunctionARN": { "Ref": version }
         }));
         described.push(format!(
-            "{} on CloudFront {event} (package sha256 {})",
-            f.name, f.zip_sha256
+            "{} on CloudFront {event}{} (package sha256 {})",
+            f.name,
+            f.path
+                .as_ref()
+                .map_or(String::new(), |p| format!(" for {p}")),
+            f.zip_sha256
         ));
     }
     parameters.insert(
         "OriginDomainName".into(),
         json!({ "Type": "String", "Description": "The origin CloudFront forwards to" }),
     );
+    let behaviour = |associations: &[Value]| {
+        json!({
+            "TargetOriginId": "origin",
+            "ViewerProtocolPolicy": "redirect-to-https",
+            "AllowedMethods": ["GET", "HEAD", "OPTIONS", "PUT", "PATCH", "POST", "DELETE"],
+            // Managed policies: CachingDisabled, AllViewerExceptHostHeader.
+            "CachePolicyId": "4135ea2d-6df8-44a3-9df3-4b5a84be39ad",
+            "OriginRequestPolicyId": "b689b0a8-53d0-40ab-baf2-68738e2966ac",
+            "LambdaFunctionAssociations": associations
+        })
+    };
+    let mut config = json!({
+        "Enabled": true,
+        "Origins": [{
+            "Id": "origin",
+            "DomainName": { "Ref": "OriginDomainName" },
+            "CustomOriginConfig": { "OriginProtocolPolicy": "https-only" }
+        }],
+        "DefaultCacheBehavior": behaviour(&associations[0]),
+    });
+    if behaviours.len() > 1 {
+        let paths: Vec<Value> = behaviours
+            .iter()
+            .zip(&associations)
+            .skip(1)
+            .map(|((path, _), a)| {
+                let mut b = behaviour(a);
+                b["PathPattern"] = json!(path);
+                b
+            })
+            .collect();
+        config["CacheBehaviors"] = Value::Array(paths);
+    }
     resources.insert(
         "Distribution".into(),
         json!({
             "Type": "AWS::CloudFront::Distribution",
-            "Properties": {
-                "DistributionConfig": {
-                    "Enabled": true,
-                    "Origins": [{
-                        "Id": "origin",
-                        "DomainName": { "Ref": "OriginDomainName" },
-                        "CustomOriginConfig": { "OriginProtocolPolicy": "https-only" }
-                    }],
-                    "DefaultCacheBehavior": {
-                        "TargetOriginId": "origin",
-                        "ViewerProtocolPolicy": "redirect-to-https",
-                        "AllowedMethods": ["GET", "HEAD", "OPTIONS", "PUT", "PATCH", "POST", "DELETE"],
-                        // Managed policies: CachingDisabled, AllViewerExceptHostHeader.
-                        "CachePolicyId": "4135ea2d-6df8-44a3-9df3-4b5a84be39ad",
-                        "OriginRequestPolicyId": "b689b0a8-53d0-40ab-baf2-68738e2966ac",
-                        "LambdaFunctionAssociations": associations
-                    }
-                }
-            }
+            "Properties": { "DistributionConfig": config }
         }),
     );
     outputs.insert(
@@ -308,6 +364,20 @@ pub fn stack(functions: &[Function]) -> Result<Value, StackError> {
     }))
 }
 
+/// CloudFront's rules for a cache behaviour's path pattern.
+fn check_path_pattern(p: &str) -> Result<(), StackError> {
+    let ok = !p.is_empty()
+        && p.len() <= 255
+        && p != "*"
+        && p.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.*$/~\"'@:+&".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(StackError::PathPattern(p.into()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,6 +392,7 @@ mod tests {
             zip_sha256: "ab".repeat(32),
             code_key: format!("{}.zip", trigger.event_type()),
             source: format!("out/{name}-{}", trigger.event_type()),
+            path: None,
         }
     }
 

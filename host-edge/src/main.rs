@@ -135,32 +135,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn default_provider(file: &str) -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("VERGE_NN_PROVIDER_DIR") {
-        return Some(Path::new(&dir).join(file));
-    }
-    let exe = std::env::current_exe().ok()?;
-    let dir = exe.parent()?;
-    [
-        dir.join(file),
-        dir.join("../wasm32-wasip2/component").join(file),
-    ]
-    .into_iter()
-    .find(|p| p.exists())
-}
-
-fn onnxruntime_node(explicit: Option<PathBuf>) -> Result<OnnxruntimeNode> {
-    let dir = explicit
-        .or_else(|| std::env::var_os("VERGE_ONNXRUNTIME_NODE").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("node_modules/onnxruntime-node"));
-    OnnxruntimeNode::at(&dir).with_context(|| {
-        format!(
-            "the onnxruntime engine packs onnxruntime-node's binding, not found at {} (install it with `ONNXRUNTIME_NODE_INSTALL=skip npm install onnxruntime-node`, pass --onnxruntime-node DIR, or choose --engine tract)",
-            dir.display()
-        )
-    })
-}
-
 fn pack(args: PackArgs) -> Result<()> {
     let trigger = args.trigger.context("--trigger is needed")?;
     let out = args.out.clone().context("--out is needed")?;
@@ -168,7 +142,7 @@ fn pack(args: PackArgs) -> Result<()> {
     let file = engine.provider_file();
     let provider_path = args
         .provider
-        .or_else(|| default_provider(file))
+        .or_else(|| package::find_provider(file))
         .with_context(|| {
             format!(
                 "no wasi:nn provider for {}: pass --provider {file}",
@@ -180,7 +154,7 @@ fn pack(args: PackArgs) -> Result<()> {
     // Looked up now, needed only if the component does inference.
     let onnxruntime_node = match engine {
         Engine::Onnxruntime => {
-            onnxruntime_node(args.onnxruntime_node).map_err(|e| format!("{e:#}"))
+            OnnxruntimeNode::find(args.onnxruntime_node).map_err(|e| format!("{e:#}"))
         }
         Engine::Tract | Engine::Compact => {
             Err(format!("the {} engine packs no binding", engine.as_str()))
@@ -219,6 +193,7 @@ fn pack(args: PackArgs) -> Result<()> {
         zip_sha256: zip_sha.clone(),
         code_key: "function.zip".into(),
         source: out.display().to_string(),
+        path: None,
     });
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     write(&out.join("function.zip"), &packed.zip)?;
@@ -258,7 +233,7 @@ fn dry_run(args: PackArgs) -> Result<bool> {
             let file = engine.provider_file();
             let path = match &args.provider {
                 Some(p) if chosen == Some(engine) => Some(p.clone()),
-                _ => default_provider(file),
+                _ => package::find_provider(file),
             };
             let bytes = match path {
                 None => Err(format!(
@@ -276,7 +251,7 @@ fn dry_run(args: PackArgs) -> Result<bool> {
         provider: Vec::new(),
         engine: Engine::Compact,
         // Shorter than pack's message: it is in a table cell, once per trigger.
-        onnxruntime_node: onnxruntime_node(args.onnxruntime_node).map_err(|e| {
+        onnxruntime_node: OnnxruntimeNode::find(args.onnxruntime_node).map_err(|e| {
             format!(
                 "onnxruntime-node: {} (see --onnxruntime-node, $VERGE_ONNXRUNTIME_NODE)",
                 e.root_cause()

@@ -41,7 +41,7 @@ const SHIM: &[(&str, &str)] = &[
 ];
 
 /// The `wasi:nn` engine a package runs its models on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Engine {
     /// ONNX Runtime's Node binding, native and multi-threaded (origin triggers: 17 MB).
@@ -94,6 +94,20 @@ pub struct OnnxruntimeNode {
 }
 
 impl OnnxruntimeNode {
+    /// The package at `explicit`, else at `$VERGE_ONNXRUNTIME_NODE`, else in
+    /// `node_modules` here; the error says how to get one.
+    pub fn find(explicit: Option<PathBuf>) -> anyhow::Result<OnnxruntimeNode> {
+        let dir = explicit
+            .or_else(|| std::env::var_os("VERGE_ONNXRUNTIME_NODE").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("node_modules/onnxruntime-node"));
+        OnnxruntimeNode::at(&dir).map_err(|e| {
+            anyhow::anyhow!(
+                "the onnxruntime engine packs onnxruntime-node's binding, not found at {}: {e} (install it with `ONNXRUNTIME_NODE_INSTALL=skip npm install onnxruntime-node`, pass --onnxruntime-node DIR, or choose --engine tract)",
+                dir.display()
+            )
+        })
+    }
+
     /// The package at `dir` (the folder holding its package.json).
     pub fn at(dir: &Path) -> Result<OnnxruntimeNode, PackError> {
         let manifest = read(&dir.join("package.json"))?;
@@ -125,6 +139,23 @@ impl OnnxruntimeNode {
     }
 }
 
+/// An engine's provider component ([`Engine::provider_file`]):
+/// `$VERGE_NN_PROVIDER_DIR/<file>`, else the file beside this program or in
+/// the cargo target folder it was built in.
+pub fn find_provider(file: &str) -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("VERGE_NN_PROVIDER_DIR") {
+        return Some(Path::new(&dir).join(file));
+    }
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    [
+        dir.join(file),
+        dir.join("../wasm32-wasip2/component").join(file),
+    ]
+    .into_iter()
+    .find(|p| p.exists())
+}
+
 /// Where a model comes from: a file packed into the zip, or a URL the shim
 /// fetches once per container and checks against its sha256.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,7 +184,7 @@ impl ModelSource {
 }
 
 /// What to do when the component fails or traps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum OnError {
     /// Let the request (or response) go on unchanged.
