@@ -30,6 +30,9 @@ pub struct Options {
     pub check_only: bool,
 }
 
+/// A component's models as (name, source), or none when one of them has a problem.
+type ModelsOf<'a> = dyn Fn(&Component) -> Option<Vec<(String, ModelSource)>> + 'a;
+
 /// One Lambda@Edge function, packed in memory.
 pub struct EdgePlan {
     pub component: String,
@@ -201,7 +204,7 @@ fn plan_edge(
     app: &App,
     opts: &Options,
     component_paths: &BTreeMap<String, PathBuf>,
-    component_models: &dyn Fn(&Component) -> Option<Vec<(String, ModelSource)>>,
+    component_models: &ModelsOf<'_>,
     problems: &mut Vec<String>,
 ) -> Vec<EdgePlan> {
     let mut plans = Vec::new();
@@ -332,7 +335,7 @@ fn plan_device(
     opts: &Options,
     component_paths: &BTreeMap<String, PathBuf>,
     component_sha256: &BTreeMap<String, String>,
-    component_models: &dyn Fn(&Component) -> Option<Vec<(String, ModelSource)>>,
+    component_models: &ModelsOf<'_>,
     problems: &mut Vec<String>,
 ) -> Option<DevicePlan> {
     let on_device: Vec<(&String, &Component, &toml::Table)> = app
@@ -434,6 +437,11 @@ fn plan_device(
             settings,
         });
     }
+    // The daemon's own relative paths (a CA file, say) are the manifest's.
+    if doc.get("artifacts_dir").is_none() {
+        doc["artifacts_dir"] =
+            json!(std::path::absolute(&app.dir).unwrap_or_else(|_| app.dir.clone()));
+    }
     doc["models"] = Value::Object(models);
     doc["components"] = Value::Object(components);
     doc["routes"] = Value::Object(routes);
@@ -488,10 +496,10 @@ fn plan_device(
         }
     }
     // The daemon's own parser judges the configuration, as it will on the device.
-    if problems.len() == before {
-        if let Err(e) = validate_daemon_config(&doc) {
-            problems.push(format!("the device configuration: {e}"));
-        }
+    if problems.len() == before
+        && let Err(e) = validate_daemon_config(&doc)
+    {
+        problems.push(format!("the device configuration: {e}"));
     }
     Some(DevicePlan {
         config: doc,
@@ -524,9 +532,7 @@ fn default_binary(arch: Arch) -> Option<PathBuf> {
 
 fn validate_daemon_config(doc: &Value) -> Result<(), String> {
     let scratch = Scratch::new("config").map_err(|e| e.to_string())?;
-    let path = scratch.0.join("verge.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(doc).expect("JSON"))
-        .map_err(|e| e.to_string())?;
+    let path = stage(doc, &scratch.0).map_err(|e| format!("staging the configuration: {e}"))?;
     let overrides = Overrides {
         thing_name: Some("thing".into()),
         state_dir: Some(scratch.0.join("state")),
@@ -535,6 +541,32 @@ fn validate_daemon_config(doc: &Value) -> Result<(), String> {
     Config::load(&path, &overrides)
         .map(|_| ())
         .map_err(|e| e.to_string())
+}
+
+/// The daemon configuration written into `dir`, each model and component a
+/// link named after it (`<name>.onnx`, `<name>.wasm`): artifacts share one
+/// folder on the device, so two `model.onnx` files must not meet there.
+fn stage(doc: &Value, dir: &Path) -> std::io::Result<PathBuf> {
+    let mut doc = doc.clone();
+    for section in ["models", "components"] {
+        let Some(entries) = doc.get_mut(section).and_then(Value::as_object_mut) else {
+            continue;
+        };
+        for (name, entry) in entries.iter_mut() {
+            let Some(source) = entry["path"].as_str().map(PathBuf::from) else {
+                continue;
+            };
+            let ext = source
+                .extension()
+                .map_or(String::new(), |e| format!(".{}", e.to_string_lossy()));
+            let link = dir.join(format!("{name}{ext}"));
+            std::os::unix::fs::symlink(&source, &link)?;
+            entry["path"] = json!(link);
+        }
+    }
+    let path = dir.join("verge.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&doc).expect("JSON"))?;
+    Ok(path)
 }
 
 pub fn toml_to_json(v: &toml::Value) -> Value {
@@ -611,8 +643,7 @@ pub fn write(app: &App, plan: &Plan, opts: &Options, out: &Path) -> anyhow::Resu
     }
     if let Some(device) = &plan.device {
         let scratch = Scratch::new("build")?;
-        let config = scratch.0.join("verge.json");
-        write_json(&config, &device.config)?;
+        let config = stage(&device.config, &scratch.0)?;
         let dir = out.join("device");
         let w = recipe::write(&recipe::Options {
             config,

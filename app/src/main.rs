@@ -79,8 +79,8 @@ struct BuildArgs {
 struct CheckArgs {
     #[command(flatten)]
     common: Common,
-    /// An input (a request body); repeatable.
-    #[arg(long = "input", required = true)]
+    /// Inputs (request bodies): --input A B C, or --input A --input B.
+    #[arg(long = "input", required = true, num_args = 1..)]
     inputs: Vec<PathBuf>,
     /// Only this component (repeatable; default: every one).
     #[arg(long = "component")]

@@ -155,7 +155,9 @@ impl App {
     pub fn resolve(&self, path: &str) -> Result<PathBuf, String> {
         let expanded = expand(path)?;
         let p = PathBuf::from(expanded);
-        Ok(if p.is_absolute() { p } else { self.dir.join(p) })
+        let p = if p.is_absolute() { p } else { self.dir.join(p) };
+        // Absolute: the daemon configuration made from these lives elsewhere.
+        std::path::absolute(&p).map_err(|e| format!("{}: {e}", p.display()))
     }
 
     /// The Greengrass component name.

@@ -54,7 +54,7 @@ pub fn table(app: &App, plan: &Plan, written: &Written, measure: usize) -> Strin
             ]);
         }
         notes.push(format!(
-            "device: {} of artifacts for {} ({} on {})",
+            "device: {} of artifacts for {} ({} {})",
             kb(written.device_artifacts_bytes),
             d.binaries
                 .iter()

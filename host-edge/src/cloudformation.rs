@@ -486,8 +486,59 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             e.to_string(),
-            "out/fraud_score-viewer-request and out/file_type-viewer-request are both for viewer-request: a cache behaviour runs at most one function per event type"
+            "out/fraud_score-viewer-request and out/file_type-viewer-request are both for viewer-request on the default cache behaviour: a cache behaviour runs at most one function per event type"
         );
         assert!(matches!(stack(&[]), Err(StackError::Empty)));
+    }
+
+    #[test]
+    fn paths_get_cache_behaviours_of_their_own() {
+        let on = |name: &str, trigger, path: &str| Function {
+            path: Some(path.into()),
+            ..function(name, trigger)
+        };
+        let t = stack(&[
+            on("fraud_score", Trigger::OriginRequest, "/checkout/*"),
+            on("fraud_score", Trigger::ViewerRequest, "/checkout/*"),
+            on("text_embed", Trigger::OriginRequest, "/search*"),
+        ])
+        .unwrap();
+        let config = &t["Resources"]["Distribution"]["Properties"]["DistributionConfig"];
+        assert_eq!(
+            config["DefaultCacheBehavior"]["LambdaFunctionAssociations"],
+            json!([])
+        );
+        let b = config["CacheBehaviors"].as_array().unwrap();
+        assert_eq!(b.len(), 2);
+        assert_eq!(b[0]["PathPattern"], "/checkout/*");
+        let events: Vec<&Value> = b[0]["LambdaFunctionAssociations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| &a["EventType"])
+            .collect();
+        assert_eq!(events, [&json!("viewer-request"), &json!("origin-request")]);
+        assert_eq!(
+            b[1]["LambdaFunctionAssociations"][0]["LambdaFunctionARN"],
+            json!({ "Ref": "EdgeFunctionVersionPath2OriginRequest" })
+        );
+        // One event twice on one path is refused; a path CloudFront rejects too.
+        let e = stack(&[
+            on("a", Trigger::OriginRequest, "/x/*"),
+            on("b", Trigger::OriginRequest, "/x/*"),
+        ])
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("on the cache behaviour for /x/*"),
+            "{e}"
+        );
+        assert!(matches!(
+            stack(&[on("a", Trigger::OriginRequest, "*")]),
+            Err(StackError::PathPattern(_))
+        ));
+        assert!(matches!(
+            stack(&[on("a", Trigger::OriginRequest, "/a b")]),
+            Err(StackError::PathPattern(_))
+        ));
     }
 }

@@ -1,0 +1,407 @@
+//! `verge build` and `verge check` on the example application
+//! (examples/shop/verge.app.toml) and on broken manifests.
+//!
+//! Needs what ./dev makes: VERGE_WASM_DIR (the components and providers),
+//! VERGE_MODELS_DIR (the models), VERGE_ONNXRUNTIME_NODE (the binding the
+//! onnxruntime engine packs), VERGE_CFN_LINT (cfn-lint), and node. Without them
+//! the tests say so and pass, unless VERGE_REQUIRE_ALL=1.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const NEEDED: [&str; 4] = [
+    "VERGE_WASM_DIR",
+    "VERGE_MODELS_DIR",
+    "VERGE_ONNXRUNTIME_NODE",
+    "VERGE_CFN_LINT",
+];
+
+fn ready(test: &str) -> bool {
+    let missing: Vec<&str> = NEEDED
+        .iter()
+        .copied()
+        .filter(|n| std::env::var_os(n).is_none())
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(
+        std::env::var("VERGE_REQUIRE_ALL").as_deref() != Ok("1"),
+        "{test}: set {} (VERGE_REQUIRE_ALL=1)",
+        missing.join(", ")
+    );
+    eprintln!("{test}: skipped, set {}", missing.join(", "));
+    false
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn shop() -> PathBuf {
+    repo().join("examples/shop/verge.app.toml")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("verge-app-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn verge(args: &[&str]) -> Output {
+    let wasm = std::env::var("VERGE_WASM_DIR").unwrap();
+    Command::new(env!("CARGO_BIN_EXE_verge"))
+        .args(args)
+        .env("VERGE_NN_PROVIDER_DIR", &wasm)
+        .output()
+        .expect("running verge")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn json(p: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .unwrap()
+}
+
+#[test]
+fn builds_the_shop_for_the_device_and_one_cloudfront_stack() {
+    if !ready("build") {
+        return;
+    }
+    let dir = scratch("shop");
+    let out = dir.join("dist");
+    let arn = "arn:aws:iot:eu-west-1:123456789012:thinggroup/shop-floor";
+    let run = verge(&[
+        "build",
+        shop().to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--thing-group",
+        arn,
+        "--measure",
+        "5",
+    ]);
+    let stdout = text(&run.stdout);
+    assert!(
+        run.status.success(),
+        "verge build failed: {}\n{stdout}",
+        text(&run.stderr)
+    );
+    println!("{stdout}");
+
+    // The device: the daemon configuration, the recipe, the deployment.
+    let recipe = json(&out.join("device/recipe.json"));
+    assert_eq!(recipe["ComponentName"], "verge.shop");
+    assert_eq!(recipe["ComponentVersion"], "1.0.0");
+    assert_eq!(recipe["Manifests"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        recipe["Manifests"][0]["Lifecycle"]["run"]["RequiresPrivilege"],
+        true
+    );
+    let config = json(&out.join("device/artifacts/verge.json"));
+    assert_eq!(config["routes"]["fraud-score"]["config"]["low"], "0.2");
+    assert_eq!(config["routes"]["fraud-score"]["config"]["high"], "0.4");
+    assert_eq!(
+        config["routes"]["fraud-score"]["cloud"]["topic"],
+        "verge/{thing}/fraud-score"
+    );
+    assert_eq!(config["routes"]["file-type"]["concurrency"], 2);
+    assert!(
+        config["routes"].get("text-embed").is_none(),
+        "text-embed runs only at the edge"
+    );
+    assert!(config["components"].get("text-embed").is_none());
+    for artifact in recipe["Manifests"][0]["Artifacts"].as_array().unwrap() {
+        let name = artifact["Uri"]
+            .as_str()
+            .unwrap()
+            .rsplit('/')
+            .next()
+            .unwrap();
+        assert!(
+            out.join("device/artifacts").join(name).is_file(),
+            "artifact {name} not written"
+        );
+    }
+    let deployment = json(&out.join("device/deployment.json"));
+    assert_eq!(deployment["targetArn"], arn);
+    assert_eq!(
+        deployment["components"]["verge.shop"]["componentVersion"],
+        "1.0.0"
+    );
+
+    // The edge: three packages with the manifest's settings, one template.
+    let pack = |d: &str| json(&out.join("edge").join(d).join("verge.json"));
+    let viewer = pack("fraud-score-viewer-request");
+    assert_eq!(viewer["engine"]["name"], "compact");
+    assert_eq!(viewer["config"]["low"], "0.2");
+    assert_eq!(viewer["config"]["high"], "0.5", "the viewer's override");
+    let origin = pack("fraud-score-origin-request");
+    assert_eq!(origin["config"]["high"], "0.4");
+    assert_eq!(origin["engine"]["name"], "onnxruntime");
+    assert_eq!(
+        pack("text-embed-origin-request")["config"]["mode"],
+        "annotate"
+    );
+    let template = json(&out.join("edge/template.json"));
+    let dist = &template["Resources"]["Distribution"]["Properties"]["DistributionConfig"];
+    assert_eq!(
+        dist["DefaultCacheBehavior"]["LambdaFunctionAssociations"],
+        serde_json::json!([])
+    );
+    let behaviours = dist["CacheBehaviors"].as_array().unwrap();
+    assert_eq!(behaviours.len(), 2);
+    assert_eq!(behaviours[0]["PathPattern"], "/checkout/*");
+    let events: Vec<&str> = behaviours[0]["LambdaFunctionAssociations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["EventType"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        events,
+        ["viewer-request", "origin-request"],
+        "the cascade on one behaviour"
+    );
+    assert_eq!(behaviours[1]["PathPattern"], "/search*");
+    let functions = template["Resources"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|r| r["Type"] == "AWS::Lambda::Function")
+        .count();
+    assert_eq!(functions, 3);
+
+    // cfn-lint, no findings.
+    let lint = Command::new(std::env::var("VERGE_CFN_LINT").unwrap())
+        .arg(out.join("edge/template.json"))
+        .output()
+        .expect("running cfn-lint");
+    assert!(
+        lint.status.success(),
+        "cfn-lint found:\n{}{}",
+        text(&lint.stdout),
+        text(&lint.stderr)
+    );
+    println!(
+        "cfn-lint {}: no findings",
+        out.join("edge/template.json").display()
+    );
+
+    // The summary: every placement, sizes against quotas, a cost.
+    for want in [
+        "device route fraud-score",
+        "device route file-type",
+        "viewer-request /checkout/*",
+        "origin-request /search*",
+        "$ per 1M requests",
+        "of 1.0 MB",
+    ] {
+        assert!(
+            stdout.contains(want),
+            "the summary has no '{want}':\n{stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("warm: median of 5 calls"),
+        "warm durations measured:\n{stdout}"
+    );
+
+    // A second build into the same folder is refused, not mixed in.
+    let again = verge(&[
+        "build",
+        shop().to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!again.status.success());
+    assert!(
+        text(&again.stderr).contains("not empty"),
+        "{}",
+        text(&again.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn every_problem_is_reported_at_once_and_nothing_is_written() {
+    if !ready("problems") {
+        return;
+    }
+    let dir = scratch("problems");
+    let models = std::env::var("VERGE_MODELS_DIR").unwrap();
+    let manifest = dir.join("verge.app.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"
+name = "broken"
+version = "0.1.0"
+
+[models.magika]
+path = "{models}/magika-standard-v3-3/model.onnx"
+sha256 = "{zeros}"
+
+[models.fraud-score]
+path = "{models}/fraud-score/model.onnx"
+sha256 = "{fraud}"
+
+[components.missing]
+path = "nowhere/missing.wasm"
+edge = [{{ trigger = "origin-request", engine = "tract" }}]
+
+[components.file-type]
+path = "${{VERGE_WASM_DIR}}/file_type.wasm"
+models = ["magika", "magicka"]
+config = {{ mode = "respond" }}
+edge = [{{ trigger = "viewer-request", engine = "compact", config = {{ mdoe = "annotate" }} }}]
+
+[components.fraud-score]
+path = "${{VERGE_WASM_DIR}}/fraud_score.wasm"
+models = ["fraud-score"]
+config = {{ low = "0.2" }}
+edge = [
+  {{ trigger = "viewer-request", engine = "tract", include_body = true }},
+  {{ trigger = "origin-request", memory_mb = 100000, engine = "tract" }},
+]
+"#,
+            zeros = "0".repeat(64),
+            fraud = sha256_file(&Path::new(&models).join("fraud-score/model.onnx")),
+        ),
+    )
+    .unwrap();
+    let out = dir.join("dist");
+    let run = verge(&[
+        "build",
+        manifest.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stderr = text(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    println!("{stderr}");
+    for want in [
+        "model 'magika'", // wrong digest
+        "sha256",
+        "component 'missing'",         // no such file
+        "model 'magicka'",             // not in [models]
+        "setting 'mdoe'",              // an override of a key the component does not set
+        "does not fit viewer-request", // tract is over the viewer's 1 MB
+        "memory",                      // 100000 MB is over any Lambda
+    ] {
+        assert!(
+            stderr.contains(want),
+            "no problem mentioning '{want}':\n{stderr}"
+        );
+    }
+    assert!(
+        !out.exists(),
+        "nothing may be written when there are problems"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn check_agrees_on_the_shop_and_reports_a_placement_that_answers_otherwise() {
+    if !ready("check") {
+        return;
+    }
+    let inputs = repo().join("examples/shop/inputs");
+    let mut args = vec![
+        "check".to_string(),
+        shop().display().to_string(),
+        "--component".into(),
+        "fraud-score".into(),
+    ];
+    for f in [
+        "tx-groceries.json",
+        "tx-late-risky.json",
+        "tx-far-new-card.json",
+        "tx-burst.json",
+    ] {
+        args.push("--input".into());
+        args.push(inputs.join(f).display().to_string());
+    }
+    let run = verge(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let stdout = text(&run.stdout);
+    println!("{stdout}");
+    assert!(
+        run.status.success(),
+        "verge check found differences: {}\n{stdout}",
+        text(&run.stderr)
+    );
+    assert!(
+        stdout.contains("8 edge outcome(s) compared") && stdout.contains("all the same"),
+        "{stdout}"
+    );
+    let kinds: Vec<&str> = ["respond 403", "annotate x-fraud-score", "defer"]
+        .into_iter()
+        .filter(|k| stdout.contains(k))
+        .collect();
+    assert!(
+        kinds.len() >= 2,
+        "the inputs should exercise more than one decision: {stdout}"
+    );
+
+    // file-type with no `mode`: the device answers, the edge annotates (its
+    // default there) — a difference `check` must show.
+    let dir = scratch("check-differs");
+    let models = std::env::var("VERGE_MODELS_DIR").unwrap();
+    let manifest = dir.join("verge.app.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"
+name = "differs"
+version = "0.1.0"
+[models.magika]
+path = "{models}/magika-standard-v3-3/model.onnx"
+sha256 = "fe2d2eb49c5f88a9e0a6c048e15d6ffdf86235519c2afc535044de433169ec8c"
+[components.file-type]
+path = "${{VERGE_WASM_DIR}}/file_type.wasm"
+models = ["magika"]
+[[components.file-type.edge]]
+trigger = "origin-request"
+engine = "tract"
+include_body = true
+memory_mb = 512
+timeout_s = 30
+"#
+        ),
+    )
+    .unwrap();
+    let run = verge(&[
+        "check",
+        manifest.to_str().unwrap(),
+        "--input",
+        inputs.join("tx-burst.json").to_str().unwrap(),
+    ]);
+    let stdout = text(&run.stdout);
+    println!("{stdout}");
+    assert_eq!(
+        run.status.code(),
+        Some(1),
+        "{}\n{stdout}",
+        text(&run.stderr)
+    );
+    assert!(
+        stdout.contains("DIFFERS") && stdout.contains("1 differ"),
+        "{stdout}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn sha256_file(p: &Path) -> String {
+    use sha2::Digest;
+    let bytes = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
