@@ -102,7 +102,8 @@ test('the shop: built from one manifest, serve on dist/device and every dist/edg
     writeFileSync(manifestPath, manifest);
 
     const out = join(dir, 'dist');
-    const build = spawnSync(process.env.VERGE_APP, ['build', manifestPath, '--out', out, '--measure', '0'], {
+    const build = spawnSync(process.env.VERGE_APP, ['build', manifestPath, '--out', out, '--measure', '0',
+      '--device-binary', `amd64=${process.env.VERGE_DEVICE}`], {
       encoding: 'utf8', env: { ...process.env, VERGE_NN_PROVIDER_DIR: process.env.VERGE_WASM_DIR },
     });
     assert.equal(build.status, 0, `verge build: ${build.stderr}`);

@@ -337,7 +337,7 @@ fn check_agrees_on_the_shop_and_reports_a_placement_that_answers_otherwise() {
         text(&run.stderr)
     );
     assert!(
-        stdout.contains("8 edge outcome(s) compared") && stdout.contains("all the same"),
+        stdout.contains("12 edge outcome(s) compared") && stdout.contains("all the same"),
         "{stdout}"
     );
     let kinds: Vec<&str> = ["respond 403", "annotate x-fraud-score", "defer"]
