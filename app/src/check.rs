@@ -332,33 +332,16 @@ fn table(rows: &[Row]) -> String {
             ]
         })
         .collect();
-    let head = [
-        "input",
-        "component",
-        "placement",
-        "outcome",
-        "vs device, same settings",
-    ];
-    let mut width = head.map(|h| h.chars().count());
-    for c in &cells {
-        for (w, s) in width.iter_mut().zip(c) {
-            *w = (*w).max(s.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for line in std::iter::once(head.map(String::from)).chain(cells) {
-        let mut text = String::new();
-        for (i, (s, w)) in line.iter().zip(width).enumerate() {
-            if i + 1 == line.len() {
-                text.push_str(s);
-            } else {
-                text.push_str(&format!("{s:<w$}  "));
-            }
-        }
-        out.push_str(text.trim_end());
-        out.push('\n');
-    }
-    out
+    crate::table::render(
+        [
+            "input",
+            "component",
+            "placement",
+            "outcome",
+            "vs device, same settings",
+        ],
+        &cells,
+    )
 }
 
 #[cfg(test)]

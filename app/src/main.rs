@@ -13,6 +13,7 @@ mod check;
 mod edge_run;
 mod manifest;
 mod summary;
+mod table;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

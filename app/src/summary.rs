@@ -123,31 +123,19 @@ pub fn table(app: &App, plan: &Plan, written: &Written, measure: usize) -> Strin
             cost,
         ]);
     }
-    let head = [
-        "placement",
-        "component",
-        "engine",
-        "zip (quota)",
-        "memory",
-        "warm",
-        "$ per 1M requests",
-    ];
-    let mut width = head.map(|h| h.chars().count());
-    for r in &rows {
-        for (w, s) in width.iter_mut().zip(r) {
-            *w = (*w).max(s.chars().count());
-        }
-    }
     let mut out = format!("{} {}\n", app.name, app.version);
-    for line in std::iter::once(head.map(String::from)).chain(rows) {
-        let text: Vec<String> = line
-            .iter()
-            .zip(width)
-            .map(|(s, w)| format!("{s:<w$}"))
-            .collect();
-        out.push_str(text.join("  ").trim_end());
-        out.push('\n');
-    }
+    out.push_str(&crate::table::render(
+        [
+            "placement",
+            "component",
+            "engine",
+            "zip (quota)",
+            "memory",
+            "warm",
+            "$ per 1M requests",
+        ],
+        &rows,
+    ));
     if let Some(v) = &node
         && plan
             .edge

@@ -51,6 +51,14 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// A scratch folder holding `verge.app.toml` with `text`.
+fn manifest_in(name: &str, text: &str) -> (PathBuf, PathBuf) {
+    let dir = scratch(name);
+    let manifest = dir.join("verge.app.toml");
+    std::fs::write(&manifest, text).unwrap();
+    (dir, manifest)
+}
+
 fn verge(args: &[&str]) -> Output {
     let wasm = std::env::var("VERGE_WASM_DIR").unwrap();
     Command::new(env!("CARGO_BIN_EXE_verge"))
@@ -234,12 +242,10 @@ fn every_problem_is_reported_at_once_and_nothing_is_written() {
     if !ready("problems") {
         return;
     }
-    let dir = scratch("problems");
     let models = std::env::var("VERGE_MODELS_DIR").unwrap();
-    let manifest = dir.join("verge.app.toml");
-    std::fs::write(
-        &manifest,
-        format!(
+    let (dir, manifest) = manifest_in(
+        "problems",
+        &format!(
             r#"
 name = "broken"
 version = "0.1.0"
@@ -274,8 +280,7 @@ edge = [
             zeros = "0".repeat(64),
             fraud = sha256_file(&Path::new(&models).join("fraud-score/model.onnx")),
         ),
-    )
-    .unwrap();
+    );
     let out = dir.join("dist");
     let run = verge(&[
         "build",
@@ -321,6 +326,8 @@ fn check_agrees_on_the_shop_and_reports_a_placement_that_answers_otherwise() {
     ];
     for f in [
         "tx-groceries.json",
+        "tx-evening-online.json",
+        "tx-large-online.json",
         "tx-late-risky.json",
         "tx-far-new-card.json",
         "tx-burst.json",
@@ -351,12 +358,10 @@ fn check_agrees_on_the_shop_and_reports_a_placement_that_answers_otherwise() {
 
     // file-type with no `mode`: the device answers, the edge annotates (its
     // default there) — a difference `check` must show.
-    let dir = scratch("check-differs");
     let models = std::env::var("VERGE_MODELS_DIR").unwrap();
-    let manifest = dir.join("verge.app.toml");
-    std::fs::write(
-        &manifest,
-        format!(
+    let (dir, manifest) = manifest_in(
+        "check-differs",
+        &format!(
             r#"
 name = "differs"
 version = "0.1.0"
@@ -374,8 +379,7 @@ memory_mb = 512
 timeout_s = 30
 "#
         ),
-    )
-    .unwrap();
+    );
     let run = verge(&[
         "check",
         manifest.to_str().unwrap(),
