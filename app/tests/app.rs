@@ -352,8 +352,8 @@ fn check_agrees_on_the_shop_and_reports_a_placement_that_answers_otherwise() {
         .filter(|k| stdout.contains(k))
         .collect();
     assert!(
-        kinds.len() >= 2,
-        "the inputs should exercise more than one decision: {stdout}"
+        kinds.len() == 3,
+        "the inputs exercise every decision (403, annotate, defer): {stdout}"
     );
 
     // file-type with no `mode`: the device answers, the edge annotates (its

@@ -383,7 +383,7 @@ fn stack_puts_the_cascade_on_one_cache_behaviour() {
     assert_eq!(
         text(&out.stderr).trim(),
         format!(
-            "verge-edge: {v} and {v} are both for viewer-request: a cache behaviour runs at most one function per event type"
+            "verge-edge: {v} and {v} are both for viewer-request on the default cache behaviour: a cache behaviour runs at most one function per event type"
         )
     );
     assert!(!twice.exists());
