@@ -85,6 +85,26 @@ pub fn plan(app: &App, opts: &Options) -> Result<Plan, Vec<String>> {
         ));
     }
 
+    // Names become file and folder names (artifacts, packages): plain ones only.
+    let plain = |n: &str| {
+        !n.is_empty()
+            && n.len() <= 64
+            && !n.starts_with('.')
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    };
+    let names = app.models.keys().map(|n| ("model", n));
+    for (what, n) in names.chain(app.components.keys().map(|n| ("component", n))) {
+        if !plain(n) {
+            problems.push(format!(
+                "{what} name '{n}': letters, digits, '-', '_' and '.' (not first), at most 64"
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+
     // Models: files exist and match their digest; URLs only for the edge.
     let mut models: BTreeMap<&str, Result<ModelSource, ()>> = BTreeMap::new();
     for (name, m) in &app.models {

@@ -60,12 +60,32 @@ fn manifest_in(name: &str, text: &str) -> (PathBuf, PathBuf) {
 }
 
 fn verge(args: &[&str]) -> Output {
-    let wasm = std::env::var("VERGE_WASM_DIR").unwrap();
-    Command::new(env!("CARGO_BIN_EXE_verge"))
-        .args(args)
-        .env("VERGE_NN_PROVIDER_DIR", &wasm)
-        .output()
-        .expect("running verge")
+    let mut command = Command::new(env!("CARGO_BIN_EXE_verge"));
+    if let Some(wasm) = std::env::var_os("VERGE_WASM_DIR") {
+        command.env("VERGE_NN_PROVIDER_DIR", wasm);
+    }
+    command.args(args).output().expect("running verge")
+}
+
+#[test]
+fn names_that_would_leave_their_folder_are_refused() {
+    let (dir, manifest) = manifest_in(
+        "names",
+        "name = \"x\"\nversion = \"0.1.0\"\n[components.\"../escape\"]\npath = \"a.wasm\"\n[models.\"/abs\"]\npath = \"m.onnx\"\nsha256 = \"00\"\n",
+    );
+    let out = dir.join("dist");
+    let run = verge(&[
+        "build",
+        manifest.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stderr = text(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("component name '../escape'"), "{stderr}");
+    assert!(stderr.contains("model name '/abs'"), "{stderr}");
+    assert!(!out.exists());
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn text(b: &[u8]) -> String {
