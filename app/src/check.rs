@@ -70,6 +70,12 @@ pub fn check(app: &App, plan: &Plan, opts: &Options) -> Result<bool> {
             });
         }
     }
+    // Read once, up front: an unreadable input is an error, not an empty body.
+    let bodies: Vec<Vec<u8>> = opts
+        .inputs
+        .iter()
+        .map(|f| std::fs::read(f).with_context(|| format!("reading input {}", f.display())))
+        .collect::<Result<_>>()?;
     let runtime = Runtime::new(Graphs::load(&specs)?)?;
     let mut rows = Vec::new();
     let mut agree = true;
@@ -85,12 +91,12 @@ pub fn check(app: &App, plan: &Plan, opts: &Options) -> Result<bool> {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
             let deployment = Deployment::new(Placement::Device, limits, &settings);
-            opts.inputs
+            bodies
                 .iter()
-                .map(|input| {
+                .map(|body| {
                     let request = Request {
                         content_type: c.content_type.clone(),
-                        body: std::fs::read(input).unwrap_or_default(),
+                        body: body.clone(),
                         attributes: Vec::new(),
                         truncated: false,
                     };

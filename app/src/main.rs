@@ -149,7 +149,7 @@ fn run_build(args: BuildArgs) -> Result<ExitCode> {
     };
     let written = build::write(&app, &plan, &opts, &args.out)?;
     print!("{}", summary::table(&app, &plan, &written, args.measure));
-    summary::next_steps(&app, &plan, &written, &args.out);
+    summary::next_steps(&plan, &written, &args.out);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -152,7 +152,7 @@ pub fn table(app: &App, plan: &Plan, written: &Written, measure: usize) -> Strin
     out
 }
 
-pub fn next_steps(app: &App, plan: &Plan, written: &Written, out: &Path) {
+pub fn next_steps(plan: &Plan, written: &Written, out: &Path) {
     if let Some(recipe) = &written.recipe {
         let d = plan.device.as_ref().expect("a device plan");
         println!(
@@ -180,5 +180,4 @@ pub fn next_steps(app: &App, plan: &Plan, written: &Written, out: &Path) {
             plan.edge.len()
         );
     }
-    let _ = app;
 }
