@@ -335,14 +335,21 @@ impl Config {
             path: path.into(),
             error,
         })?;
+        Config::parse(path, &text, overrides)
+    }
+
+    /// [`Config::load`] for text already read: `path` only decides the syntax
+    /// (`.json`, else TOML), names the file in errors and anchors relative
+    /// paths; nothing is read from disk.
+    pub fn parse(path: &Path, text: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
         let parse_error = |message: String| ConfigError::Parse {
             path: path.into(),
             message,
         };
         let mut config: Config = if path.extension().is_some_and(|e| e == "json") {
-            serde_json::from_str(&text).map_err(|e| parse_error(e.to_string()))?
+            serde_json::from_str(text).map_err(|e| parse_error(e.to_string()))?
         } else {
-            toml::from_str(&text).map_err(|e| parse_error(e.to_string()))?
+            toml::from_str(text).map_err(|e| parse_error(e.to_string()))?
         };
         let base = path
             .parent()
