@@ -103,15 +103,24 @@ export function toRequest({ cf, eventType }) {
   };
 }
 
-/** Headers in CloudFront's shape, dropping (and noting) what this event forbids. */
+/**
+ * Headers in CloudFront's shape, dropping (and noting) what this event forbids.
+ * A name replaces the event's header of that name; given again in the same
+ * list it adds a value (two Set-Cookie headers stay two).
+ */
 function applyHeaders(eventType, target, pairs, dropped) {
+  const written = new Set();
   for (const [name, value] of pairs) {
     const refusal = headerRefusal(eventType, name, String(value));
     if (refusal) {
       dropped.push({ header: name, reason: refusal });
       continue;
     }
-    target[name.toLowerCase()] = [{ key: name, value: String(value) }];
+    const n = name.toLowerCase();
+    const header = { key: name, value: String(value) };
+    if (written.has(n)) target[n].push(header);
+    else target[n] = [header];
+    written.add(n);
   }
   return target;
 }
@@ -178,7 +187,9 @@ export function fromOutcome({ cf, eventType }, outcome, limits) {
       const body = Buffer.from(r.body);
       const asText = textual(r.contentType) && isUtf8(body);
       const headers = isResponse ? withoutBodyHeaders(eventType, cf.response.headers) : {};
-      applyHeaders(eventType, headers, r.contentType ? [['Content-Type', r.contentType], ...r.headers] : r.headers, dropped);
+      // A Content-Type among the headers wins over the content type.
+      const typed = r.contentType && !r.headers.some(([n]) => n.toLowerCase() === 'content-type');
+      applyHeaders(eventType, headers, typed ? [['Content-Type', r.contentType], ...r.headers] : r.headers, dropped);
       let status = String(r.status);
       if (eventType === 'viewer-response' && status !== String(cf.response.status)) {
         notes.push({ kept_status: cf.response.status, component_status: r.status });
@@ -209,7 +220,8 @@ export function fromOutcome({ cf, eventType }, outcome, limits) {
     case 'defer': {
       // Beyond the edge's means: the origin handles it, told why.
       const target = passOn();
-      const reason = outcome.val.replace(/[\0-\x1f\x7f]+/g, ' ').slice(0, 512);
+      // Cut at 512 UTF-16 units; a pair cut in half would not encode as UTF-8.
+      const reason = outcome.val.replace(/[\0-\x1f\x7f]+/g, ' ').slice(0, 512).toWellFormed();
       target.headers = applyHeaders(eventType, { ...(target.headers ?? {}) }, [['x-verge-deferred', reason]], dropped);
       result = target;
       break;
