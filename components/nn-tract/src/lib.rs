@@ -47,8 +47,25 @@ impl verge_nn::Engine for Tract {
     }
 
     fn load(&self, bytes: &[u8]) -> Result<Box<dyn Model>> {
-        Ok(Box::new(TractModel::load(bytes, self.options)?))
+        // tract panics on some broken files (an output no node makes;
+        // fuzz/regressions/onnx_tract/undefined-output): refused, not a crash.
+        let load = || TractModel::load(bytes, self.options);
+        let model =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(load)).unwrap_or_else(|p| {
+                Err(NnError::new(
+                    ErrorCode::InvalidEncoding,
+                    format!("tract panicked parsing the model: {}", panic_text(&*p)),
+                ))
+            })?;
+        Ok(Box::new(model))
     }
+}
+
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
 }
 
 fn datum_type(t: ElementType) -> Option<DatumType> {
@@ -385,7 +402,18 @@ impl Model for TractModel {
     fn run(&self, inputs: Vec<verge_nn::Tensor>) -> Result<Vec<RawTensor>> {
         let inputs: TVec<TValue> = inputs.iter().map(to_tract).collect::<Result<_>>()?;
         let plan = self.plan_for(&inputs)?;
-        let run = || plan.run(inputs);
+        // tract panics on some inputs (an integer Mod by zero divides by zero;
+        // fuzz/regressions/onnx_tract/mod-uint8-zeros): a component's data gets
+        // an error, it does not take the host down.
+        let run = || {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| plan.run(inputs)))
+                .unwrap_or_else(|p| {
+                    Err(TractError::msg(format!(
+                        "tract panicked: {}",
+                        panic_text(&*p)
+                    )))
+                })
+        };
         #[cfg(feature = "multithread")]
         let outputs = match &self.executor {
             Some(pool) => tract_linalg::multithread::multithread_tract_scope(pool.clone(), run),
