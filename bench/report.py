@@ -4,7 +4,8 @@
 Each input line is one series of samples from one system:
   {"section", "workload", "system", "metric", "unit", "samples": [...], "baseline": bool, "better"}
 MB is 2^20 bytes throughout, as the producers count it. The baseline of a (section, workload, metric) group is its row with "baseline": true; device
-inference rows also get a ratio to ONNX Runtime (Python, default threads). Sizes of the
+inference rows also get a ratio to ONNX Runtime (Python, default threads). Fields beyond these
+are carried along unread (the soak's RSS row holds its whole curve in "curve"). Sizes of the
 verge-device binary, each component .wasm and each packed zip are added here.
 
   python3 bench/report.py ROWS.jsonl [...] --sizes --json OUT.json > TABLE.md
@@ -17,7 +18,7 @@ import statistics
 import sys
 
 ORT = "onnxruntime, Python, default threads, model only"
-ORDER = ["device-inference", "device-startup", "device-service", "edge", "sizes"]
+ORDER = ["device-inference", "device-startup", "device-service", "soak", "edge", "sizes"]
 
 
 def spread(xs):
@@ -46,6 +47,8 @@ def size_rows():
 def fmt(v, unit):
     if unit == "yes/no":
         return "yes" if v >= 0.5 else "no"
+    if unit == "count":
+        return f"{v:.0f}"
     if abs(v) >= 100:
         return f"{v:.0f}"
     if abs(v) >= 1:
