@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde_json::Value;
@@ -113,21 +112,11 @@ pub fn check(app: &App, plan: &Plan, opts: &Options) -> Result<bool> {
             .as_ref()
             .and_then(|d| d.routes.iter().find(|r| &r.component == name))
         {
-            let table = c.device.as_ref().expect("a route");
-            let limits = Limits {
-                deadline: Duration::from_millis(
-                    table
-                        .get("deadline_ms")
-                        .and_then(|v| v.as_integer())
-                        .unwrap_or(10_000) as u64,
-                ),
-                memory_bytes: (table
-                    .get("memory_mb")
-                    .and_then(|v| v.as_integer())
-                    .unwrap_or(256) as usize)
-                    << 20,
-                ..Limits::default()
-            };
+            let limits = route_limits(
+                &plan.device.as_ref().expect("a device").config,
+                &route.route,
+            )
+            .map_err(anyhow::Error::msg)?;
             for (i, o) in device(&route.settings, limits).into_iter().enumerate() {
                 per_input[i].push(Row {
                     input: opts.inputs[i].display().to_string(),
@@ -348,6 +337,19 @@ fn table(rows: &[Row]) -> String {
         ],
         &cells,
     )
+}
+
+/// A route's call bounds as the daemon derives them, from the configuration
+/// the plan made (already accepted by the daemon's parser).
+fn route_limits(config: &Value, route: &str) -> Result<Limits, String> {
+    let parsed: verge_device::config::Route =
+        serde_json::from_value(config["routes"][route].clone())
+            .map_err(|e| format!("route '{route}': {e}"))?;
+    let api: verge_device::config::Api = match config.get("api") {
+        Some(a) => serde_json::from_value(a.clone()).map_err(|e| format!("api: {e}"))?,
+        None => Default::default(),
+    };
+    Ok(parsed.limits(api.max_body_bytes))
 }
 
 #[cfg(test)]

@@ -169,7 +169,7 @@ fn run_check(args: CheckArgs) -> Result<ExitCode> {
         target: Target::Cpu,
         providers: Vec::new(),
         library: args.onnxruntime_lib,
-        fallback_to_tract: false,
+        ..EngineSpec::default()
     };
     engine.validate().map_err(|e| anyhow::anyhow!(e))?;
     let same = check::check(

@@ -77,11 +77,7 @@ fn main() -> anyhow::Result<()> {
         )?)?;
         let deployment = Deployment::new(
             Placement::Device,
-            Limits {
-                deadline: Duration::from_secs(20),
-                memory_bytes: 1 << 30,
-                max_body_bytes: 1 << 30,
-            },
+            Limits::new(Duration::from_secs(20), 1 << 30, 1 << 30),
             &[],
         );
         let (mut passed, mut failed) = (0, Vec::new());

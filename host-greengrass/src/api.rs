@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue};
 use hyper::{Method, Request as HttpRequest, Response, StatusCode};
 use serde_json::{Value, json};
 
@@ -106,6 +106,42 @@ pub fn status(e: &CallError) -> StatusCode {
         CallError::Deadline(_) => StatusCode::GATEWAY_TIMEOUT,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
+}
+
+/// An HTTP request as the component's `request`: `Content-Type` is its
+/// content type, every other header not about the exchange an attribute (in
+/// order, repeats kept). A header that is not visible ASCII, or a body
+/// declared JSON that is not, is the caller's mistake: `(kind, message)`.
+pub fn to_request(headers: &HeaderMap, body: Vec<u8>) -> Result<Request, (&'static str, String)> {
+    let mut content_type = String::new();
+    let mut attributes = Vec::new();
+    for (name, value) in headers {
+        let Ok(value) = value.to_str() else {
+            return Err((
+                "bad-header",
+                format!("header '{name}' is not visible ASCII text"),
+            ));
+        };
+        if name == CONTENT_TYPE {
+            content_type = value.to_string();
+        } else if !HOP_BY_HOP.contains(&name.as_str()) {
+            attributes.push((name.as_str().to_string(), value.to_string()));
+        }
+    }
+    if is_json(&content_type)
+        && let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body)
+    {
+        return Err((
+            "bad-json",
+            format!("the body is declared {content_type} but is not JSON: {e}"),
+        ));
+    }
+    Ok(Request {
+        content_type,
+        body,
+        attributes,
+        truncated: false,
+    })
 }
 
 fn is_json(content_type: &str) -> bool {
@@ -264,23 +300,8 @@ impl Api {
                 ),
             );
         }
-        let mut content_type = String::new();
-        let mut attributes = Vec::new();
-        for (name, value) in req.headers() {
-            let Ok(value) = value.to_str() else {
-                return fail(
-                    StatusCode::BAD_REQUEST,
-                    "bad-header",
-                    format!("header '{name}' is not visible ASCII text"),
-                );
-            };
-            if name == CONTENT_TYPE {
-                content_type = value.to_string();
-            } else if !HOP_BY_HOP.contains(&name.as_str()) {
-                attributes.push((name.as_str().to_string(), value.to_string()));
-            }
-        }
-        let body = match Limited::new(req.into_body(), self.max_body).collect().await {
+        let (parts, body) = req.into_parts();
+        let body = match Limited::new(body, self.max_body).collect().await {
             Ok(b) => b.to_bytes().to_vec(),
             Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
                 return fail(
@@ -297,20 +318,9 @@ impl Api {
                 );
             }
         };
-        if is_json(&content_type)
-            && let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body)
-        {
-            return fail(
-                StatusCode::BAD_REQUEST,
-                "bad-json",
-                format!("the body is declared {content_type} but is not JSON: {e}"),
-            );
-        }
-        let request = Request {
-            content_type,
-            body,
-            attributes,
-            truncated: false,
+        let request = match to_request(&parts.headers, body) {
+            Ok(request) => request,
+            Err((kind, message)) => return fail(StatusCode::BAD_REQUEST, kind, message),
         };
         let started = Instant::now();
         let in_flight = InFlight::new(&self.metrics);
@@ -427,46 +437,110 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// What the API accepts connections on.
+pub enum Listener {
+    Tcp(tokio::net::TcpListener),
+    /// A Unix domain socket, and its path (removed when serving ends).
+    Unix(tokio::net::UnixListener, std::path::PathBuf),
+}
+
+impl Listener {
+    /// Binds `listen`; a Unix socket gets `mode` as its permissions. A stale
+    /// socket left by a daemon that died is replaced; a socket another
+    /// process answers on, or a file that is not a socket, is refused.
+    pub async fn bind(listen: &crate::config::Listen, mode: u32) -> std::io::Result<Listener> {
+        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+        match listen {
+            crate::config::Listen::Tcp(addr) => {
+                Ok(Listener::Tcp(tokio::net::TcpListener::bind(addr).await?))
+            }
+            crate::config::Listen::Unix(path) => {
+                if let Ok(meta) = std::fs::symlink_metadata(path) {
+                    let in_use = || std::os::unix::net::UnixStream::connect(path).is_ok();
+                    if !meta.file_type().is_socket() {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::AlreadyExists,
+                            "the path exists and is not a socket (not removing it)",
+                        ));
+                    } else if in_use() {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::AddrInUse,
+                            "another process answers on this socket",
+                        ));
+                    }
+                    std::fs::remove_file(path)?;
+                }
+                let listener = tokio::net::UnixListener::bind(path)?;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+                Ok(Listener::Unix(listener, path.clone()))
+            }
+        }
+    }
+
+    /// What to tell callers: `127.0.0.1:8470` or `unix:/path`.
+    pub fn address(&self) -> String {
+        match self {
+            Listener::Tcp(l) => l
+                .local_addr()
+                .map_or_else(|e| format!("tcp ({e})"), |a| a.to_string()),
+            Listener::Unix(_, path) => format!("unix:{}", path.display()),
+        }
+    }
+}
+
+/// Serves one connection until it closes or the shutdown ends it.
+fn connection<S>(
+    api: &Arc<Api>,
+    stream: S,
+    graceful: &hyper_util::server::graceful::GracefulShutdown,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use hyper::server::conn::http1;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let api = api.clone();
+    let service = hyper::service::service_fn(move |req| api.clone().handle(req));
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        // A client that shuts its side after sending still gets its answer.
+        .half_close(true)
+        .serve_connection(TokioIo::new(stream), service);
+    let conn = graceful.watch(conn);
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+}
+
 /// Serves connections from `listener` until `stop` turns true, then waits up
 /// to `grace` for requests in flight.
 pub async fn serve(
     api: Arc<Api>,
-    listener: tokio::net::TcpListener,
+    listener: Listener,
     mut stop: tokio::sync::watch::Receiver<bool>,
     grace: Duration,
 ) {
-    use hyper::server::conn::http1;
-    use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::server::graceful::GracefulShutdown;
 
     let graceful = GracefulShutdown::new();
     loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        // Out of descriptors and the like: wait, keep serving.
-                        crate::log::warn("accepting a connection", json!({ "error": e.to_string() }));
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let api = api.clone();
-                let service = hyper::service::service_fn(move |req| api.clone().handle(req));
-                let conn = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(10))
-                    // A client that shuts its side after sending still gets its answer.
-                    .half_close(true)
-                    .serve_connection(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-            }
+        let accepted = tokio::select! {
+            a = async {
+                match &listener {
+                    Listener::Tcp(l) => l.accept().await.map(|(s, _)| connection(&api, s, &graceful)),
+                    Listener::Unix(l, _) => l.accept().await.map(|(s, _)| connection(&api, s, &graceful)),
+                }
+            } => a,
             _ = crate::uplink::stopped(&mut stop) => break,
+        };
+        if let Err(e) = accepted {
+            // Out of descriptors and the like: wait, keep serving.
+            crate::log::warn("accepting a connection", json!({ "error": e.to_string() }));
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+    if let Listener::Unix(_, path) = &listener {
+        let _ = std::fs::remove_file(path);
     }
     drop(listener);
     api.set_stopping();

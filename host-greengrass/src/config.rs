@@ -15,6 +15,7 @@
 //! threads = 2                           # intra-op threads; 0 = the backend's default
 //! target = "cpu"                        # or "gpu": ONNX Runtime's execution providers
 //! providers = ["tensorrt", "cuda"]      # for "gpu", tried in this order
+//! device = "0"                          # the providers' device: CUDA/TensorRT id, OpenVINO "CPU"/"GPU"/"NPU"
 //! fallback = "tract"                    # run on tract if ONNX Runtime (or the gpu) is missing
 //!
 //! [onnxruntime]
@@ -111,9 +112,15 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Api {
-    /// Loopback by default: the API is for applications on the device.
+    /// Loopback TCP by default: the API is for applications on the device.
+    /// `unix:PATH` listens on a Unix domain socket instead (a relative PATH
+    /// is in `state_dir`), which file permissions guard.
     #[serde(default = "default_listen")]
-    pub listen: SocketAddr,
+    pub listen: Listen,
+    /// The Unix socket's permissions, in octal: who may connect (default
+    /// "660": the daemon's user and group).
+    #[serde(default = "default_socket_mode")]
+    pub socket_mode: String,
     /// Largest request body accepted, in bytes.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
@@ -127,8 +134,51 @@ pub struct Api {
     pub token_file: Option<PathBuf>,
 }
 
-fn default_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 8470))
+fn default_listen() -> Listen {
+    Listen::Tcp(SocketAddr::from(([127, 0, 0, 1], 8470)))
+}
+fn default_socket_mode() -> String {
+    "660".into()
+}
+
+/// Where the API listens.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum Listen {
+    Tcp(SocketAddr),
+    /// A Unix domain socket at this path.
+    Unix(PathBuf),
+}
+
+impl TryFrom<String> for Listen {
+    type Error = String;
+    fn try_from(s: String) -> Result<Listen, String> {
+        match s.strip_prefix("unix:") {
+            Some("") => Err("listen = \"unix:\" needs a path".into()),
+            Some(path) => Ok(Listen::Unix(path.into())),
+            None => s.parse().map(Listen::Tcp).map_err(|_| {
+                format!(
+                    "listen = {s:?}: expected an address and port (127.0.0.1:8470) or unix:PATH"
+                )
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listen::Tcp(a) => write!(f, "{a}"),
+            Listen::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+impl Api {
+    /// `socket_mode` as permission bits (checked when the configuration loads).
+    pub fn socket_mode(&self) -> u32 {
+        u32::from_str_radix(&self.socket_mode, 8).unwrap_or(0o600)
+    }
 }
 fn default_max_body() -> usize {
     16 << 20
@@ -141,6 +191,7 @@ impl Default for Api {
     fn default() -> Self {
         Api {
             listen: default_listen(),
+            socket_mode: default_socket_mode(),
             max_body_bytes: default_max_body(),
             workers: None,
             shutdown_grace_s: default_drain(),
@@ -163,6 +214,10 @@ pub struct ModelConfig {
     pub target: Target,
     #[serde(default)]
     pub providers: Vec<Provider>,
+    /// The providers' device: OpenVINO's device type ("CPU", "GPU", "NPU",
+    /// "AUTO:GPU,CPU", …), CUDA's and TensorRT's device id ("0"). What they
+    /// compile is kept under `state_dir/cache/<provider>/`.
+    pub device: Option<String>,
     /// The only fallback is tract, which is always there.
     pub fallback: Option<Backend>,
 }
@@ -199,6 +254,29 @@ pub struct Route {
     /// holding a worker. Default: one less than the workers (at least one), so
     /// a route whose component hangs until its deadline leaves room for the others.
     pub concurrency: Option<usize>,
+    /// MiB of `wasi:nn` tensors a call may hold in the host (default: `memory_mb`).
+    pub tensor_mb: Option<usize>,
+    /// Host resources a call may hold at once: tensors, graphs, contexts,
+    /// buckets, streams (default 4,096).
+    pub max_resources: Option<usize>,
+}
+
+impl Route {
+    /// The bounds of one call of this route.
+    pub fn limits(&self, max_body_bytes: usize) -> crate::runtime::Limits {
+        let mut limits = crate::runtime::Limits::new(
+            Duration::from_millis(self.deadline_ms),
+            self.memory_mb << 20,
+            max_body_bytes,
+        );
+        if let Some(mb) = self.tensor_mb {
+            limits.tensor_bytes = mb << 20;
+        }
+        if let Some(n) = self.max_resources {
+            limits.max_resources = n;
+        }
+        limits
+    }
 }
 
 fn default_deadline() -> u64 {
@@ -400,6 +478,17 @@ impl Config {
         if self.state_dir.is_none() {
             return Err(invalid("no state_dir (set it, or pass --state-dir)"));
         }
+        if let Listen::Unix(p) = &mut self.api.listen
+            && p.is_relative()
+        {
+            *p = self.state_dir.as_ref().expect("state_dir").join(&*p);
+        }
+        if u32::from_str_radix(&self.api.socket_mode, 8).map_or(true, |m| m > 0o777) {
+            return Err(invalid(format!(
+                "api.socket_mode {:?}: expected permission bits in octal, like \"660\"",
+                self.api.socket_mode
+            )));
+        }
         for (name, m) in &self.models {
             if m.fallback == Some(Backend::Onnxruntime) {
                 return Err(invalid(format!(
@@ -441,9 +530,18 @@ impl Config {
                     route.component
                 )));
             }
-            if route.deadline_ms == 0 || route.memory_mb == 0 {
+            if route.deadline_ms == 0
+                || route.memory_mb == 0
+                || route.tensor_mb == Some(0)
+                || route.max_resources == Some(0)
+            {
                 return Err(invalid(format!(
-                    "route '{name}': deadline_ms and memory_mb must be positive"
+                    "route '{name}': deadline_ms, memory_mb, tensor_mb and max_resources must be positive"
+                )));
+            }
+            if route.memory_mb.max(route.tensor_mb.unwrap_or(0)) > 1 << 20 {
+                return Err(invalid(format!(
+                    "route '{name}': memory_mb and tensor_mb are at most 1048576 (1 TiB)"
                 )));
             }
             if let Some(cloud) = &mut route.cloud {
@@ -509,6 +607,9 @@ impl Config {
                     providers: m.providers.clone(),
                     library: library.clone(),
                     fallback_to_tract: m.fallback == Some(Backend::Tract),
+                    device: m.device.clone(),
+                    cache_dir: Some(self.state_dir().join("cache")),
+                    profile: None,
                 },
             })
             .collect()

@@ -23,7 +23,7 @@ use crate::log;
 use crate::metrics::Metrics;
 use crate::nn::Graphs;
 use crate::outbox::Outbox;
-use crate::runtime::{Deployment, Limits, Placement, Runtime};
+use crate::runtime::{Deployment, Placement, Runtime};
 use crate::state::{SqliteStore, StateStore};
 use crate::uplink::{self, SenderOptions, mqtt::MqttConnector};
 
@@ -113,12 +113,24 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     let connector = config.mqtt.as_ref().map(MqttConnector::new).transpose()?;
 
     let metrics = Arc::new(Metrics::new(config.routes.keys()));
-    // Every component's state within its budget; refusals counted in /metrics.
-    let store: Arc<dyn StateStore> = Arc::new(crate::state::QuotaStore::new(
-        store,
-        config.state,
-        metrics.state_quota_refusals.clone(),
-    ));
+    // Every component's state within its budget, and leaving the disk the
+    // outbox may still need; refusals counted in /metrics.
+    let mut quota =
+        crate::state::QuotaStore::new(store, config.state, metrics.state_quota_refusals.clone());
+    if let Some(o) = &outbox {
+        let free = crate::state::quota::free_bytes(&dir).ok();
+        if free.is_some_and(|free| free < o.disk_reserve()) {
+            log::warn(
+                "less disk free than the outbox may need: state writes are refused until there is more",
+                json!({ "state_dir": dir, "free_bytes": free, "outbox_reserve_bytes": o.disk_reserve() }),
+            );
+        }
+        let o = o.clone();
+        quota = quota.with_disk_reserve(crate::state::quota::DiskReserve::new(&dir, move || {
+            o.disk_reserve()
+        }));
+    }
+    let store: Arc<dyn StateStore> = Arc::new(quota);
     let workers = config
         .api
         .workers
@@ -139,17 +151,14 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         config.thing_name.clone(),
         token,
     ));
-    let listener = tokio::net::TcpListener::bind(config.api.listen)
+    let listener = api::Listener::bind(&config.api.listen, config.api.socket_mode())
         .await
         .map_err(|error| DaemonError::Listen {
             addr: config.api.listen.to_string(),
             error,
         })?;
-    let local = listener.local_addr().map_err(|error| DaemonError::Listen {
-        addr: config.api.listen.to_string(),
-        error,
-    })?;
-    log::info("listening", json!({ "addr": local.to_string() }));
+    let local = listener.address();
+    log::info("listening", json!({ "addr": local }));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let grace = Duration::from_secs(config.api.shutdown_grace_s);
@@ -192,7 +201,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     let trimmer = tokio::spawn(trim_when_idle(metrics.clone()));
     log::info(
         "ready",
-        json!({ "ms": started.elapsed().as_millis() as u64, "components": components, "addr": local.to_string() }),
+        json!({ "ms": started.elapsed().as_millis() as u64, "components": components, "addr": local }),
     );
 
     let sender = match (connector, &outbox, &config.mqtt) {
@@ -331,11 +340,7 @@ fn load(
             .collect();
         let deployment = Deployment::new(
             Placement::Device,
-            Limits {
-                deadline: Duration::from_millis(r.deadline_ms),
-                memory_bytes: r.memory_mb << 20,
-                max_body_bytes: config.api.max_body_bytes,
-            },
+            r.limits(config.api.max_body_bytes),
             &settings,
         )
         // One namespace per component: routes sharing a component share its state.

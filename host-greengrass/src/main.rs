@@ -111,6 +111,17 @@ struct RunArgs {
     /// Execution providers to try for --gpu, in order.
     #[arg(long = "provider", value_enum)]
     providers: Vec<Provider>,
+    /// The providers' device: OpenVINO's device type (CPU, GPU, GPU.1, NPU,
+    /// AUTO:GPU,CPU, HETERO:GPU,CPU), CUDA's or TensorRT's device id (0, 1).
+    #[arg(long)]
+    device: Option<String>,
+    /// Where providers keep their compiled models (OpenVINO blobs, TensorRT
+    /// engines), DIR/<provider>/<model>-<sha256 prefix>/; default: nowhere.
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Writes ONNX Runtime's profile (each node's time and provider) to PREFIX_<time>.json.
+    #[arg(long, value_name = "PREFIX")]
+    onnxruntime_profile: Option<PathBuf>,
     /// The libonnxruntime to load (default: ORT_DYLIB_PATH, then the usual places).
     #[arg(long)]
     onnxruntime_lib: Option<PathBuf>,
@@ -132,9 +143,15 @@ struct RunArgs {
     /// Wall-clock budget per call, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     deadline_ms: u64,
-    /// Linear-memory bound per instance, in MiB.
+    /// Linear memories and tables per call, in MiB.
     #[arg(long, default_value_t = 256)]
     memory_mb: usize,
+    /// wasi:nn tensors a call may hold in the host, in MiB (default: --memory-mb).
+    #[arg(long)]
+    tensor_mb: Option<usize>,
+    /// Host resources a call may hold at once (tensors, contexts, buckets, streams).
+    #[arg(long, default_value_t = verge_device::runtime::DEFAULT_MAX_RESOURCES)]
+    max_resources: usize,
     /// `json`: one JSON line per input; `table`: a table for people.
     #[arg(long, value_enum, default_value_t = Format::Json)]
     format: Format,
@@ -251,6 +268,9 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         providers: args.providers.clone(),
         library: args.onnxruntime_lib.clone(),
         fallback_to_tract: args.fallback_to_tract,
+        device: args.device.clone(),
+        cache_dir: args.cache_dir.clone(),
+        profile: args.onnxruntime_profile.clone(),
     };
     engine.validate().map_err(|e| anyhow::anyhow!(e))?;
     let models: Vec<ModelSpec> = args
@@ -281,9 +301,13 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     let deployment = Deployment::new(
         Placement::Local,
         Limits {
-            deadline: Duration::from_millis(args.deadline_ms),
-            memory_bytes: args.memory_mb << 20,
-            ..Limits::default()
+            tensor_bytes: args.tensor_mb.unwrap_or(args.memory_mb) << 20,
+            max_resources: args.max_resources,
+            ..Limits::new(
+                Duration::from_millis(args.deadline_ms),
+                args.memory_mb << 20,
+                Limits::default().max_body_bytes,
+            )
         },
         &args.config,
     );

@@ -128,6 +128,16 @@ impl Outbox {
         self.max_bytes
     }
 
+    /// Disk the outbox may still need to fill up to `max_bytes`: what is not
+    /// queued yet, a quarter more for SQLite's pages and index, and the
+    /// write-ahead log SQLite keeps until a checkpoint (1,000 pages, 4 MiB).
+    pub fn disk_reserve(&self) -> u64 {
+        let left = self
+            .max_bytes
+            .saturating_sub(self.stats.bytes.load(Ordering::Relaxed));
+        left + left / 4 + (4 << 20)
+    }
+
     /// Commits a message durably, applying the policy when the outbox is full.
     pub fn push(&self, id: &str, topic: &str, payload: &[u8]) -> Result<u64, OutboxError> {
         let needed = size(topic, payload);

@@ -36,6 +36,9 @@ use crate::config::{self, Config, ConfigError, Overrides};
 const THING: &str = "{thing}";
 /// The daemon configuration's file name among the artifacts.
 pub const CONFIG_ARTIFACT: &str = "verge.json";
+/// The API's Unix socket under Greengrass, in the state folder
+/// (`{work:path}/state/api.sock` on the device).
+pub const API_SOCKET: &str = "api.sock";
 /// The recipe's file name in the output folder.
 pub const RECIPE_FILE: &str = "recipe.json";
 /// The folder, in the output folder, whose files go to the artifacts URI.
@@ -481,6 +484,24 @@ pub fn write(opts: &Options) -> Result<Written, RecipeError> {
             d.remove(key);
         }
     }
+    // Under Greengrass the API is a Unix socket in the component's state
+    // folder unless the configuration says otherwise: file permissions, not
+    // a port any local process can reach, decide who calls it.
+    let mut warnings = Vec::new();
+    if doc.get("api").and_then(|a| a.get("listen")).is_none() {
+        if !doc.get("api").is_some_and(Value::is_object) {
+            doc["api"] = json!({});
+        }
+        doc["api"]["listen"] = json!(format!("unix:{API_SOCKET}"));
+    } else if matches!(config.api.listen, crate::config::Listen::Tcp(_))
+        && config.api.token_file.is_none()
+    {
+        warnings.push(format!(
+            "api.listen is TCP ({}) with no api.token_file: any process on the device can call the API \
+             (leave listen out for a Unix socket, or set a token file)",
+            config.api.listen
+        ));
+    }
     let mut config_bytes = serde_json::to_vec_pretty(&doc).expect("JSON");
     config_bytes.push(b'\n');
     let config_digest: [u8; 32] = Sha256::digest(&config_bytes).into();
@@ -593,7 +614,6 @@ pub fn write(opts: &Options) -> Result<Written, RecipeError> {
     let recipe_path = opts.out.join(RECIPE_FILE);
     std::fs::write(&recipe_path, &text).map_err(io(&recipe_path))?;
 
-    let mut warnings = Vec::new();
     let compact = recipe.to_string().len();
     if text.len() > LITE_RECIPE_MAX_BYTES {
         warnings.push(format!(

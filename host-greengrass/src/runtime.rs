@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use wasmtime::component::ResourceTableError;
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_config::{WasiConfig, WasiConfigVariables};
 
@@ -41,17 +42,102 @@ const TICK: Duration = Duration::from_millis(5);
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub deadline: Duration,
+    /// Linear memories and tables, all of the component's together.
     pub memory_bytes: usize,
     pub max_body_bytes: usize,
+    /// Bytes of `wasi:nn` tensors the call may hold in the host, outside its
+    /// linear memory (inputs and outputs alike).
+    pub tensor_bytes: usize,
+    /// Host resources live at once: `wasi:nn` tensors, graphs, contexts and
+    /// errors, `wasi:keyvalue` buckets, WASI streams and pollables.
+    pub max_resources: usize,
+}
+
+/// The default of [`Limits::max_resources`].
+pub const DEFAULT_MAX_RESOURCES: usize = 4096;
+
+impl Limits {
+    /// A call's bounds with the host-side ones derived from its memory bound.
+    pub fn new(deadline: Duration, memory_bytes: usize, max_body_bytes: usize) -> Limits {
+        Limits {
+            deadline,
+            memory_bytes,
+            max_body_bytes,
+            tensor_bytes: memory_bytes,
+            max_resources: DEFAULT_MAX_RESOURCES,
+        }
+    }
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            deadline: Duration::from_secs(10),
-            memory_bytes: 256 << 20,
-            max_body_bytes: 64 << 20,
+        Limits::new(Duration::from_secs(10), 256 << 20, 64 << 20)
+    }
+}
+
+/// Bytes of host memory one table element takes (a function reference).
+const TABLE_ELEMENT_BYTES: usize = std::mem::size_of::<usize>();
+
+/// Holds a store's linear memories and tables, however many the component
+/// declares, to one budget together (wasmtime's own `StoreLimits` bounds each
+/// memory on its own, and tables not at all).
+struct CallLimiter {
+    left: usize,
+    bound: usize,
+}
+
+/// A memory or table grew past the call's memory bound.
+#[derive(Debug, thiserror::Error)]
+#[error("linear memory and tables over the call's bound of {0} bytes")]
+struct OverMemory(usize);
+
+impl CallLimiter {
+    fn new(bound: usize) -> Self {
+        CallLimiter { left: bound, bound }
+    }
+
+    fn grow(&mut self, bytes: usize) -> wasmtime::Result<bool> {
+        if bytes > self.left {
+            return Err(OverMemory(self.bound).into());
         }
+        self.left -= bytes;
+        Ok(true)
+    }
+}
+
+impl ResourceLimiter for CallLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.grow(desired.saturating_sub(current))
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.grow(
+            desired
+                .saturating_sub(current)
+                .saturating_mul(TABLE_ELEMENT_BYTES),
+        )
+    }
+
+    // Counts, each far above what a real component has; the bytes above are
+    // what bounds them.
+    fn instances(&self) -> usize {
+        1000
+    }
+    fn tables(&self) -> usize {
+        1000
+    }
+    fn memories(&self) -> usize {
+        100
     }
 }
 
@@ -119,7 +205,7 @@ pub struct StoreData {
     nn_budget: nn::wit::NnBudget,
     keyvalue: StateCtx,
     config: Arc<WasiConfigVariables>,
-    limits: StoreLimits,
+    limits: CallLimiter,
     placement: Placement,
     call: Limits,
     started: Instant,
@@ -257,12 +343,14 @@ impl Runtime {
                 limits.max_body_bytes
             )));
         }
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(limits.max_resources);
         let data = StoreData {
             wasi: WasiCtx::builder().build(),
-            table: ResourceTable::new(),
+            table,
             graphs: self.graphs.clone(),
             // Tensors in the host count against the same bound as linear memory.
-            nn_budget: nn::wit::NnBudget::new(limits.memory_bytes),
+            nn_budget: nn::wit::NnBudget::new(limits.tensor_bytes),
             keyvalue: match &deployment.state {
                 Some((store, namespace)) => StateCtx::new(store.clone(), namespace),
                 // One-shot runs: state lives for one instance, within the default budget.
@@ -276,10 +364,7 @@ impl Runtime {
                 ),
             },
             config: deployment.config.clone(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(limits.memory_bytes)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: CallLimiter::new(limits.memory_bytes),
             placement: deployment.placement,
             call: limits,
             started: Instant::now(),
@@ -306,17 +391,24 @@ fn trap(e: wasmtime::Error, limits: &Limits) -> CallError {
     if let Some(q) = e.downcast_ref::<nn::wit::QuotaExceeded>() {
         return CallError::Quota(q.0.clone());
     }
+    if e.downcast_ref::<OverMemory>().is_some() {
+        return CallError::Memory(limits.memory_bytes);
+    }
+    if let Some(ResourceTableError::Full) = e.downcast_ref::<ResourceTableError>() {
+        return CallError::Quota(too_many_resources(limits.max_resources));
+    }
     match e.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => CallError::Deadline(limits.deadline),
-        _ => {
-            let text = format!("{e:#}");
-            if text.contains("forcing trap when growing memory") {
-                CallError::Memory(limits.memory_bytes)
-            } else {
-                CallError::Trap(text)
-            }
-        }
+        _ => CallError::Trap(format!("{e:#}")),
     }
+}
+
+/// Why a call that holds `max` host resources may not take another.
+pub fn too_many_resources(max: usize) -> String {
+    format!(
+        "the component holds {max} host resources at once (wasi:nn tensors, graphs and contexts, \
+         keyvalue buckets, streams), the most a call may"
+    )
 }
 
 /// A component ready to instantiate.
@@ -354,5 +446,41 @@ impl Deployment {
     pub fn with_state(mut self, store: Arc<dyn StateStore>, namespace: &str) -> Self {
         self.state = Some((store, namespace.to_string()));
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Instantiates a core module under a `bound`-byte [`CallLimiter`].
+    fn instantiate(wat: &str, bound: usize) -> wasmtime::Result<()> {
+        let engine = Engine::default();
+        let module = wasmtime::Module::new(&engine, wat::parse_str(wat).unwrap())?;
+        let mut store = Store::new(&engine, CallLimiter::new(bound));
+        store.limiter(|l| l);
+        wasmtime::Instance::new(&mut store, &module, &[])?;
+        Ok(())
+    }
+
+    fn over_memory(r: wasmtime::Result<()>) -> bool {
+        r.is_err_and(|e| e.downcast_ref::<OverMemory>().is_some())
+    }
+
+    #[test]
+    fn memories_and_tables_share_one_bound() {
+        // 40 pages of 64 KiB = 2.5 MiB each: one fits under 4 MiB, two do not
+        // (wasmtime's StoreLimits would let each memory have the whole bound).
+        assert!(instantiate("(module (memory 40))", 4 << 20).is_ok());
+        assert!(over_memory(instantiate(
+            "(module (memory 40) (memory 40))",
+            4 << 20
+        )));
+        // A table of a million functions is 8 MB of host memory.
+        assert!(over_memory(instantiate(
+            "(module (table 1000000 funcref))",
+            4 << 20
+        )));
+        assert!(instantiate("(module (table 1000 funcref) (memory 40))", 4 << 20).is_ok());
     }
 }

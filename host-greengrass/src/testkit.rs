@@ -76,6 +76,78 @@ pub fn onnxruntime(threads: usize) -> EngineSpec {
     }
 }
 
+/// The `libonnxruntime` of the onnxruntime-openvino wheel (ONNX Runtime with
+/// OpenVINO's execution provider): `$VERGE_ONNXRUNTIME_OPENVINO_LIB`, which
+/// `./dev test` sets up. Unset, `test` says it is skipped and gets `None`,
+/// unless VERGE_REQUIRE_ALL=1 (then it fails).
+pub fn openvino_lib(test: &str) -> Option<PathBuf> {
+    let lib = std::env::var_os("VERGE_ONNXRUNTIME_OPENVINO_LIB").map(PathBuf::from);
+    if lib.is_none() {
+        assert!(
+            std::env::var("VERGE_REQUIRE_ALL").as_deref() != Ok("1"),
+            "{test}: set VERGE_ONNXRUNTIME_OPENVINO_LIB (VERGE_REQUIRE_ALL=1)"
+        );
+        println!(
+            "{test}: skipped: VERGE_ONNXRUNTIME_OPENVINO_LIB is unset (./dev test sets it to the onnxruntime-openvino wheel's libonnxruntime)"
+        );
+    }
+    lib
+}
+
+/// For a test that loads ONNX Runtime with OpenVINO's provider, which must
+/// not share a process with the tests on the CPU build (a process loads one
+/// libonnxruntime): in the test binary's child process running only `test`,
+/// the library; in the parent, `None` once that child has passed (its output
+/// passed on; its failure is the test's).
+pub fn openvino_child(test: &str) -> Option<PathBuf> {
+    const CHILD: &str = "VERGE_TEST_CHILD";
+    let lib = openvino_lib(test)?;
+    if std::env::var(CHILD).as_deref() == Ok(test) {
+        return Some(lib);
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads", "1"])
+        .env(CHILD, test)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "{test} in its own process: {}\n{text}",
+        out.status
+    );
+    assert!(
+        text.contains("1 passed"),
+        "{test} did not run in its own process:\n{text}"
+    );
+    print!("{text}");
+    None
+}
+
+/// ONNX Runtime from `lib` with OpenVINO's provider on `device` (its `threads`
+/// inference threads, 0: OpenVINO's default), compiled models cached in `cache_dir`.
+pub fn openvino(
+    lib: &Path,
+    device: &str,
+    threads: usize,
+    cache_dir: Option<PathBuf>,
+) -> EngineSpec {
+    EngineSpec {
+        backend: Backend::Onnxruntime,
+        threads,
+        target: crate::nn::Target::Gpu,
+        providers: vec![crate::nn::Provider::Openvino],
+        library: Some(lib.to_path_buf()),
+        device: Some(device.into()),
+        cache_dir,
+        ..EngineSpec::default()
+    }
+}
+
 /// Every device engine, by name, as the behaviour suite and the coverage
 /// count run them: tract, ONNX Runtime (one thread) and the compact engine.
 pub fn engines() -> Vec<(&'static str, EngineSpec)> {
@@ -169,9 +241,15 @@ impl Host {
     }
 }
 
-/// How tract and ONNX Runtime compare on the same inputs.
+/// How two engines (tract and ONNX Runtime, or two of ONNX Runtime's
+/// providers) compare on the same inputs.
 #[derive(Debug, Default)]
 pub struct Agreement {
+    /// The two engines' names.
+    pub engines: [String; 2],
+    /// Each engine's mean time per call, in milliseconds (model only; the
+    /// first call, which may compile, left out when there are others).
+    pub ms_per_call: [f64; 2],
     /// The largest absolute difference over every float output.
     pub max_abs_diff: f32,
     /// "case N: output 'X'" for each non-float output that differs, and each
@@ -183,13 +261,15 @@ impl Agreement {
     /// Prints the comparison of `cases` inputs of `what`, and holds every
     /// float output to 1e-4.
     pub fn assert_close(&self, what: &str, cases: usize) {
+        let [a, b] = &self.engines;
+        let [ta, tb] = self.ms_per_call;
         println!(
-            "{what}: tract vs onnxruntime on {cases} inputs: max |diff| {:.2e}, mismatches {:?}",
+            "{what}: {a} vs {b} on {cases} inputs: max |diff| {:.2e}, mismatches {:?}; per call {a} {ta:.3} ms, {b} {tb:.3} ms",
             self.max_abs_diff, self.mismatches
         );
         assert!(
             self.max_abs_diff <= 1e-4,
-            "{what}: tract and onnxruntime differ by {}",
+            "{what}: {a} and {b} differ by {}",
             self.max_abs_diff
         );
     }
@@ -198,25 +278,71 @@ impl Agreement {
 /// Runs each input through tract and through ONNX Runtime (one thread) and
 /// compares them; outputs must have the same shape and type.
 pub fn backends_agree(model: &Path, inputs: &[Vec<(String, Tensor)>]) -> Agreement {
+    engines_agree(
+        model,
+        inputs,
+        ("tract", EngineSpec::default()),
+        ("onnxruntime", onnxruntime(1)),
+    )
+}
+
+/// [`backends_agree`] for OpenVINO's provider (on its CPU plugin, one
+/// thread) against ONNX Runtime's CPU provider (one thread), both from the
+/// onnxruntime-openvino library `lib`: run it in [`openvino_child`].
+pub fn openvino_agrees(lib: &Path, model: &Path, inputs: &[Vec<(String, Tensor)>]) -> Agreement {
+    let cpu = EngineSpec {
+        library: Some(lib.to_path_buf()),
+        ..onnxruntime(1)
+    };
+    engines_agree(
+        model,
+        inputs,
+        ("onnxruntime cpu provider", cpu),
+        ("openvino CPU", openvino(lib, "CPU", 1, None)),
+    )
+}
+
+/// Runs each input through two engines and compares them; outputs must have
+/// the same shape and type.
+pub fn engines_agree(
+    model: &Path,
+    inputs: &[Vec<(String, Tensor)>],
+    (a_name, a_engine): (&str, EngineSpec),
+    (b_name, b_engine): (&str, EngineSpec),
+) -> Agreement {
     let graphs = Graphs::load(&[
-        ModelSpec::tract("tract", model),
         ModelSpec {
-            name: "onnxruntime".into(),
+            name: "a".into(),
             path: model.into(),
-            engine: onnxruntime(1),
+            engine: a_engine,
+        },
+        ModelSpec {
+            name: "b".into(),
+            path: model.into(),
+            engine: b_engine,
         },
     ])
     .unwrap_or_else(|e| panic!("{e}"));
-    let mut tract = graphs.get("tract").unwrap().context();
-    let mut ort = graphs.get("onnxruntime").unwrap().context();
-    let mut agreement = Agreement::default();
+    let mut first = graphs.get("a").unwrap().context();
+    let mut second = graphs.get("b").unwrap().context();
+    let mut agreement = Agreement {
+        engines: [a_name.into(), b_name.into()],
+        ..Agreement::default()
+    };
+    let mut times = [Duration::ZERO; 2];
     for (case, input) in inputs.iter().enumerate() {
-        let a = tract
+        let started = std::time::Instant::now();
+        let a = first
             .compute_named(input.clone())
-            .unwrap_or_else(|e| panic!("tract, case {case}: {e}"));
-        let b = ort
+            .unwrap_or_else(|e| panic!("{a_name}, case {case}: {e}"));
+        let between = std::time::Instant::now();
+        let b = second
             .compute_named(input.clone())
-            .unwrap_or_else(|e| panic!("onnxruntime, case {case}: {e}"));
+            .unwrap_or_else(|e| panic!("{b_name}, case {case}: {e}"));
+        if case > 0 || inputs.len() == 1 {
+            times[0] += between - started;
+            times[1] += between.elapsed();
+        }
         assert_eq!(a.len(), b.len(), "case {case}: output count");
         for ((name, x), (other, y)) in a.iter().zip(&b) {
             assert_eq!(name, other, "case {case}: outputs in a different order");
@@ -247,6 +373,8 @@ pub fn backends_agree(model: &Path, inputs: &[Vec<(String, Tensor)>]) -> Agreeme
             }
         }
     }
+    let timed = inputs.len().saturating_sub(1).max(1) as f64;
+    agreement.ms_per_call = times.map(|t| t.as_secs_f64() * 1000.0 / timed);
     agreement
 }
 

@@ -81,8 +81,8 @@ fn file_type_on_onnxruntime_agrees_with_python_magika() {
     agreement("onnxruntime", testkit::onnxruntime(0));
 }
 
-#[test]
-fn tract_and_onnxruntime_agree_on_magika() {
+/// The corpus files that reach the model, as its input.
+fn model_inputs() -> Vec<Vec<(String, Tensor)>> {
     let cases: Vec<_> = rows()
         .iter()
         .filter_map(|row| {
@@ -96,6 +96,23 @@ fn tract_and_onnxruntime_agree_on_magika() {
         })
         .collect();
     assert!(cases.len() >= 200, "{} files reach the model", cases.len());
+    cases
+}
+
+#[test]
+fn openvino_and_the_cpu_provider_agree_on_magika() {
+    let Some(lib) = testkit::openvino_child("openvino_and_the_cpu_provider_agree_on_magika") else {
+        return;
+    };
+    let cases = model_inputs();
+    let a = testkit::openvino_agrees(&lib, &common::magika(), &cases);
+    a.assert_close("magika", cases.len());
+    assert!(a.mismatches.is_empty(), "{:?}", a.mismatches);
+}
+
+#[test]
+fn tract_and_onnxruntime_agree_on_magika() {
+    let cases = model_inputs();
     let a = testkit::backends_agree(&common::magika(), &cases);
     a.assert_close("magika", cases.len());
     assert!(a.mismatches.is_empty(), "{:?}", a.mismatches);

@@ -509,6 +509,13 @@ fn the_readme_configuration_makes_a_recipe_for_both_nuclei() {
         "verge/line-3/file-type"
     );
     assert_eq!(device.health.topic, "verge/line-3/health");
+    // The API is a Unix socket in the state folder, permissions 660.
+    assert_eq!(shipped["api"]["listen"], "unix:api.sock");
+    assert_eq!(
+        device.api.listen,
+        verge_device::config::Listen::Unix(dir.join("state").join("api.sock"))
+    );
+    assert_eq!(device.api.socket_mode(), 0o660);
     for c in device.components.values() {
         verge_device::config::verify("component", &c.path, &c.sha256).unwrap();
     }

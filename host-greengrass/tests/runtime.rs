@@ -33,11 +33,7 @@ fn fixture() -> &'static Fixture {
 fn deployment(deadline_ms: u64, memory_mb: usize) -> Deployment {
     Deployment::new(
         Placement::Device,
-        Limits {
-            deadline: Duration::from_millis(deadline_ms),
-            memory_bytes: memory_mb << 20,
-            max_body_bytes: 1 << 20,
-        },
+        Limits::new(Duration::from_millis(deadline_ms), memory_mb << 20, 1 << 20),
         &[("greeting".into(), "hello".into())],
     )
 }
@@ -270,10 +266,39 @@ fn host_side_tensors_count_against_the_call() {
     );
     // Many small handles: bounded by count.
     match call_with(&d, "nn-hoard:5000:1") {
-        Err(CallError::Quota(m)) => assert!(m.contains("4096 wasi:nn resources"), "{m}"),
+        Err(CallError::Quota(m)) => assert!(m.contains("holds 4096 host resources"), "{m}"),
         other => panic!("expected a quota error, got {other:?}"),
     }
+    // Keyvalue buckets are host resources too: the component sees the refusal.
+    match call_with(&d, "kv-open:5000") {
+        Err(CallError::Component(GuestError::Internal(m))) => {
+            assert!(m.contains("holds 4096 host resources"), "{m}")
+        }
+        other => panic!("expected the component's error, got {other:?}"),
+    }
     still_serving();
+}
+
+/// A route's own host-side bounds: tensor bytes and resources below the
+/// defaults derived from its memory bound.
+#[test]
+fn host_side_bounds_are_set_per_deployment() {
+    let mut d = deployment(10_000, 64);
+    d.limits.tensor_bytes = 4 << 20;
+    d.limits.max_resources = 100;
+    match call_with(&d, "nn-hoard:5:1048576") {
+        Err(CallError::Quota(m)) => assert!(m.contains("a call may hold 4194304"), "{m}"),
+        other => panic!("expected a quota error, got {other:?}"),
+    }
+    match call_with(&d, "nn-hoard:200:1") {
+        Err(CallError::Quota(m)) => assert!(m.contains("holds 100 host resources"), "{m}"),
+        other => panic!("expected a quota error, got {other:?}"),
+    }
+    assert_eq!(
+        json(call_with(&d, "nn-hoard:3:1048576").unwrap())["tensors"],
+        3
+    );
+    assert_eq!(json(call_with(&d, "kv-open:50").unwrap())["buckets"], 50);
 }
 
 /// State has a budget too: a one-shot run keeps at most the default 16 MiB

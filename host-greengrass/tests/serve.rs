@@ -408,3 +408,68 @@ fn an_empty_token_file_stops_the_start() {
             .is_some_and(|l| l.to_string().contains("the file is empty"))
     );
 }
+
+/// One request over the daemon's Unix socket.
+fn over_socket(path: &std::path::Path, request: &str) -> support::Reply {
+    let s = std::os::unix::net::UnixStream::connect(path).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    support::exchange(s, request.as_bytes())
+}
+
+#[test]
+fn the_api_can_listen_on_a_unix_socket_that_permissions_guard() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let dir = scratch("unix");
+    std::fs::create_dir_all(dir.join("state")).unwrap();
+    // A relative path is in the state folder. A stale socket file from a
+    // daemon that died is replaced.
+    let socket = dir.join("state").join("api.sock");
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    let config = support::config_full(
+        &dir,
+        "listen = \"unix:api.sock\"\nsocket_mode = \"600\"",
+        "",
+        "",
+    );
+    let mut d = Daemon::start(&config);
+    let meta = std::fs::metadata(&socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert!(
+        d.find("ready").unwrap()["addr"]
+            .as_str()
+            .unwrap()
+            .ends_with("state/api.sock")
+    );
+    let echo = over_socket(
+        &socket,
+        "POST /v1/infer/local HTTP/1.1\r\nhost: verge\r\nconnection: close\r\ncontent-length: 4\r\n\r\necho",
+    );
+    assert_eq!(echo.status, 200, "{}", echo.text());
+    assert_eq!(
+        over_socket(
+            &socket,
+            "GET /readyz HTTP/1.1\r\nhost: verge\r\nconnection: close\r\n\r\n"
+        )
+        .status,
+        200
+    );
+    // A second daemon on the same socket is refused: the first answers there.
+    let mut second = Daemon::spawn(&config);
+    assert_eq!(second.wait(Duration::from_secs(60)).code(), Some(1));
+    assert!(
+        second
+            .find("fatal")
+            .is_some_and(|l| l.to_string().contains("another process answers")),
+        "{:?}",
+        second.lines.lock().unwrap()
+    );
+    assert_eq!(d.terminate().code(), Some(0));
+    assert!(!socket.exists(), "the socket is removed at exit");
+    // A file that is not a socket is never removed to make room.
+    std::fs::write(&socket, "keep me").unwrap();
+    let mut refused = Daemon::spawn(&config);
+    assert_eq!(refused.wait(Duration::from_secs(60)).code(), Some(1));
+    assert_eq!(std::fs::read_to_string(&socket).unwrap(), "keep me");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -124,6 +124,20 @@ fn tract_and_onnxruntime_agree() {
 }
 
 #[test]
+fn openvino_and_the_cpu_provider_agree() {
+    let Some(lib) = testkit::openvino_child("openvino_and_the_cpu_provider_agree") else {
+        return;
+    };
+    let inputs: Vec<_> = reference()
+        .iter()
+        .map(|row| vec![("features".to_string(), features(&row["features"]))])
+        .collect();
+    let a = testkit::openvino_agrees(&lib, &model(), &inputs);
+    a.assert_close("fraud-score", inputs.len());
+    assert!(a.mismatches.is_empty(), "{:?}", a.mismatches);
+}
+
+#[test]
 fn thresholds_choose_the_outcome() {
     let rows = reference();
     let host = host();

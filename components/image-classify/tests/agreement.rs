@@ -159,6 +159,20 @@ fn tract_and_onnxruntime_agree() {
 }
 
 #[test]
+fn openvino_and_the_cpu_provider_agree() {
+    let Some(lib) = testkit::openvino_child("openvino_and_the_cpu_provider_agree") else {
+        return;
+    };
+    let inputs: Vec<_> = reference()
+        .iter()
+        .map(|row| vec![("input".to_string(), tensor(row))])
+        .collect();
+    let a = testkit::openvino_agrees(&lib, &model(), &inputs);
+    a.assert_close("efficientnet-lite0", inputs.len());
+    assert!(a.mismatches.is_empty(), "{:?}", a.mismatches);
+}
+
+#[test]
 fn photographs_make_sense() {
     let host = host();
     let dir = testkit::models_dir();

@@ -22,6 +22,8 @@
 //! * `kv-fill:N:BYTES`: write N values of BYTES bytes into the keyvalue store
 //!   (keys `fill-0`…), and respond with N; the first refused write is an
 //!   `internal` error naming it;
+//! * `kv-open:N`: open N keyvalue buckets and keep them all (host resources),
+//!   then respond with N;
 //! * `count`: increment `hits` in the keyvalue store and respond with it;
 //! * `config:KEY`: respond with the deployment setting KEY;
 //! * `big:N`: respond with N bytes of text (to test response quotas);
@@ -248,6 +250,17 @@ impl Guest for Probe {
                             .map_err(|e| Error::Internal(format!("set fill-{i}: {e:?}")))?;
                     }
                     Ok(respond(format!("{{\"written\":{n}}}")))
+                } else if let Some(n) = other.strip_prefix("kv-open:") {
+                    let n: usize = n.parse().map_err(|_| {
+                        Error::InvalidInput(format!("kv-open:N needs a number, got {n:?}"))
+                    })?;
+                    let buckets = (0..n)
+                        .map(|i| {
+                            wasi::keyvalue::store::open("")
+                                .map_err(|e| Error::Internal(format!("open {i}: {e:?}")))
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Ok(respond(format!("{{\"buckets\":{}}}", buckets.len())))
                 } else if let Some(spec) = other.strip_prefix("nn-hoard:") {
                     let (n, bytes) = spec.split_once(':').unwrap_or((spec, "1048576"));
                     let (Ok(n), Ok(bytes)) = (n.parse::<usize>(), bytes.parse::<usize>()) else {

@@ -143,6 +143,17 @@ fn tract_and_onnxruntime_agree() {
 }
 
 #[test]
+fn openvino_and_the_cpu_provider_agree() {
+    let Some(lib) = testkit::openvino_child("openvino_and_the_cpu_provider_agree") else {
+        return;
+    };
+    let cases: Vec<_> = reference().iter().map(inputs).collect();
+    let a = testkit::openvino_agrees(&lib, &model(), &cases);
+    a.assert_close("minilm", cases.len());
+    assert!(a.mismatches.is_empty(), "{:?}", a.mismatches);
+}
+
+#[test]
 fn known_pairs() {
     let host = host();
     let food = embedding(&host, "A man is eating food.");

@@ -112,6 +112,19 @@ pub struct EngineSpec {
     /// When ONNX Runtime (or a provider) is missing or refuses the model,
     /// run the model on tract instead of failing to start.
     pub fallback_to_tract: bool,
+    /// The provider's device: OpenVINO's `device_type` (`CPU`, `GPU`, `GPU.1`,
+    /// `NPU`, `AUTO:GPU,CPU`, `HETERO:GPU,CPU`, …), CUDA's and TensorRT's
+    /// device id (`0`, `1`, …); `None` is the provider's default. Checked by
+    /// [`EngineSpec::validate`] against every provider it may reach.
+    pub device: Option<String>,
+    /// Where execution providers keep what they compile, so a restart loads it
+    /// instead of compiling again: `DIR/<provider>/<model>-<sha256 prefix>/`
+    /// (OpenVINO's compiled blobs, TensorRT's engines and timing cache). The
+    /// daemon's is `state_dir/cache`; `None` keeps nothing.
+    pub cache_dir: Option<PathBuf>,
+    /// Writes ONNX Runtime's profile of every session to `PREFIX_<time>.json`
+    /// when the session ends: each node's time and the provider that ran it.
+    pub profile: Option<PathBuf>,
 }
 
 /// One model of the deployment.
@@ -136,7 +149,63 @@ impl EngineSpec {
         if !self.providers.is_empty() && self.target != Target::Gpu {
             return Err("execution providers apply to the gpu target only".into());
         }
+        if let Some(device) = &self.device {
+            if self.target != Target::Gpu {
+                return Err("a device applies to the gpu target's providers only".into());
+            }
+            for p in self.gpu_providers() {
+                p.check_device(device)?;
+            }
+        }
         Ok(())
+    }
+
+    /// The providers the gpu target tries, in order: the configured ones, or
+    /// TensorRT then CUDA.
+    pub fn gpu_providers(&self) -> Vec<Provider> {
+        if self.providers.is_empty() {
+            vec![Provider::Tensorrt, Provider::Cuda]
+        } else {
+            self.providers.clone()
+        }
+    }
+}
+
+impl Provider {
+    /// Whether `device` names a device of this provider: OpenVINO a device
+    /// type (`CPU`, `GPU`, `GPU.N`, `NPU`, or `AUTO:`/`HETERO:`/`MULTI:` and a
+    /// comma-separated list of those), CUDA and TensorRT a device id. ONNX
+    /// Runtime's CPU provider, a last resort in a list, has no device.
+    pub fn check_device(self, device: &str) -> Result<(), String> {
+        let ok = match self {
+            Provider::Openvino => {
+                let list = ["AUTO:", "HETERO:", "MULTI:"]
+                    .iter()
+                    .find_map(|p| device.strip_prefix(p));
+                let one = |d: &str| {
+                    matches!(d, "CPU" | "GPU" | "NPU")
+                        || d.strip_prefix("GPU.")
+                            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                };
+                match list {
+                    Some(l) => !l.is_empty() && l.split(',').all(one),
+                    None => device == "AUTO" || one(device),
+                }
+            }
+            Provider::Cuda | Provider::Tensorrt => {
+                !device.is_empty() && device.len() < 4 && device.bytes().all(|b| b.is_ascii_digit())
+            }
+            Provider::Cpu => true,
+        };
+        if ok {
+            return Ok(());
+        }
+        Err(match self {
+            Provider::Openvino => format!(
+                "device '{device}' is not an OpenVINO device type: CPU, GPU, GPU.N, NPU, or AUTO:/HETERO:/MULTI: and a comma-separated list of them (e.g. \"HETERO:GPU,CPU\")"
+            ),
+            _ => format!("device '{device}' is not a {self} device id: a number such as \"0\""),
+        })
     }
 }
 
@@ -159,6 +228,8 @@ pub struct Loaded {
     /// The execution provider registered for it (ONNX Runtime only; nodes
     /// that provider cannot run still run on ONNX Runtime's CPU provider).
     pub providers: Vec<String>,
+    /// The folder that provider keeps its compiled form of the model in.
+    pub cache: Option<PathBuf>,
     /// Why the configured backend was replaced by tract, if it was.
     pub fallback: Option<String>,
 }
@@ -256,13 +327,17 @@ fn load_one(spec: &ModelSpec, bytes: &[u8]) -> Result<(Graph, Loaded), LoadError
         name: spec.name.clone(),
         backend: spec.engine.backend,
         providers: Vec::new(),
+        cache: None,
         fallback: None,
     };
     if spec.engine.backend == Backend::Onnxruntime {
-        let engine = onnxruntime::Onnxruntime::new(spec.engine.clone());
+        let engine = onnxruntime::Onnxruntime::new(&spec.name, spec.engine.clone());
         match Graph::load(&spec.name, &engine, bytes) {
             Ok(graph) => {
-                loaded.providers = engine.chosen_provider().into_iter().collect();
+                if let Some(chosen) = engine.chosen() {
+                    loaded.providers = vec![chosen.provider];
+                    loaded.cache = chosen.cache;
+                }
                 return Ok((graph, loaded));
             }
             // A mistake in the configuration is not the device's fault: no fallback.

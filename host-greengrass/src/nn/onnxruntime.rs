@@ -134,11 +134,65 @@ pub fn available_providers() -> Vec<Provider> {
         .collect()
 }
 
-fn dispatch(p: Provider) -> ExecutionProviderDispatch {
+/// The folder a provider keeps its compiled form of one model in:
+/// `<cache_dir>/<provider>/<model>-<first 16 hex digits of the model's sha256>`,
+/// so a new model file never meets an old model's blobs.
+fn cache_folder(spec: &EngineSpec, provider: Provider, name: &str, onnx: &[u8]) -> Option<PathBuf> {
+    use sha2::{Digest, Sha256};
+    let root = spec.cache_dir.as_ref()?;
+    if !matches!(provider, Provider::Openvino | Provider::Tensorrt) {
+        return None;
+    }
+    let digest = Sha256::digest(onnx);
+    let prefix: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    Some(
+        root.join(provider.as_str())
+            .join(format!("{name}-{prefix}")),
+    )
+}
+
+/// A provider with the deployment's settings: its device, its threads
+/// (OpenVINO keeps a pool of its own) and its cache folder.
+fn dispatch(p: Provider, spec: &EngineSpec, cache: Option<&Path>) -> ExecutionProviderDispatch {
+    let device = spec.device.as_deref();
+    // Checked by EngineSpec::validate; a number either way.
+    let id = device.and_then(|d| d.parse::<i32>().ok());
+    let cache = cache.map(|c| c.display().to_string());
     match p {
-        Provider::Tensorrt => ep::TensorRT::default().build(),
-        Provider::Cuda => ep::CUDA::default().build(),
-        Provider::Openvino => ep::OpenVINO::default().build(),
+        Provider::Tensorrt => {
+            let mut e = ep::TensorRT::default();
+            if let Some(id) = id {
+                e = e.with_device_id(id);
+            }
+            if let Some(dir) = cache {
+                e = e
+                    .with_engine_cache(true)
+                    .with_engine_cache_path(&dir)
+                    .with_timing_cache(true)
+                    .with_timing_cache_path(&dir);
+            }
+            e.build()
+        }
+        Provider::Cuda => {
+            let mut e = ep::CUDA::default();
+            if let Some(id) = id {
+                e = e.with_device_id(id);
+            }
+            e.build()
+        }
+        Provider::Openvino => {
+            let mut e = ep::OpenVINO::default();
+            if let Some(d) = device {
+                e = e.with_device_type(d);
+            }
+            if spec.threads > 0 {
+                e = e.with_num_threads(spec.threads);
+            }
+            if let Some(dir) = cache {
+                e = e.with_cache_dir(dir);
+            }
+            e.build()
+        }
         Provider::Cpu => ep::CPU::default().build(),
     }
     .error_on_failure()
@@ -151,11 +205,7 @@ fn candidates(spec: &EngineSpec) -> Result<Vec<Provider>, NnError> {
     if spec.target == Target::Cpu {
         return Ok(vec![Provider::Cpu]);
     }
-    let wanted = if spec.providers.is_empty() {
-        vec![Provider::Tensorrt, Provider::Cuda]
-    } else {
-        spec.providers.clone()
-    };
+    let wanted = spec.gpu_providers();
     let offered = available_providers();
     let chosen: Vec<Provider> = wanted
         .iter()
@@ -224,6 +274,7 @@ struct OrtModel {
     onnx: Vec<u8>,
     env: &'static Environment,
     threads: usize,
+    profile: Option<PathBuf>,
     providers: Vec<ExecutionProviderDispatch>,
     signature: Signature,
     idle: Mutex<Vec<OrtSession>>,
@@ -242,6 +293,11 @@ impl OrtModel {
                 .with_intra_threads(self.threads)
                 .map_err(|e| ort_error("intra-op threads", e))?;
         }
+        if let Some(prefix) = &self.profile {
+            b = b
+                .with_profiling(prefix)
+                .map_err(|e| ort_error("profiling", e))?;
+        }
         if !self.providers.is_empty() {
             b = b
                 .with_execution_providers(&self.providers)
@@ -255,19 +311,29 @@ impl OrtModel {
 /// The engine for one model's settings; it remembers which execution
 /// provider the last model it loaded started on.
 pub(super) struct Onnxruntime {
+    name: String,
     spec: EngineSpec,
-    chosen: Mutex<Option<String>>,
+    chosen: Mutex<Option<Chosen>>,
+}
+
+/// The provider a model started on, and the folder of its compiled form.
+#[derive(Clone)]
+pub(super) struct Chosen {
+    pub provider: String,
+    pub cache: Option<PathBuf>,
 }
 
 impl Onnxruntime {
-    pub(super) fn new(spec: EngineSpec) -> Onnxruntime {
+    /// The engine for the model deployed as `name` (which names its cache folder).
+    pub(super) fn new(name: &str, spec: EngineSpec) -> Onnxruntime {
         Onnxruntime {
+            name: name.to_string(),
             spec,
             chosen: Mutex::new(None),
         }
     }
 
-    pub(super) fn chosen_provider(&self) -> Option<String> {
+    pub(super) fn chosen(&self) -> Option<Chosen> {
         self.chosen.lock().ok()?.clone()
     }
 }
@@ -278,7 +344,7 @@ impl verge_nn::Engine for Onnxruntime {
     }
 
     fn load(&self, bytes: &[u8]) -> Result<Box<dyn Model>, NnError> {
-        let (model, provider) = load(bytes, &self.spec)?;
+        let (model, provider) = load(bytes, &self.name, &self.spec)?;
         if let Ok(mut chosen) = self.chosen.lock() {
             *chosen = Some(provider);
         }
@@ -287,12 +353,13 @@ impl verge_nn::Engine for Onnxruntime {
 }
 
 /// Loads a model; returns it with the execution provider that serves it.
-fn load(onnx: &[u8], spec: &EngineSpec) -> Result<(Box<dyn Model>, String), NnError> {
+fn load(onnx: &[u8], name: &str, spec: &EngineSpec) -> Result<(Box<dyn Model>, Chosen), NnError> {
     let env = runtime(spec.library.as_deref())?;
     let mut model = OrtModel {
         onnx: onnx.to_vec(),
         env,
         threads: spec.threads,
+        profile: spec.profile.clone(),
         providers: Vec::new(),
         signature: Signature::default(),
         idle: Mutex::new(Vec::new()),
@@ -302,16 +369,33 @@ fn load(onnx: &[u8], spec: &EngineSpec) -> Result<(Box<dyn Model>, String), NnEr
     let mut failures = Vec::new();
     let mut first = None;
     for provider in candidates(spec)? {
+        let cache = cache_folder(spec, provider, name, onnx);
+        if let Some(dir) = &cache {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                error(
+                    ErrorCode::RuntimeError,
+                    format!("{provider}'s cache folder {}: {e}", dir.display()),
+                )
+            })?;
+        }
         model.providers = match provider {
             Provider::Cpu => Vec::new(),
-            other => vec![dispatch(other)],
+            other => vec![dispatch(other, spec, cache.as_deref())],
         };
         match model.new_session() {
             Ok(s) => {
-                first = Some((s, provider.as_str().to_string()));
+                let provider = provider.as_str().to_string();
+                first = Some((s, Chosen { provider, cache }));
                 break;
             }
-            Err(e) => failures.push((provider, e)),
+            // Say which device, when one was asked for: ONNX Runtime says only
+            // that the provider failed (its log says why).
+            Err(mut e) => {
+                if let (Some(d), false) = (&spec.device, provider == Provider::Cpu) {
+                    e.message = format!("{} (device {d})", e.message);
+                }
+                failures.push((provider, e))
+            }
         }
     }
     let Some((first, provider)) = first else {

@@ -32,53 +32,40 @@ pub struct NnView<'a> {
     pub budget: &'a mut NnBudget,
 }
 
-/// How many `wasi:nn` resources (tensors, graphs, contexts, errors) one call
-/// may hold at once.
-pub const MAX_LIVE_RESOURCES: usize = 4096;
-
 /// What one call's `wasi:nn` holds in the host, outside the component's
-/// linear memory (so outside wasmtime's store limits): tensor bytes and live
-/// resources, each bounded. Going over ends the call with [`QuotaExceeded`].
+/// linear memory (so outside the store's memory limiter): tensor bytes,
+/// bounded; going over ends the call with [`QuotaExceeded`]. (How many
+/// resources it holds is bounded by the store's resource table.)
 #[derive(Debug)]
 pub struct NnBudget {
     max_bytes: usize,
     bytes: usize,
-    live: usize,
 }
 
 impl NnBudget {
-    /// Tensor bytes in the host bounded by `max_bytes` (the call's memory bound).
+    /// Tensor bytes in the host bounded by `max_bytes`.
     pub fn new(max_bytes: usize) -> NnBudget {
         NnBudget {
             max_bytes,
             bytes: 0,
-            live: 0,
         }
     }
 
     fn take(&mut self, bytes: usize) -> wasmtime::Result<()> {
-        if self.live >= MAX_LIVE_RESOURCES {
-            return Err(QuotaExceeded(format!(
-                "the component holds {MAX_LIVE_RESOURCES} wasi:nn resources at once, the most a call may"
-            ))
-            .into());
-        }
         let total = self.bytes.saturating_add(bytes);
         if total > self.max_bytes {
             return Err(QuotaExceeded(format!(
-                "wasi:nn tensors would hold {total} bytes in the host; a call may hold {} (its memory bound)",
+                "wasi:nn tensors would hold {total} bytes in the host; a call may hold {}",
                 self.max_bytes
             ))
             .into());
         }
         self.bytes = total;
-        self.live += 1;
         Ok(())
     }
 
     fn give_back(&mut self, bytes: usize) {
         self.bytes = self.bytes.saturating_sub(bytes);
-        self.live = self.live.saturating_sub(1);
     }
 }
 

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-mod quota;
+pub mod quota;
 mod sqlite;
 pub(crate) mod wit;
 

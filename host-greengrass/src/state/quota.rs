@@ -1,8 +1,11 @@
 //! Per-component budgets for durable state: a [`StateStore`] in front of
 //! another, refusing a write that would take a namespace over its bytes (keys
 //! plus values) or its number of keys. The component sees the refusal as a
-//! `wasi:keyvalue` error; every refusal is counted (`/metrics`).
+//! `wasi:keyvalue` error; every refusal is counted (`/metrics`). With a
+//! [`DiskReserve`], it also refuses a write that would eat into the disk the
+//! outbox may still need, so state cannot starve the outbox.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -43,6 +46,54 @@ pub struct QuotaStore {
     inner: Arc<dyn StateStore>,
     quota: StateQuota,
     refusals: Arc<AtomicU64>,
+    disk: Option<DiskReserve>,
+}
+
+/// Disk that state writes must leave free on the filesystem of `dir`: what
+/// `reserve` says others (the outbox) may still need.
+pub struct DiskReserve {
+    dir: PathBuf,
+    reserve: Box<dyn Fn() -> u64 + Send + Sync>,
+}
+
+impl DiskReserve {
+    pub fn new(dir: &Path, reserve: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
+        DiskReserve {
+            dir: dir.to_path_buf(),
+            reserve: Box::new(reserve),
+        }
+    }
+
+    /// Why writing `len` more bytes would leave too little, if it would.
+    fn refuses(&self, len: u64) -> Option<String> {
+        let free = free_bytes(&self.dir).ok()?;
+        let reserve = (self.reserve)();
+        // SQLite writes a value twice (the WAL, then the database) before
+        // the checkpoint frees the WAL's copy.
+        let needed = len.saturating_mul(2).saturating_add(reserve);
+        (free < needed).then(|| {
+            format!(
+                "disk: {free} bytes free where the state is, and the outbox keeps {reserve} of them for itself"
+            )
+        })
+    }
+}
+
+/// Bytes an unprivileged process may still write on the filesystem of `dir`.
+pub fn free_bytes(dir: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a valid C string; `stat` is written by a successful call.
+    if unsafe { libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it filled `stat`.
+    let stat = unsafe { stat.assume_init() };
+    // The field types differ between targets (u32 on 32-bit ARM).
+    #[allow(clippy::unnecessary_cast)]
+    Ok((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
 }
 
 impl QuotaStore {
@@ -52,7 +103,14 @@ impl QuotaStore {
             inner,
             quota,
             refusals,
+            disk: None,
         }
+    }
+
+    /// Also refuses writes that would eat into `reserve`.
+    pub fn with_disk_reserve(mut self, reserve: DiskReserve) -> Self {
+        self.disk = Some(reserve);
+        self
     }
 
     /// Refuses writing `key` = `len` bytes into `ns` when that goes over the quota.
@@ -77,7 +135,7 @@ impl QuotaStore {
                 q.max_keys_per_component
             ))
         } else {
-            None
+            self.disk.as_ref().and_then(|d| d.refuses(len))
         };
         match refusal {
             Some(why) => {
@@ -161,5 +219,30 @@ mod tests {
         );
         assert_eq!(refusals.load(Ordering::Relaxed), 2);
         assert_eq!(s.usage("a").unwrap(), (9, 3));
+    }
+
+    #[test]
+    fn state_leaves_the_outbox_its_disk() {
+        let dir = std::env::temp_dir();
+        let free = free_bytes(&dir).unwrap();
+        assert!(free > 0);
+        let refusals = Arc::new(AtomicU64::new(0));
+        let reserve = Arc::new(AtomicU64::new(0));
+        let r = reserve.clone();
+        let s = QuotaStore::new(
+            Arc::new(MemoryStore::default()),
+            StateQuota::default(),
+            refusals.clone(),
+        )
+        .with_disk_reserve(DiskReserve::new(&dir, move || r.load(Ordering::Relaxed)));
+        s.set("a", "b", "k", &[0; 100]).unwrap();
+        // An outbox that may need all the free space: the write is refused.
+        reserve.store(free, Ordering::Relaxed);
+        let e = s.set("a", "b", "k", &[0; 100]).unwrap_err().to_string();
+        assert!(e.contains("the outbox keeps"), "{e}");
+        assert_eq!(refusals.load(Ordering::Relaxed), 1);
+        // Reading and deleting still work.
+        assert!(s.get("a", "b", "k").unwrap().is_some());
+        s.delete("a", "b", "k").unwrap();
     }
 }

@@ -92,7 +92,16 @@ impl KeyValueView<'_> {
 
 impl store::Host for KeyValueView<'_> {
     fn open(&mut self, identifier: String) -> Result<Resource<Bucket>, store::Error> {
-        self.table.push(Bucket { name: identifier }).map_err(other)
+        // A full table is the call's resource bound, said as such.
+        let max = self.table.max_capacity();
+        self.table
+            .push(Bucket { name: identifier })
+            .map_err(|e| match e {
+                wasmtime::component::ResourceTableError::Full => {
+                    other(crate::runtime::too_many_resources(max))
+                }
+                e => other(e),
+            })
     }
 }
 
