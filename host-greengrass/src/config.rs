@@ -539,6 +539,11 @@ impl Config {
                     "route '{name}': deadline_ms, memory_mb, tensor_mb and max_resources must be positive"
                 )));
             }
+            if route.concurrency.is_some_and(|c| c == 0 || c > MAX_WORKERS) {
+                return Err(invalid(format!(
+                    "route '{name}': concurrency is from 1 to {MAX_WORKERS}"
+                )));
+            }
             if route.memory_mb.max(route.tensor_mb.unwrap_or(0)) > 1 << 20 {
                 return Err(invalid(format!(
                     "route '{name}': memory_mb and tensor_mb are at most 1048576 (1 TiB)"
@@ -564,6 +569,9 @@ impl Config {
             self.health.topic = fill("health topic", &self.health.topic)?;
             check_topic(&self.health.topic)?;
         }
+        if self.api.workers.is_some_and(|w| w == 0 || w > MAX_WORKERS) {
+            return Err(invalid(format!("api.workers is from 1 to {MAX_WORKERS}")));
+        }
         if self.outbox.max_bytes == 0 || self.api.max_body_bytes == 0 {
             return Err(invalid(
                 "outbox.max_bytes and api.max_body_bytes must be positive",
@@ -580,6 +588,9 @@ impl Config {
         Duration::from_secs(self.health.interval_s.max(1))
     }
 }
+
+/// The most worker threads, and calls of one route at once.
+pub const MAX_WORKERS: usize = 1024;
 
 /// MQTT topics a client may publish to: no wildcards, not empty.
 fn check_topic(t: &str) -> Result<(), ConfigError> {

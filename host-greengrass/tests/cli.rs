@@ -84,3 +84,87 @@ fn failures_are_reported_with_a_nonzero_exit() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("reading component /nonexistent.wasm"));
 }
+
+/// Runs `verge-device run` on the probe with `command` as the body and
+/// returns its exit code, its outcome line and its peak RSS in bytes
+/// (`wait4`'s rusage for this one child).
+fn run_probe_peak(command: &str, extra: &[&str]) -> (Option<i32>, Value, u64) {
+    let dir = std::env::temp_dir().join(format!("verge-hostile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join(command.replace(':', "_"));
+    std::fs::write(&input, command).unwrap();
+    let mut child = verge_device()
+        .arg("run")
+        .arg(common::wasm("probe"))
+        .arg("--input")
+        .arg(&input)
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    let (mut status, mut usage) = (0, unsafe { std::mem::zeroed::<libc::rusage>() });
+    // SAFETY: waits for our own child; both out-pointers are valid.
+    assert_eq!(unsafe { libc::wait4(pid, &mut status, 0, &mut usage) }, pid);
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    let line = serde_json::from_str(out.lines().next().unwrap_or("null")).unwrap();
+    (code, line, usage.ru_maxrss as u64 * 1024)
+}
+
+/// The hostile probe on `run`: each host resource it goes after ends its
+/// call with a clear error, and the process stays within the bound it was
+/// given plus a stated overhead (32 MiB over an `echo` run's peak).
+#[test]
+fn hostile_calls_end_with_their_error_within_the_bounds_of_run() {
+    // The allocator's slack and the copies of the answer.
+    const OVERHEAD: u64 = 32 << 20;
+    let (_, _, baseline) = run_probe_peak("echo", &["--memory-mb", "64"]);
+    for (command, kind, message) in [
+        // 3 GiB of tensors in the host under a 64 MiB bound.
+        ("nn-hoard:3000:1048576", "quota", "a call may hold 67108864"),
+        // 20,000 tiny tensors: the resource bound.
+        ("nn-hoard:20000:1", "quota", "holds 4096 host resources"),
+        // 10,000 keyvalue buckets: the same bound, seen by the component.
+        ("kv-open:10000", "internal", "holds 4096 host resources"),
+        // Linear memory without end.
+        ("alloc", "memory", "67108864"),
+        // 300 MiB of state: the default 16 MiB per component.
+        ("kv-fill:300:1048576", "internal", "state quota"),
+    ] {
+        let (code, line, peak) = run_probe_peak(command, &["--memory-mb", "64"]);
+        assert_eq!(code, Some(2), "{command}: {line}");
+        assert_eq!(line["error"]["kind"], kind, "{command}: {line}");
+        assert!(
+            line.to_string().contains(message),
+            "{command}: {line} lacks {message:?}"
+        );
+        // Linear memory (64 MiB) + host tensors (64 MiB) + state (16 MiB, held
+        // twice while written) + the overhead.
+        let bound = baseline + OVERHEAD + (64 + 64 + 32 << 20);
+        eprintln!(
+            "run {command}: peak RSS {} MiB (echo {} MiB, bound {} MiB)",
+            peak >> 20,
+            baseline >> 20,
+            bound >> 20
+        );
+        assert!(
+            peak <= bound,
+            "{command}: peak RSS {} MiB over {} MiB",
+            peak >> 20,
+            bound >> 20
+        );
+    }
+    // The bounds are settings: a smaller tensor bound refuses sooner.
+    let (_, line, _) = run_probe_peak("nn-hoard:40:1048576", &["--tensor-mb", "8"]);
+    assert!(
+        line.to_string().contains("a call may hold 8388608"),
+        "{line}"
+    );
+    let (_, line, _) = run_probe_peak("nn-hoard:100:1", &["--max-resources", "50"]);
+    assert!(
+        line.to_string().contains("holds 50 host resources"),
+        "{line}"
+    );
+}

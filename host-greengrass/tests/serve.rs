@@ -473,3 +473,87 @@ fn the_api_can_listen_on_a_unix_socket_that_permissions_guard() {
     assert_eq!(std::fs::read_to_string(&socket).unwrap(), "keep me");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A field of `/proc/PID/status` in bytes (VmRSS, VmHWM).
+fn proc_status_bytes(pid: u32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches(" kB").parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// The hostile probe on `serve`, two calls at a time: every host resource it
+/// goes after ends the call with its error, the daemon's peak RSS stays
+/// within what the routes were granted (two calls' memory and tensor
+/// bounds) plus a stated overhead, the state on disk within its budget plus
+/// SQLite's, and the daemon serves on.
+#[test]
+fn hostile_calls_stay_within_what_the_deployment_granted() {
+    let dir = scratch("hostile");
+    let d = Daemon::start(&config(
+        &dir,
+        "[routes.hostile]\ncomponent = \"probe\"\nmemory_mb = 64\ndeadline_ms = 5000\nconcurrency = 2\n\n\
+         [state]\nmax_bytes_per_component = 4194304\n",
+    ));
+    assert_eq!(d.post("hostile", "", b"echo").status, 200);
+    assert_eq!(
+        d.post("file-type", "", include_bytes!("serve.rs")).status,
+        200
+    );
+    let settled = proc_status_bytes(d.pid(), "VmRSS");
+    let addr = d.addr;
+    for (command, kind, message) in [
+        ("nn-hoard:3000:1048576", "quota", "a call may hold 67108864"),
+        ("nn-hoard:20000:1", "quota", "holds 4096 host resources"),
+        ("kv-open:10000", "internal", "holds 4096 host resources"),
+        ("alloc", "memory", "67108864"),
+        ("kv-fill:300:1048576", "internal", "state quota"),
+    ] {
+        let calls: Vec<_> = (0..2)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    support::http(addr, "POST", "/v1/infer/hostile", &[], command.as_bytes())
+                })
+            })
+            .collect();
+        for c in calls {
+            let r = c.join().unwrap();
+            assert_eq!(r.status, 500, "{command}: {}", r.text());
+            assert_eq!(r.json()["error"]["kind"], kind, "{command}: {}", r.text());
+            assert!(r.text().contains(message), "{command}: {}", r.text());
+        }
+        // Two calls, each 64 MiB of linear memory and 64 MiB of tensors, plus
+        // 64 MiB for the allocator's slack and the answers.
+        let peak = proc_status_bytes(d.pid(), "VmHWM");
+        let bound = settled + 2 * (128 << 20) + (64 << 20);
+        eprintln!(
+            "serve {command}: peak RSS {} MiB (settled {} MiB, bound {} MiB)",
+            peak >> 20,
+            settled >> 20,
+            bound >> 20
+        );
+        assert!(
+            peak <= bound,
+            "after {command}: peak RSS {} MiB over {} MiB",
+            peak >> 20,
+            bound >> 20
+        );
+    }
+    // The state on disk: the 4 MiB budget, plus the WAL SQLite keeps until
+    // a checkpoint (4 MiB) and its pages.
+    let disk: u64 = ["state.db", "state.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(dir.join("state").join(f)).ok())
+        .map(|m| m.len())
+        .sum();
+    eprintln!("serve: state on disk {} KiB", disk >> 10);
+    assert!(disk <= 10 << 20, "state on disk: {} MiB", disk >> 20);
+    assert_eq!(d.metric("verge_state_quota_refusals_total"), 2.0);
+    assert_eq!(
+        d.post("file-type", "", include_bytes!("serve.rs")).status,
+        200
+    );
+    assert_eq!(d.post("hostile", "", b"echo").status, 200);
+}
