@@ -724,7 +724,7 @@ def main():
             "lost": len(lost), "delivered unacknowledged": len(unacked), "unanswered at a kill": no_answer,
             "broker restarts": broker.stops, "daemon kills": daemon.kills,
             "subscriber connects": sub.connects,
-            "MQTT connects (last daemon process)": metrics.get("verge_mqtt_connects_total", 0),
+            "MQTT connects (last daemon process)": metrics.get("verge_uplink_connects_total", 0),
         }
         for k, v in figures.items():
             log(f"{k:<34}{v:>10.0f}")

@@ -87,6 +87,16 @@ fn error_answer(status: StatusCode, kind: &str, message: impl Into<String>) -> A
     )
 }
 
+/// An answer given before the request's body was read: the connection
+/// cannot carry another request (the unread body is in the way), so the
+/// answer says it closes instead of the client finding out on its next one.
+fn early(mut answer: Answer) -> Answer {
+    answer
+        .headers_mut()
+        .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    answer
+}
+
 fn method_not_allowed(allow: &'static str) -> Answer {
     let mut r = error_answer(
         StatusCode::METHOD_NOT_ALLOWED,
@@ -221,11 +231,11 @@ impl Api {
             answer
                 .headers_mut()
                 .insert("www-authenticate", HeaderValue::from_static("Bearer"));
-            return Ok(answer);
+            return Ok(early(answer));
         }
         let answer = match path.as_str() {
             "/healthz" | "/readyz" | "/metrics" if req.method() != Method::GET => {
-                method_not_allowed("GET")
+                early(method_not_allowed("GET"))
             }
             "/healthz" => json_answer(StatusCode::OK, &json!({ "status": "ok" })),
             "/readyz" => {
@@ -249,16 +259,16 @@ impl Api {
                 r
             }
             p => match p.strip_prefix("/v1/infer/") {
-                Some(_) if req.method() != Method::POST => method_not_allowed("POST"),
+                Some(_) if req.method() != Method::POST => early(method_not_allowed("POST")),
                 Some(route) => {
                     let route = route.to_string();
                     self.infer(&route, req).await
                 }
-                None => error_answer(
+                None => early(error_answer(
                     StatusCode::NOT_FOUND,
                     "not-found",
                     format!("no such path '{p}': try POST /v1/infer/{{route}}"),
-                ),
+                )),
             },
         };
         Ok(answer)
@@ -270,19 +280,19 @@ impl Api {
             error_answer(status, kind, message)
         };
         let Some(loaded) = self.loaded.get().cloned() else {
-            return fail(
+            return early(fail(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not-ready",
                 "components and models are still loading".into(),
-            );
+            ));
         };
         if !loaded.routes.contains_key(route) {
             let known: Vec<&str> = loaded.routes.keys().map(String::as_str).collect();
-            return fail(
+            return early(fail(
                 StatusCode::NOT_FOUND,
                 "unknown-route",
                 format!("no route '{route}' (routes: {})", known.join(", ")),
-            );
+            ));
         }
         let declared = req
             .headers()
@@ -290,7 +300,7 @@ impl Api {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > self.max_body as u64) {
-            return fail(
+            return early(fail(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too-large",
                 format!(
@@ -298,7 +308,7 @@ impl Api {
                     declared.unwrap_or(0),
                     self.max_body
                 ),
-            );
+            ));
         }
         let (parts, body) = req.into_parts();
         let body = match Limited::new(body, self.max_body).collect().await {

@@ -36,6 +36,9 @@
 //! max_bytes = 67108864
 //! policy = "drop-oldest"                # or "reject-new"
 //!
+//! [uplink]
+//! type = "mqtt"                         # the default when there is an [mqtt] section
+//!
 //! [mqtt]
 //! host = "abc123-ats.iot.eu-west-1.amazonaws.com"
 //! port = 8883
@@ -104,9 +107,34 @@ pub struct Config {
     /// What each component's durable state may hold.
     #[serde(default)]
     pub state: crate::state::StateQuota,
+    /// Which uplink carries the outbox; default: MQTT when there is an `[mqtt]` section.
+    pub uplink: Option<UplinkConfig>,
     pub mqtt: Option<Mqtt>,
     #[serde(default)]
     pub health: Health,
+}
+
+/// `[uplink]`: what carries the outbox to the cloud.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkConfig {
+    #[serde(rename = "type")]
+    pub kind: UplinkKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UplinkKind {
+    /// A connection of the daemon's own to an MQTT broker (`[mqtt]`).
+    Mqtt,
+}
+
+impl UplinkKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UplinkKind::Mqtt => "mqtt",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -522,7 +550,10 @@ impl Config {
                 ))),
             }
         };
-        let has_mqtt = self.mqtt.is_some();
+        let uplink = self.uplink_kind();
+        if uplink == Some(UplinkKind::Mqtt) && self.mqtt.is_none() {
+            return Err(invalid("[uplink] type = \"mqtt\" needs an [mqtt] section"));
+        }
         for (name, route) in &mut self.routes {
             if !self.components.contains_key(&route.component) {
                 return Err(invalid(format!(
@@ -550,9 +581,9 @@ impl Config {
                 )));
             }
             if let Some(cloud) = &mut route.cloud {
-                if !has_mqtt {
+                if uplink.is_none() {
                     return Err(invalid(format!(
-                        "route '{name}' sends to the cloud but there is no [mqtt] section"
+                        "route '{name}' sends to the cloud but there is no uplink (an [mqtt] section)"
                     )));
                 }
                 cloud.topic = fill("topic", &cloud.topic)?;
@@ -578,6 +609,14 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The uplink that carries the outbox, if any.
+    pub fn uplink_kind(&self) -> Option<UplinkKind> {
+        match self.uplink {
+            Some(u) => Some(u.kind),
+            None => self.mqtt.as_ref().map(|_| UplinkKind::Mqtt),
+        }
     }
 
     pub fn state_dir(&self) -> &Path {
@@ -739,6 +778,10 @@ mod tests {
             err(&MINIMAL.replace("sha256 = \"0000", "sha256 = \"zz00")).contains("hexadecimal")
         );
         let no_mqtt = MINIMAL.split("[mqtt]").next().unwrap();
-        assert!(err(no_mqtt).contains("no [mqtt]"));
+        assert!(err(no_mqtt).contains("no uplink"));
+        let lone_uplink = format!("{no_mqtt}\n[uplink]\ntype = \"mqtt\"\n");
+        assert!(err(&lone_uplink).contains("needs an [mqtt] section"));
+        let unknown = format!("{MINIMAL}\n[uplink]\ntype = \"carrier-pigeon\"\n");
+        assert!(err(&unknown).contains("unknown variant"));
     }
 }

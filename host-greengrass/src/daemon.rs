@@ -25,7 +25,7 @@ use crate::nn::Graphs;
 use crate::outbox::Outbox;
 use crate::runtime::{Deployment, Placement, Runtime};
 use crate::state::{SqliteStore, StateStore};
-use crate::uplink::{self, SenderOptions, mqtt::MqttConnector};
+use crate::uplink::{self, AnyConnector};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -98,21 +98,23 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         error,
     })?;
     let store: Arc<dyn StateStore> = Arc::new(SqliteStore::open(&dir.join("state.db"))?);
-    let outbox = if config.mqtt.is_some() {
-        let max_message = (crate::uplink::mqtt::MAX_PACKET as u64).min(config.outbox.max_bytes);
-        Some(Arc::new(Outbox::open(
+    // The uplink's settings checked (its TLS files read) now, not at the
+    // first connection; an outbox only when something goes to the cloud.
+    let connector = AnyConnector::from_config(&config)?;
+    let outbox = match &connector {
+        Some(c) => Some(Arc::new(Outbox::open(
             &dir.join("outbox.db"),
             config.outbox.max_bytes,
-            max_message,
+            (c.max_message() as u64).min(config.outbox.max_bytes),
             config.outbox.policy,
-        )?))
-    } else {
-        None
+        )?)),
+        None => None,
     };
-    // Check the TLS files now, not at the first connection.
-    let connector = config.mqtt.as_ref().map(MqttConnector::new).transpose()?;
 
     let metrics = Arc::new(Metrics::new(config.routes.keys()));
+    if let Some(c) = &connector {
+        let _ = metrics.uplink.set(c.kind().as_str());
+    }
     // Every component's state within its budget, and leaving the disk the
     // outbox may still need; refusals counted in /metrics.
     let mut quota =
@@ -204,14 +206,9 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         json!({ "ms": started.elapsed().as_millis() as u64, "components": components, "addr": local }),
     );
 
-    let sender = match (connector, &outbox, &config.mqtt) {
-        (Some(connector), Some(outbox), Some(mqtt)) => {
-            let options = SenderOptions {
-                window: mqtt.max_inflight as usize,
-                max_backoff: Duration::from_secs(mqtt.reconnect_max_s.max(1)),
-                health_topic: config.health.topic.clone(),
-                health_interval: config.health_interval(),
-            };
+    let sender = match (connector, &outbox) {
+        (Some(connector), Some(outbox)) => {
+            let options = connector.sender_options(&config);
             let (m, o, thing) = (metrics.clone(), outbox.clone(), config.thing_name.clone());
             let health = move || {
                 json!({

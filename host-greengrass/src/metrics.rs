@@ -48,9 +48,11 @@ pub struct Metrics {
     routes: BTreeMap<String, RouteMetrics>,
     /// (route or "-", kind) → count.
     errors: Mutex<BTreeMap<(String, &'static str), u64>>,
-    pub mqtt_connected: AtomicBool,
-    pub mqtt_published: AtomicU64,
-    pub mqtt_connects: AtomicU64,
+    /// Which uplink carries the outbox (`verge_uplink_info`), once there is one.
+    pub uplink: std::sync::OnceLock<&'static str>,
+    pub uplink_connected: AtomicBool,
+    pub uplink_published: AtomicU64,
+    pub uplink_connects: AtomicU64,
     pub components_loaded: AtomicU64,
     pub in_flight: AtomicU64,
     /// State writes refused over a component's budget (shared with the store).
@@ -84,9 +86,10 @@ impl Metrics {
                 .map(|r| (r.clone(), RouteMetrics::default()))
                 .collect(),
             errors: Mutex::default(),
-            mqtt_connected: AtomicBool::new(false),
-            mqtt_published: AtomicU64::new(0),
-            mqtt_connects: AtomicU64::new(0),
+            uplink: std::sync::OnceLock::new(),
+            uplink_connected: AtomicBool::new(false),
+            uplink_published: AtomicU64::new(0),
+            uplink_connects: AtomicU64::new(0),
             components_loaded: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             state_quota_refusals: std::sync::Arc::default(),
@@ -250,22 +253,22 @@ impl Metrics {
         }
         let plain = [
             (
-                "verge_mqtt_connected",
+                "verge_uplink_connected",
                 "gauge",
-                "1 while connected to the MQTT broker.",
-                u64::from(self.mqtt_connected.load(Ordering::Relaxed)),
+                "1 while the uplink is connected (verge_uplink_info says which).",
+                u64::from(self.uplink_connected.load(Ordering::Relaxed)),
             ),
             (
-                "verge_mqtt_published_total",
+                "verge_uplink_published_total",
                 "counter",
-                "Messages the broker acknowledged (PUBACK).",
-                self.mqtt_published.load(Ordering::Relaxed),
+                "Outbox messages the other side accepted (for MQTT, its PUBACK).",
+                self.uplink_published.load(Ordering::Relaxed),
             ),
             (
-                "verge_mqtt_connects_total",
+                "verge_uplink_connects_total",
                 "counter",
-                "Successful connections to the broker.",
-                self.mqtt_connects.load(Ordering::Relaxed),
+                "Successful uplink connections.",
+                self.uplink_connects.load(Ordering::Relaxed),
             ),
             (
                 "verge_components_loaded",
@@ -283,6 +286,15 @@ impl Metrics {
         for (name, kind, help, v) in plain {
             head(&mut out, name, kind, help);
             let _ = writeln!(out, "{name} {v}");
+        }
+        if let Some(uplink) = self.uplink.get() {
+            head(
+                &mut out,
+                "verge_uplink_info",
+                "gauge",
+                "The uplink that carries the outbox, by type.",
+            );
+            let _ = writeln!(out, "verge_uplink_info{{type=\"{uplink}\"}} 1");
         }
         let models = self.models.lock().unwrap_or_else(|e| e.into_inner());
         head(

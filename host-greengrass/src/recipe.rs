@@ -513,7 +513,7 @@ pub fn write(opts: &Options) -> Result<Written, RecipeError> {
         .values()
         .filter_map(|r| r.cloud.as_ref().map(|c| c.topic.as_str()))
         .collect();
-    if config.mqtt.is_some() || !topics.is_empty() {
+    if config.uplink_kind().is_some() || !topics.is_empty() {
         topics.push(&config.health.topic);
     }
     let mut resources: Vec<String> = Vec::new();

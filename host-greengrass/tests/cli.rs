@@ -93,6 +93,8 @@ fn run_probe_peak(command: &str, extra: &[&str]) -> (Option<i32>, Value, u64) {
     std::fs::create_dir_all(&dir).unwrap();
     let input = dir.join(command.replace(':', "_"));
     std::fs::write(&input, command).unwrap();
+    // Reaped by wait4 below, which also gives its rusage.
+    #[allow(clippy::zombie_processes)]
     let mut child = verge_device()
         .arg("run")
         .arg(common::wasm("probe"))
@@ -142,7 +144,7 @@ fn hostile_calls_end_with_their_error_within_the_bounds_of_run() {
         );
         // Linear memory (64 MiB) + host tensors (64 MiB) + state (16 MiB, held
         // twice while written) + the overhead.
-        let bound = baseline + OVERHEAD + (64 + 64 + 32 << 20);
+        let bound = baseline + OVERHEAD + ((64 + 64 + 32) << 20);
         eprintln!(
             "run {command}: peak RSS {} MiB (echo {} MiB, bound {} MiB)",
             peak >> 20,

@@ -43,6 +43,15 @@ fn answers_outcomes_and_refuses_bad_requests_while_serving_on() {
     assert_eq!(unknown.status, 404);
     assert_eq!(unknown.json()["error"]["kind"], "unknown-route");
     assert!(unknown.text().contains("local"), "{}", unknown.text());
+    // Answered before its body was read, so the connection says it closes
+    // (a keep-alive client would otherwise lose its next request on it).
+    assert!(
+        unknown
+            .headers
+            .contains(&("connection".into(), "close".into())),
+        "{:?}",
+        unknown.headers
+    );
     assert_eq!(d.get("/v1/infer/local").status, 405);
     assert_eq!(d.post("..", "", b"").status, 404);
     assert_eq!(

@@ -43,7 +43,7 @@ fn results_queue_while_the_broker_is_down_and_arrive_once_in_order() {
     let d = Daemon::start(&config(&dir, &extra));
     let ids = post_many(&d, 20);
     assert_eq!(d.metric("verge_outbox_depth_messages"), 20.0);
-    assert_eq!(d.metric("verge_mqtt_connected"), 0.0);
+    assert_eq!(d.metric("verge_uplink_connected"), 0.0);
 
     broker.start();
     let sub = Subscriber::start(broker.port, Some(&certs), "verge/#");
@@ -59,8 +59,8 @@ fn results_queue_while_the_broker_is_down_and_arrive_once_in_order() {
     assert_eq!(first["thing"], "test-thing");
     assert_eq!(first["route"], "probe");
     assert_eq!(first["outcome"]["respond"]["status"], 200);
-    assert_eq!(d.metric("verge_mqtt_connected"), 1.0);
-    assert_eq!(d.metric("verge_mqtt_published_total"), 20.0);
+    assert_eq!(d.metric("verge_uplink_connected"), 1.0);
+    assert_eq!(d.metric("verge_uplink_published_total"), 20.0);
 
     // Health reports on verge/<thing>/health.
     wait_until("a health report", Duration::from_secs(30), || {
@@ -212,8 +212,8 @@ fn a_client_without_a_valid_certificate_is_refused() {
         Duration::from_secs(30),
         || d.all("uplink down, retrying").len() >= 2,
     );
-    assert_eq!(d.metric("verge_mqtt_connected"), 0.0);
-    assert_eq!(d.metric("verge_mqtt_connects_total"), 0.0);
+    assert_eq!(d.metric("verge_uplink_connected"), 0.0);
+    assert_eq!(d.metric("verge_uplink_connects_total"), 0.0);
     assert_eq!(d.metric("verge_outbox_depth_messages"), 2.0);
     assert!(sub.ids("/probe").is_empty());
     drop(d);
@@ -236,7 +236,7 @@ fn a_client_without_a_valid_certificate_is_refused() {
         .unwrap()
         .to_string();
     assert!(why.to_lowercase().contains("certificate"), "{why}");
-    assert_eq!(d.metric("verge_mqtt_connects_total"), 0.0);
+    assert_eq!(d.metric("verge_uplink_connects_total"), 0.0);
 
     // The same daemon with a valid certificate gets through.
     let extra = mqtt_section(broker.port, &certs, "client", "");

@@ -1,7 +1,8 @@
 //! The uplink: what carries the outbox to the cloud. The [`Connector`] /
 //! [`Uplink`] traits are the seam (MQTT with rumqttc today, Greengrass IPC's
-//! PublishToIoTCore later); [`run_sender`] is the one loop that drains the
-//! outbox through any of them:
+//! PublishToIoTCore next), [`AnyConnector::from_config`] the one factory that
+//! picks one by `[uplink] type`, and [`run_sender`] the one loop that drains
+//! the outbox through any of them:
 //!
 //! * messages go out oldest first, at most `window` unacknowledged at a time;
 //! * a message leaves the outbox only once the other side acknowledged it;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::sync::watch;
 
+use crate::config::{Config, UplinkKind};
 use crate::log;
 use crate::metrics::Metrics;
 use crate::outbox::{Message, Outbox};
@@ -60,6 +62,90 @@ pub trait Connector: Send + Sync + 'static {
     fn connect(&self) -> impl Future<Output = Result<Self::Uplink, UplinkError>> + Send;
 }
 
+/// The configured uplink, whichever it is: the one place that knows every
+/// kind ([`Connector::from_config`]); the daemon and the sender see only this.
+pub enum AnyConnector {
+    Mqtt(mqtt::MqttConnector),
+}
+
+/// A live connection of an [`AnyConnector`].
+pub enum AnyUplink {
+    Mqtt(mqtt::MqttUplink),
+}
+
+impl AnyConnector {
+    /// The uplink the configuration names, its settings checked (TLS files
+    /// read); `None` when nothing goes to the cloud.
+    pub fn from_config(config: &Config) -> Result<Option<AnyConnector>, UplinkError> {
+        Ok(match config.uplink_kind() {
+            None => None,
+            Some(UplinkKind::Mqtt) => {
+                let mqtt = config.mqtt.as_ref().ok_or_else(|| {
+                    UplinkError::Setup("the mqtt uplink needs an [mqtt] section".into())
+                })?;
+                Some(AnyConnector::Mqtt(mqtt::MqttConnector::new(mqtt)?))
+            }
+        })
+    }
+
+    pub fn kind(&self) -> UplinkKind {
+        match self {
+            AnyConnector::Mqtt(_) => UplinkKind::Mqtt,
+        }
+    }
+
+    /// The largest message this uplink carries (the outbox refuses larger).
+    pub fn max_message(&self) -> usize {
+        match self {
+            AnyConnector::Mqtt(_) => mqtt::MAX_PACKET,
+        }
+    }
+
+    /// How the sender drains the outbox through it.
+    pub fn sender_options(&self, config: &Config) -> SenderOptions {
+        let (window, max_backoff_s) = match (self, &config.mqtt) {
+            (AnyConnector::Mqtt(_), Some(m)) => (m.max_inflight as usize, m.reconnect_max_s),
+            (AnyConnector::Mqtt(_), None) => (1, 30),
+        };
+        SenderOptions {
+            window: window.max(1),
+            max_backoff: Duration::from_secs(max_backoff_s.max(1)),
+            health_topic: config.health.topic.clone(),
+            health_interval: config.health_interval(),
+        }
+    }
+}
+
+impl Connector for AnyConnector {
+    type Uplink = AnyUplink;
+
+    async fn connect(&self) -> Result<AnyUplink, UplinkError> {
+        match self {
+            AnyConnector::Mqtt(c) => c.connect().await.map(AnyUplink::Mqtt),
+        }
+    }
+}
+
+impl Uplink for AnyUplink {
+    fn send(&mut self, msg: &Message) -> Result<(), UplinkError> {
+        match self {
+            AnyUplink::Mqtt(u) => u.send(msg),
+        }
+    }
+
+    fn notify(&mut self, topic: &str, payload: Vec<u8>) -> Result<(), UplinkError> {
+        match self {
+            AnyUplink::Mqtt(u) => u.notify(topic, payload),
+        }
+    }
+
+    async fn events(&mut self) -> Vec<Event> {
+        match self {
+            AnyUplink::Mqtt(u) => u.events().await,
+        }
+    }
+}
+
 /// How the sender behaves.
 #[derive(Debug, Clone)]
 pub struct SenderOptions {
@@ -90,12 +176,12 @@ pub async fn run_sender<C: Connector>(
         let reason = match attempt {
             Ok(mut up) => {
                 backoff = Duration::from_millis(500);
-                metrics.mqtt_connected.store(true, Ordering::Relaxed);
-                metrics.mqtt_connects.fetch_add(1, Ordering::Relaxed);
+                metrics.uplink_connected.store(true, Ordering::Relaxed);
+                metrics.uplink_connects.fetch_add(1, Ordering::Relaxed);
                 log::info("uplink connected", json!({}));
                 let reason =
                     drain(&mut up, &outbox, &metrics, &options, &health, &mut shutdown).await;
-                metrics.mqtt_connected.store(false, Ordering::Relaxed);
+                metrics.uplink_connected.store(false, Ordering::Relaxed);
                 match reason {
                     None => return,
                     Some(r) => r,
@@ -158,7 +244,7 @@ async fn drain<U: Uplink>(
                 }
                 if !acked.is_empty() {
                     inflight.retain(|s| !acked.contains(s));
-                    metrics.mqtt_published.fetch_add(acked.len() as u64, Ordering::Relaxed);
+                    metrics.uplink_published.fetch_add(acked.len() as u64, Ordering::Relaxed);
                     let o = outbox.clone();
                     if let Err(e) = blocking(move || o.remove(&acked)).await {
                         // They stay queued and go again: duplicates, never losses.
@@ -305,8 +391,8 @@ mod tests {
         stop_tx.send(true).unwrap();
         task.await.unwrap();
         assert_eq!(outbox.stats().depth.load(Ordering::Relaxed), 0);
-        assert_eq!(metrics.mqtt_connects.load(Ordering::Relaxed), 2);
-        assert_eq!(metrics.mqtt_published.load(Ordering::Relaxed), 10);
+        assert_eq!(metrics.uplink_connects.load(Ordering::Relaxed), 2);
+        assert_eq!(metrics.uplink_published.load(Ordering::Relaxed), 10);
         // First sends are in order; after the drop, the sender starts again
         // from the oldest unacknowledged message.
         let sent = sent.lock().unwrap().clone();
