@@ -250,6 +250,9 @@ pub struct Agreement {
     /// Each engine's mean time per call, in milliseconds (model only; the
     /// first call, which may compile, left out when there are others).
     pub ms_per_call: [f64; 2],
+    /// For [`openvino_agrees`]: node runs of the second engine by the
+    /// provider that ran them, from ONNX Runtime's profile.
+    pub node_runs: std::collections::BTreeMap<String, usize>,
     /// The largest absolute difference over every float output.
     pub max_abs_diff: f32,
     /// "case N: output 'X'" for each non-float output that differs, and each
@@ -264,8 +267,14 @@ impl Agreement {
         let [a, b] = &self.engines;
         let [ta, tb] = self.ms_per_call;
         println!(
-            "{what}: {a} vs {b} on {cases} inputs: max |diff| {:.2e}, mismatches {:?}; per call {a} {ta:.3} ms, {b} {tb:.3} ms",
-            self.max_abs_diff, self.mismatches
+            "{what}: {a} vs {b} on {cases} inputs: max |diff| {:.2e}, mismatches {:?}; per call {a} {ta:.3} ms, {b} {tb:.3} ms{}",
+            self.max_abs_diff,
+            self.mismatches,
+            if self.node_runs.is_empty() {
+                String::new()
+            } else {
+                format!("; {b}'s node runs by provider {:?}", self.node_runs)
+            }
         );
         assert!(
             self.max_abs_diff <= 1e-4,
@@ -294,12 +303,40 @@ pub fn openvino_agrees(lib: &Path, model: &Path, inputs: &[Vec<(String, Tensor)>
         library: Some(lib.to_path_buf()),
         ..onnxruntime(1)
     };
-    engines_agree(
+    let dir = std::env::temp_dir().join(format!("verge-openvino-profile-{}", std::process::id()));
+    let ov = EngineSpec {
+        profile: Some(dir.join("profile")),
+        ..openvino(lib, "CPU", 1, None)
+    };
+    let mut agreement = engines_agree(
         model,
         inputs,
         ("onnxruntime cpu provider", cpu),
-        ("openvino CPU", openvino(lib, "CPU", 1, None)),
-    )
+        ("openvino CPU", ov),
+    );
+    agreement.node_runs = node_runs_by_provider(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    agreement
+}
+
+/// From the ONNX Runtime profiles (`*.json`) in `dir`: how many node runs
+/// each execution provider made.
+pub fn node_runs_by_provider(dir: &Path) -> std::collections::BTreeMap<String, usize> {
+    let mut by = std::collections::BTreeMap::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.path().extension().is_none_or(|x| x != "json") {
+            continue;
+        }
+        let events: Vec<Value> = serde_json::from_slice(&std::fs::read(e.path()).unwrap())
+            .unwrap_or_else(|err| panic!("{}: {err}", e.path().display()));
+        for ev in events {
+            if ev["cat"] == "Node" && ev["name"].as_str().unwrap_or("").ends_with("_kernel_time") {
+                let p = ev["args"]["provider"].as_str().unwrap_or("?").to_string();
+                *by.entry(p).or_default() += 1;
+            }
+        }
+    }
+    by
 }
 
 /// Runs each input through two engines and compares them; outputs must have

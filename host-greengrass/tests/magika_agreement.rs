@@ -108,6 +108,11 @@ fn openvino_and_the_cpu_provider_agree_on_magika() {
     let a = testkit::openvino_agrees(&lib, &common::magika(), &cases);
     a.assert_close("magika", cases.len());
     assert!(a.mismatches.is_empty(), "{:?}", a.mismatches);
+    // One OpenVINO subgraph: the whole model.
+    assert_eq!(
+        a.node_runs.keys().collect::<Vec<_>>(),
+        ["OpenVINOExecutionProvider"]
+    );
 }
 
 #[test]

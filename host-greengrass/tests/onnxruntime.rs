@@ -133,25 +133,6 @@ fn files(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
     v
 }
 
-/// From ONNX Runtime's profile: how many node runs each provider made.
-fn node_runs_by_provider(dir: &Path, prefix: &str) -> std::collections::BTreeMap<String, usize> {
-    let mut by = std::collections::BTreeMap::new();
-    for (path, _, _) in files(dir) {
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        if !name.starts_with(prefix) || !name.ends_with(".json") {
-            continue;
-        }
-        let events: Vec<Value> = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        for e in events {
-            if e["cat"] == "Node" && e["name"].as_str().unwrap_or("").ends_with("_kernel_time") {
-                let p = e["args"]["provider"].as_str().unwrap_or("?").to_string();
-                *by.entry(p).or_default() += 1;
-            }
-        }
-    }
-    by
-}
-
 /// Magika through OpenVINO's provider (its CPU plugin; the onnxruntime-openvino
 /// wheel's library): ONNX Runtime's profile says every node ran on OpenVINO,
 /// the scores are the CPU provider's within 1e-4, and the compiled model is
@@ -234,7 +215,7 @@ fn openvino_runs_magika_and_keeps_its_compiled_model_under_the_cache_dir() {
             "round {round}: openvino and cpu differ by {diff}"
         );
         drop(graphs); // ends the session: its profile is written
-        let runs = node_runs_by_provider(&dir, "profile");
+        let runs = testkit::node_runs_by_provider(&dir);
         println!(
             "round {round}: load {:?}, max |diff| with the cpu provider {diff:.2e}, node runs by provider {runs:?}",
             loads[round]

@@ -135,6 +135,12 @@ fn openvino_and_the_cpu_provider_agree() {
     let a = testkit::openvino_agrees(&lib, &model(), &inputs);
     a.assert_close("fraud-score", inputs.len());
     assert!(a.mismatches.is_empty(), "{:?}", a.mismatches);
+    // OpenVINO has no ai.onnx.ml TreeEnsembleClassifier: with the provider
+    // registered, the whole model still runs on ONNX Runtime's CPU provider.
+    assert_eq!(
+        a.node_runs.keys().collect::<Vec<_>>(),
+        ["CPUExecutionProvider"]
+    );
 }
 
 #[test]

@@ -170,6 +170,11 @@ fn openvino_and_the_cpu_provider_agree() {
     let a = testkit::openvino_agrees(&lib, &model(), &inputs);
     a.assert_close("efficientnet-lite0", inputs.len());
     assert!(a.mismatches.is_empty(), "{:?}", a.mismatches);
+    // One OpenVINO subgraph: the whole model.
+    assert_eq!(
+        a.node_runs.keys().collect::<Vec<_>>(),
+        ["OpenVINOExecutionProvider"]
+    );
 }
 
 #[test]

@@ -364,6 +364,14 @@ fn load(onnx: &[u8], name: &str, spec: &EngineSpec) -> Result<(Box<dyn Model>, C
         signature: Signature::default(),
         idle: Mutex::new(Vec::new()),
     };
+    if let Some(folder) = spec.profile.as_ref().and_then(|p| p.parent()) {
+        std::fs::create_dir_all(folder).map_err(|e| {
+            error(
+                ErrorCode::RuntimeError,
+                format!("the profile's folder {}: {e}", folder.display()),
+            )
+        })?;
+    }
     // The first provider that starts with this model wins; the CPU target
     // registers none (ONNX Runtime's own CPU provider).
     let mut failures = Vec::new();
