@@ -4,6 +4,7 @@
 //! ```toml
 //! thing_name = "line-3-camera"          # or --thing-name; fills {thing} in topics
 //! state_dir = "/var/lib/verge"          # or --state-dir
+//! load_timeout_s = 900                  # loading longer than this: exit 1
 //!
 //! [api]
 //! listen = "127.0.0.1:8470"
@@ -93,6 +94,11 @@ pub struct Config {
     pub thing_name: Option<String>,
     pub state_dir: Option<PathBuf>,
     pub artifacts_dir: Option<PathBuf>,
+    /// Longest the start may take to load every model and component before
+    /// the daemon gives up and exits 1 (default 900 s: a TensorRT engine
+    /// build on a small device takes minutes).
+    #[serde(default = "default_load_timeout")]
+    pub load_timeout_s: u64,
     #[serde(default)]
     pub api: Api,
     #[serde(default)]
@@ -160,6 +166,10 @@ pub struct Api {
     /// A file holding a token callers must send as `Authorization: Bearer <token>`
     /// (every path but `/healthz`); none: no authentication (keep the API on loopback).
     pub token_file: Option<PathBuf>,
+}
+
+fn default_load_timeout() -> u64 {
+    900
 }
 
 fn default_listen() -> Listen {

@@ -171,8 +171,16 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     let load_config = config.clone();
     let load_store = store.clone();
     let loading = tokio::task::spawn_blocking(move || load(&load_config, load_store, workers));
+    let limit = Duration::from_secs(config.load_timeout_s);
     let loaded = tokio::select! {
         r = loading => r.map_err(|e| DaemonError::Load(format!("loading task failed: {e}")))?,
+        // An engine that never finishes loading a model (ONNX Runtime on a
+        // malformed Einsum does not) would leave the daemon unready for ever,
+        // with nothing for Greengrass to see: give up and exit 1 instead.
+        _ = tokio::time::sleep(limit) => Err(DaemonError::Load(format!(
+            "models and components still loading after {} s (load_timeout_s): an engine stuck on a model?",
+            config.load_timeout_s
+        ))),
         sig = signals.next() => {
             log::info("stopping before ready", json!({ "signal": sig }));
             let _ = stop_tx.send(true);

@@ -253,7 +253,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fatal(&e),
     };
-    match runtime.block_on(daemon::serve(config)) {
+    let result = runtime.block_on(daemon::serve(config));
+    // A load still running (an engine stuck on a model) must not hold the exit.
+    runtime.shutdown_background();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fatal(&e),
     }

@@ -566,3 +566,42 @@ fn hostile_calls_stay_within_what_the_deployment_granted() {
     );
     assert_eq!(d.post("hostile", "", b"echo").status, 200);
 }
+
+/// A model an engine never finishes loading (ONNX Runtime on an Einsum whose
+/// equation the fuzzer mangled: it spins in session creation) does not leave
+/// the daemon unready for ever: past `load_timeout_s` it exits 1, saying so,
+/// and Greengrass sees a broken component.
+#[test]
+fn a_model_that_never_finishes_loading_ends_the_start() {
+    let dir = scratch("stuck-load");
+    let stuck = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fuzz/findings/onnx_ort-einsum-equation-timeout"
+    );
+    let library = verge_device::testkit::onnxruntime_lib();
+    let path = config(
+        &dir,
+        &format!(
+            "[models.stuck]\npath = \"{stuck}\"\nsha256 = \"{}\"\nbackend = \"onnxruntime\"\n\n\
+             [onnxruntime]\nlibrary = \"{}\"\n",
+            support::sha256(std::path::Path::new(stuck)),
+            library.display()
+        ),
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("load_timeout_s = 3\n{text}")).unwrap();
+    let started = std::time::Instant::now();
+    let mut d = Daemon::spawn(&path);
+    assert_eq!(d.wait(Duration::from_secs(120)).code(), Some(1));
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        d.find("fatal")
+            .is_some_and(|l| l.to_string().contains("load_timeout_s")),
+        "{:?}",
+        d.lines.lock().unwrap()
+    );
+}
