@@ -123,18 +123,7 @@ fn hostile_calls_end_with_their_error_within_the_bounds_of_run() {
     // The allocator's slack and the copies of the answer.
     const OVERHEAD: u64 = 32 << 20;
     let (_, _, baseline) = run_probe_peak("echo", &["--memory-mb", "64"]);
-    for (command, kind, message) in [
-        // 3 GiB of tensors in the host under a 64 MiB bound.
-        ("nn-hoard:3000:1048576", "quota", "a call may hold 67108864"),
-        // 20,000 tiny tensors: the resource bound.
-        ("nn-hoard:20000:1", "quota", "holds 4096 host resources"),
-        // 10,000 keyvalue buckets: the same bound, seen by the component.
-        ("kv-open:10000", "internal", "holds 4096 host resources"),
-        // Linear memory without end.
-        ("alloc", "memory", "67108864"),
-        // 300 MiB of state: the default 16 MiB per component.
-        ("kv-fill:300:1048576", "internal", "state quota"),
-    ] {
+    for (command, kind, message) in common::HOSTILE_64_MIB {
         let (code, line, peak) = run_probe_peak(command, &["--memory-mb", "64"]);
         assert_eq!(code, Some(2), "{command}: {line}");
         assert_eq!(line["error"]["kind"], kind, "{command}: {line}");

@@ -513,13 +513,7 @@ fn hostile_calls_stay_within_what_the_deployment_granted() {
     );
     let settled = proc_status_bytes(d.pid(), "VmRSS");
     let addr = d.addr;
-    for (command, kind, message) in [
-        ("nn-hoard:3000:1048576", "quota", "a call may hold 67108864"),
-        ("nn-hoard:20000:1", "quota", "holds 4096 host resources"),
-        ("kv-open:10000", "internal", "holds 4096 host resources"),
-        ("alloc", "memory", "67108864"),
-        ("kv-fill:300:1048576", "internal", "state quota"),
-    ] {
+    for (command, kind, message) in support::HOSTILE_64_MIB {
         let calls: Vec<_> = (0..2)
             .map(|_| {
                 std::thread::spawn(move || {

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 #[path = "../common.rs"]
 mod common;
-pub use common::{magika, wasm};
+pub use common::{HOSTILE_64_MIB, magika, wasm};
 
 /// A fresh directory for one test.
 pub fn scratch(name: &str) -> PathBuf {
