@@ -513,7 +513,7 @@ fn hostile_calls_stay_within_what_the_deployment_granted() {
     );
     let settled = proc_status_bytes(d.pid(), "VmRSS");
     let addr = d.addr;
-    for (command, kind, message) in support::HOSTILE_64_MIB {
+    for (command, kind, message) in support::common::HOSTILE_64_MIB {
         let calls: Vec<_> = (0..2)
             .map(|_| {
                 std::thread::spawn(move || {

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 #[path = "../common.rs"]
-mod common;
-pub use common::{HOSTILE_64_MIB, magika, wasm};
+pub mod common;
+pub use common::{magika, wasm};
 
 /// A fresh directory for one test.
 pub fn scratch(name: &str) -> PathBuf {
