@@ -297,23 +297,19 @@ pub struct Route {
     /// Host resources a call may hold at once: tensors, graphs, contexts,
     /// buckets, streams (default 4,096).
     pub max_resources: Option<usize>,
+    /// MiB of outcome a call may return (default: a quarter of `memory_mb`).
+    pub output_mb: Option<usize>,
 }
 
 impl Route {
     /// The bounds of one call of this route.
     pub fn limits(&self, max_body_bytes: usize) -> crate::runtime::Limits {
-        let mut limits = crate::runtime::Limits::new(
+        crate::runtime::Limits::new(
             Duration::from_millis(self.deadline_ms),
             self.memory_mb << 20,
             max_body_bytes,
-        );
-        if let Some(mb) = self.tensor_mb {
-            limits.tensor_bytes = mb << 20;
-        }
-        if let Some(n) = self.max_resources {
-            limits.max_resources = n;
-        }
-        limits
+        )
+        .overridden(self.tensor_mb, self.max_resources, self.output_mb)
     }
 }
 
@@ -575,9 +571,10 @@ impl Config {
                 || route.memory_mb == 0
                 || route.tensor_mb == Some(0)
                 || route.max_resources == Some(0)
+                || route.output_mb == Some(0)
             {
                 return Err(invalid(format!(
-                    "route '{name}': deadline_ms, memory_mb, tensor_mb and max_resources must be positive"
+                    "route '{name}': deadline_ms, memory_mb, tensor_mb, max_resources and output_mb must be positive"
                 )));
             }
             if route.concurrency.is_some_and(|c| c == 0 || c > MAX_WORKERS) {
@@ -585,9 +582,14 @@ impl Config {
                     "route '{name}': concurrency is from 1 to {MAX_WORKERS}"
                 )));
             }
-            if route.memory_mb.max(route.tensor_mb.unwrap_or(0)) > 1 << 20 {
+            if route
+                .memory_mb
+                .max(route.tensor_mb.unwrap_or(0))
+                .max(route.output_mb.unwrap_or(0))
+                > 1 << 20
+            {
                 return Err(invalid(format!(
-                    "route '{name}': memory_mb and tensor_mb are at most 1048576 (1 TiB)"
+                    "route '{name}': memory_mb, tensor_mb and output_mb are at most 1048576 (1 TiB)"
                 )));
             }
             if let Some(cloud) = &mut route.cloud {

@@ -152,6 +152,9 @@ struct RunArgs {
     /// Host resources a call may hold at once (tensors, contexts, buckets, streams).
     #[arg(long, default_value_t = verge_device::runtime::DEFAULT_MAX_RESOURCES)]
     max_resources: usize,
+    /// Outcome a call may return, in MiB (default: a quarter of --memory-mb).
+    #[arg(long)]
+    output_mb: Option<usize>,
     /// `json`: one JSON line per input; `table`: a table for people.
     #[arg(long, value_enum, default_value_t = Format::Json)]
     format: Format,
@@ -303,15 +306,12 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     let prepared = runtime.prepare(&component)?;
     let deployment = Deployment::new(
         Placement::Local,
-        Limits {
-            tensor_bytes: args.tensor_mb.unwrap_or(args.memory_mb) << 20,
-            max_resources: args.max_resources,
-            ..Limits::new(
-                Duration::from_millis(args.deadline_ms),
-                args.memory_mb << 20,
-                Limits::default().max_body_bytes,
-            )
-        },
+        Limits::new(
+            Duration::from_millis(args.deadline_ms),
+            args.memory_mb << 20,
+            Limits::default().max_body_bytes,
+        )
+        .overridden(args.tensor_mb, Some(args.max_resources), args.output_mb),
         &args.config,
     );
     let mut failed = false;

@@ -51,6 +51,9 @@ pub struct Limits {
     /// Host resources live at once: `wasi:nn` tensors, graphs, contexts and
     /// errors, `wasi:keyvalue` buckets, WASI streams and pollables.
     pub max_resources: usize,
+    /// Bytes of the outcome the call may hand back (body, headers, text):
+    /// the host answers with it, so it must not grow without end either.
+    pub max_output_bytes: usize,
 }
 
 /// The default of [`Limits::max_resources`].
@@ -65,7 +68,30 @@ impl Limits {
             max_body_bytes,
             tensor_bytes: memory_bytes,
             max_resources: DEFAULT_MAX_RESOURCES,
+            max_output_bytes: memory_bytes / 4,
         }
+    }
+}
+
+impl Limits {
+    /// These bounds with the host-side ones a deployment sets, in MiB (and a
+    /// count); `None` keeps the default derived from the memory bound.
+    pub fn overridden(
+        mut self,
+        tensor_mb: Option<usize>,
+        max_resources: Option<usize>,
+        output_mb: Option<usize>,
+    ) -> Limits {
+        if let Some(mb) = tensor_mb {
+            self.tensor_bytes = mb << 20;
+        }
+        if let Some(n) = max_resources {
+            self.max_resources = n;
+        }
+        if let Some(mb) = output_mb {
+            self.max_output_bytes = mb << 20;
+        }
+        self
     }
 }
 
@@ -380,7 +406,16 @@ impl Runtime {
                 .call_handle(&mut store, request)
         });
         match result {
-            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Ok(outcome)) => {
+                let bytes = outcome_bytes(&outcome);
+                if bytes > limits.max_output_bytes {
+                    return Err(CallError::Quota(format!(
+                        "the outcome is {bytes} bytes; a call may return {}",
+                        limits.max_output_bytes
+                    )));
+                }
+                Ok(outcome)
+            }
             Ok(Err(e)) => Err(CallError::Component(e)),
             Err(e) => Err(trap(e, &limits)),
         }
@@ -400,6 +435,17 @@ fn trap(e: wasmtime::Error, limits: &Limits) -> CallError {
     match e.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => CallError::Deadline(limits.deadline),
         _ => CallError::Trap(format!("{e:#}")),
+    }
+}
+
+/// The bytes an outcome hands the host: its body and every string in it.
+fn outcome_bytes(o: &Outcome) -> usize {
+    let pairs =
+        |list: &[(String, String)]| list.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+    match o {
+        Outcome::Respond(r) => r.body.len() + r.content_type.len() + pairs(&r.headers),
+        Outcome::Annotate(list) => pairs(list),
+        Outcome::Defer(reason) => reason.len(),
     }
 }
 

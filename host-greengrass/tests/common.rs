@@ -18,7 +18,7 @@ pub fn magika() -> PathBuf {
 
 /// The hostile probe's attacks under a 64 MiB bound: the command, the error
 /// kind it must end with, and a phrase of the message.
-pub const HOSTILE_64_MIB: [(&str, &str, &str); 5] = [
+pub const HOSTILE_64_MIB: [(&str, &str, &str); 6] = [
     // 3 GiB of tensors in the host.
     ("nn-hoard:3000:1048576", "quota", "a call may hold 67108864"),
     // 20,000 tiny tensors: the resource bound.
@@ -29,4 +29,6 @@ pub const HOSTILE_64_MIB: [(&str, &str, &str); 5] = [
     ("alloc", "memory", "67108864"),
     // 300 MiB of state: over the component's state budget.
     ("kv-fill:300:1048576", "internal", "state quota"),
+    // A 20 MB answer: over the outcome bound (a quarter of the memory bound).
+    ("big:20000000", "quota", "a call may return 16777216"),
 ];

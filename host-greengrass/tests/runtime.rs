@@ -299,6 +299,13 @@ fn host_side_bounds_are_set_per_deployment() {
         3
     );
     assert_eq!(json(call_with(&d, "kv-open:50").unwrap())["buckets"], 50);
+    // The outcome a call returns is bounded too (default: a quarter of memory).
+    d.limits.max_output_bytes = 1000;
+    match call_with(&d, "big:2000") {
+        Err(CallError::Quota(m)) => assert!(m.contains("a call may return 1000"), "{m}"),
+        other => panic!("expected a quota error, got {other:?}"),
+    }
+    assert!(call_with(&d, "big:900").is_ok());
 }
 
 /// State has a budget too: a one-shot run keeps at most the default 16 MiB
