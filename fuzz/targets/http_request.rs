@@ -8,17 +8,8 @@
 #![no_main]
 
 use hyper::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
-use verge_device::api::to_request;
+use verge_device::api::{HOP_BY_HOP, to_request};
 
-const EXCHANGE: [&str; 7] = [
-    "host",
-    "content-length",
-    "content-type",
-    "connection",
-    "transfer-encoding",
-    "expect",
-    "keep-alive",
-];
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let mut slots = [httparse::EMPTY_HEADER; 64];
@@ -54,7 +45,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             assert_eq!(request.content_type, content_type);
             let attributes: Vec<(String, String)> = texts
                 .iter()
-                .filter(|(n, _)| !EXCHANGE.contains(&n.as_str()))
+                .filter(|(n, _)| !HOP_BY_HOP.contains(&n.as_str()))
                 .map(|(n, v)| (n.as_str().to_string(), v.to_string()))
                 .collect();
             assert_eq!(request.attributes, attributes);

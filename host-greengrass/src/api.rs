@@ -62,7 +62,7 @@ pub struct Api {
 type Answer = Response<Full<Bytes>>;
 
 /// Headers that describe the HTTP exchange, not the request.
-const HOP_BY_HOP: [&str; 7] = [
+pub const HOP_BY_HOP: [&str; 7] = [
     "host",
     "content-length",
     "content-type",

@@ -261,6 +261,12 @@ pub struct Agreement {
 }
 
 impl Agreement {
+    /// [`Agreement::assert_close`], and no input answered differently.
+    pub fn assert_agree(&self, what: &str, cases: usize) {
+        self.assert_close(what, cases);
+        assert!(self.mismatches.is_empty(), "{what}: {:?}", self.mismatches);
+    }
+
     /// Prints the comparison of `cases` inputs of `what`, and holds every
     /// float output to 1e-4.
     pub fn assert_close(&self, what: &str, cases: usize) {
