@@ -213,9 +213,16 @@ impl std::fmt::Display for Listen {
 }
 
 impl Api {
-    /// `socket_mode` as permission bits (checked when the configuration loads).
+    /// `socket_mode` as permission bits, if it is octal ones (checked when
+    /// the configuration loads, so a loaded one always is).
+    fn socket_mode_bits(&self) -> Option<u32> {
+        u32::from_str_radix(&self.socket_mode, 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+    }
+
     pub fn socket_mode(&self) -> u32 {
-        u32::from_str_radix(&self.socket_mode, 8).unwrap_or(0o600)
+        self.socket_mode_bits().unwrap_or(0o600)
     }
 }
 fn default_max_body() -> usize {
@@ -517,7 +524,7 @@ impl Config {
         {
             *p = self.state_dir.as_ref().expect("state_dir").join(&*p);
         }
-        if u32::from_str_radix(&self.api.socket_mode, 8).map_or(true, |m| m > 0o777) {
+        if self.api.socket_mode_bits().is_none() {
             return Err(invalid(format!(
                 "api.socket_mode {:?}: expected permission bits in octal, like \"660\"",
                 self.api.socket_mode

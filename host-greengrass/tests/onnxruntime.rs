@@ -108,9 +108,15 @@ fn a_missing_gpu_provider_is_a_clear_error_or_a_fallback() {
         "{e}"
     );
 
+    falls_back_to_tract(&flags);
+}
+
+/// With `--fallback-to-tract` added to `flags` (which `run` refuses), Magika
+/// runs on tract, and says so.
+fn falls_back_to_tract(flags: &[&str]) {
     let o = run(
         &common::magika(),
-        &[&flags[..], &["--fallback-to-tract"]].concat(),
+        &[flags, &["--fallback-to-tract"]].concat(),
     );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("runs on tract"), "{}", stderr(&o));
@@ -291,13 +297,7 @@ fn an_openvino_device_that_is_absent_is_a_clear_error_or_a_fallback() {
         "{e}"
     );
 
-    let o = run(
-        &common::magika(),
-        &[&flags[..], &["--fallback-to-tract"]].concat(),
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("runs on tract"), "{}", stderr(&o));
-    assert_eq!(label(&o), "rust");
+    falls_back_to_tract(&flags);
 }
 
 fn floats(data: &[u8]) -> Vec<f32> {

@@ -103,13 +103,12 @@ impl AnyConnector {
 
     /// How the sender drains the outbox through it.
     pub fn sender_options(&self, config: &Config) -> SenderOptions {
-        let (window, max_backoff_s) = match (self, &config.mqtt) {
-            (AnyConnector::Mqtt(_), Some(m)) => (m.max_inflight as usize, m.reconnect_max_s),
-            (AnyConnector::Mqtt(_), None) => (1, 30),
+        let (window, max_backoff) = match self {
+            AnyConnector::Mqtt(c) => c.pacing(),
         };
         SenderOptions {
-            window: window.max(1),
-            max_backoff: Duration::from_secs(max_backoff_s.max(1)),
+            window,
+            max_backoff,
             health_topic: config.health.topic.clone(),
             health_interval: config.health_interval(),
         }

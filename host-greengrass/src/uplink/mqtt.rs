@@ -33,6 +33,7 @@ const CONNECT_TIMEOUT_S: u64 = 10;
 pub struct MqttConnector {
     options: MqttOptions,
     window: usize,
+    max_backoff: Duration,
 }
 
 /// Builds the TLS client configuration (ring crypto), reading the PEM files.
@@ -86,6 +87,7 @@ impl MqttConnector {
         Ok(MqttConnector {
             options,
             window: mqtt.max_inflight.max(1) as usize,
+            max_backoff: Duration::from_secs(mqtt.reconnect_max_s.max(1)),
         })
     }
 }
@@ -104,6 +106,13 @@ fn describe(e: &ConnectionError) -> String {
             format!("broker refused the connection: {code:?}")
         }
         other => other.to_string(),
+    }
+}
+
+impl MqttConnector {
+    /// Messages unacknowledged at once, and the longest wait between attempts.
+    pub fn pacing(&self) -> (usize, Duration) {
+        (self.window, self.max_backoff)
     }
 }
 
