@@ -3,7 +3,8 @@
 //! * `POST /v1/infer/{route}`: the body is the payload, `Content-Type` its
 //!   content type, other headers become request attributes; the answer is the
 //!   outcome as JSON (as `verge-device run` prints it), plus where the result
-//!   went in the outbox when the route sends to the cloud;
+//!   went in the outbox when the route sends to the cloud, and to which local
+//!   pub/sub topic of the Greengrass nucleus when it has one;
 //! * `GET /healthz` (the process answers), `GET /readyz` (every component and
 //!   model loaded), `GET /metrics` (Prometheus text).
 //!
@@ -24,6 +25,7 @@ use hyper::{Method, Request as HttpRequest, Response, StatusCode};
 use serde_json::{Value, json};
 
 use crate::metrics::Metrics;
+use crate::nucleus::Nucleus;
 use crate::outbox::{self, Outbox};
 use crate::pool::{Pool, PoolError};
 use crate::report;
@@ -36,6 +38,8 @@ pub struct Route {
     pub deployment: Deployment,
     /// The MQTT topic its outcomes go to, if any.
     pub cloud_topic: Option<String>,
+    /// The nucleus's local pub/sub topic its outcomes go to, if any.
+    pub local_topic: Option<String>,
     /// Its calls at once (`concurrency`): a call takes a turn before a worker.
     pub turns: Arc<tokio::sync::Semaphore>,
 }
@@ -50,6 +54,8 @@ pub struct Loaded {
 pub struct Api {
     pub metrics: Arc<Metrics>,
     pub outbox: Option<Arc<Outbox>>,
+    /// The Greengrass nucleus, for routes with a local topic.
+    nucleus: Option<Arc<Nucleus>>,
     loaded: OnceLock<Arc<Loaded>>,
     workers: Pool,
     max_body: usize,
@@ -168,6 +174,7 @@ impl Api {
     pub fn new(
         metrics: Arc<Metrics>,
         outbox: Option<Arc<Outbox>>,
+        nucleus: Option<Arc<Nucleus>>,
         workers: Pool,
         max_body: usize,
         thing: Option<String>,
@@ -176,6 +183,7 @@ impl Api {
         Api {
             metrics,
             outbox,
+            nucleus,
             loaded: OnceLock::new(),
             workers,
             max_body,
@@ -377,7 +385,8 @@ impl Api {
     /// Runs one call and, for a cloud route, commits its outcome to the
     /// outbox before answering: 200, or 507 when the outcome could not be
     /// committed (a full outbox under reject-new, a full disk, a store
-    /// error), with the outcome still in the body.
+    /// error), with the outcome still in the body. A route with a local
+    /// topic also queues it for the nucleus's local pub/sub (best effort).
     fn call(
         &self,
         loaded: &Loaded,
@@ -390,10 +399,40 @@ impl Api {
             .call(&route.prepared, &route.deployment, request)?;
         let mut body = report::outcome(&outcome);
         let mut status = StatusCode::OK;
-        if let (Some(topic), Some(outbox)) = (&route.cloud_topic, &self.outbox) {
-            // The message carries the same outcome JSON as the answer.
-            body["outbox"] = match self.enqueue(outbox, topic, name, route, body.clone()) {
-                Ok(id) => json!({ "id": id, "topic": topic }),
+        let cloud = route.cloud_topic.as_ref().zip(self.outbox.as_ref());
+        let local = route.local_topic.as_ref().zip(self.nucleus.as_ref());
+        if cloud.is_none() && local.is_none() {
+            return Ok((status, body));
+        }
+        let id = match outbox::new_id() {
+            Ok(id) => id,
+            Err(e) => {
+                self.metrics.error(name, "outbox");
+                body["outbox"] = json!({ "error": e.to_string() });
+                return Ok((StatusCode::INSUFFICIENT_STORAGE, body));
+            }
+        };
+        // The message carries the same outcome JSON as the answer.
+        let message = json!({
+            "id": id,
+            "thing": self.thing,
+            "route": name,
+            "component": route.component,
+            "ts": crate::log::timestamp(SystemTime::now()),
+            "outcome": body,
+        })
+        .to_string()
+        .into_bytes();
+        if let Some((topic, nucleus)) = local {
+            body["local"] = if nucleus.publish_local(topic, message.clone()) {
+                json!({ "id": id, "topic": topic })
+            } else {
+                json!({ "error": "the queue for the nucleus's local pub/sub is full: not published" })
+            };
+        }
+        if let Some((topic, outbox)) = cloud {
+            body["outbox"] = match outbox.push(&id, topic, &message) {
+                Ok(_) => json!({ "id": id, "topic": topic }),
                 Err(e) => {
                     self.metrics.error(name, "outbox");
                     crate::log::warn(
@@ -406,27 +445,6 @@ impl Api {
             };
         }
         Ok((status, body))
-    }
-
-    fn enqueue(
-        &self,
-        outbox: &Outbox,
-        topic: &str,
-        name: &str,
-        route: &Route,
-        outcome: Value,
-    ) -> Result<String, outbox::OutboxError> {
-        let id = outbox::new_id()?;
-        let message = json!({
-            "id": id,
-            "thing": self.thing,
-            "route": name,
-            "component": route.component,
-            "ts": crate::log::timestamp(SystemTime::now()),
-            "outcome": outcome,
-        });
-        outbox.push(&id, topic, message.to_string().as_bytes())?;
-        Ok(id)
     }
 }
 

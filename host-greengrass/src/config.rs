@@ -32,13 +32,16 @@
 //! memory_mb = 128
 //! config = { threshold = "0.5" }
 //! cloud = { topic = "verge/{thing}/file-type" }
+//! local = { topic = "verge/file-type" }  # Greengrass local pub/sub, for device applications
 //!
 //! [outbox]
 //! max_bytes = 67108864
 //! policy = "drop-oldest"                # or "reject-new"
 //!
 //! [uplink]
-//! type = "mqtt"                         # the default when there is an [mqtt] section
+//! type = "greengrass-ipc"               # or "mqtt"; default: greengrass-ipc under a nucleus,
+//!                                       # else mqtt when there is an [mqtt] section
+//! retry_max_s = 30                      # longest wait between two tries of a message
 //!
 //! [mqtt]
 //! host = "abc123-ats.iot.eu-west-1.amazonaws.com"
@@ -113,19 +116,23 @@ pub struct Config {
     /// What each component's durable state may hold.
     #[serde(default)]
     pub state: crate::state::StateQuota,
-    /// Which uplink carries the outbox; default: MQTT when there is an `[mqtt]` section.
-    pub uplink: Option<UplinkConfig>,
+    /// Which uplink carries the outbox (see [`Config::uplink_kind`]).
+    #[serde(default)]
+    pub uplink: UplinkConfig,
     pub mqtt: Option<Mqtt>,
     #[serde(default)]
     pub health: Health,
 }
 
 /// `[uplink]`: what carries the outbox to the cloud.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UplinkConfig {
     #[serde(rename = "type")]
-    pub kind: UplinkKind,
+    pub kind: Option<UplinkKind>,
+    /// Longest wait between connection attempts (mqtt: `[mqtt] reconnect_max_s`)
+    /// or between two tries of a message the nucleus did not take (greengrass-ipc).
+    pub retry_max_s: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -133,12 +140,15 @@ pub struct UplinkConfig {
 pub enum UplinkKind {
     /// A connection of the daemon's own to an MQTT broker (`[mqtt]`).
     Mqtt,
+    /// PublishToIoTCore through the Greengrass nucleus the daemon runs under.
+    GreengrassIpc,
 }
 
 impl UplinkKind {
     pub fn as_str(self) -> &'static str {
         match self {
             UplinkKind::Mqtt => "mqtt",
+            UplinkKind::GreengrassIpc => "greengrass-ipc",
         }
     }
 }
@@ -295,6 +305,9 @@ pub struct Route {
     pub config: BTreeMap<String, String>,
     /// Where this route's outcomes go in the cloud, if anywhere.
     pub cloud: Option<Cloud>,
+    /// The local pub/sub topic of the Greengrass nucleus that also gets this
+    /// route's outcomes (best effort; for applications on the device).
+    pub local: Option<Cloud>,
     /// Calls of this route running at once; more wait for their turn without
     /// holding a worker. Default: one less than the workers (at least one), so
     /// a route whose component hangs until its deadline leaves room for the others.
@@ -564,7 +577,7 @@ impl Config {
             }
         };
         let uplink = self.uplink_kind();
-        if uplink == Some(UplinkKind::Mqtt) && self.mqtt.is_none() {
+        if self.uplink.kind == Some(UplinkKind::Mqtt) && self.mqtt.is_none() {
             return Err(invalid("[uplink] type = \"mqtt\" needs an [mqtt] section"));
         }
         for (name, route) in &mut self.routes {
@@ -599,15 +612,17 @@ impl Config {
                     "route '{name}': memory_mb, tensor_mb and output_mb are at most 1048576 (1 TiB)"
                 )));
             }
-            if let Some(cloud) = &mut route.cloud {
-                if uplink.is_none() {
-                    return Err(invalid(format!(
-                        "route '{name}' sends to the cloud but there is no uplink (an [mqtt] section)"
-                    )));
-                }
-                cloud.topic = fill("topic", &cloud.topic)?;
-                check_topic(&cloud.topic)?;
+            for to in [&mut route.cloud, &mut route.local].into_iter().flatten() {
+                to.topic = fill("topic", &to.topic)?;
+                check_topic(&to.topic)?;
             }
+        }
+        if uplink.is_some() {
+            self.health.topic = fill("health topic", &self.health.topic)?;
+            check_topic(&self.health.topic)?;
+        }
+        if self.uplink.retry_max_s == Some(0) {
+            return Err(invalid("uplink.retry_max_s must be positive"));
         }
         if let Some(m) = &mut self.mqtt {
             m.client_id = fill("client_id", &m.client_id)?;
@@ -616,8 +631,6 @@ impl Config {
                     "mqtt: client_id and max_inflight must not be empty",
                 ));
             }
-            self.health.topic = fill("health topic", &self.health.topic)?;
-            check_topic(&self.health.topic)?;
         }
         if self.api.workers.is_some_and(|w| w == 0 || w > MAX_WORKERS) {
             return Err(invalid(format!("api.workers is from 1 to {MAX_WORKERS}")));
@@ -630,12 +643,28 @@ impl Config {
         Ok(())
     }
 
-    /// The uplink that carries the outbox, if any.
+    /// The uplink that carries the outbox, if any: `[uplink] type`; else
+    /// Greengrass IPC under a nucleus (when something goes to the cloud);
+    /// else MQTT when there is an `[mqtt]` section; else IPC again when a
+    /// route sends to the cloud (the one uplink that needs no settings: the
+    /// daemon refuses to start outside a nucleus).
     pub fn uplink_kind(&self) -> Option<UplinkKind> {
-        match self.uplink {
-            Some(u) => Some(u.kind),
-            None => self.mqtt.as_ref().map(|_| UplinkKind::Mqtt),
+        let cloud = self.routes.values().any(|r| r.cloud.is_some());
+        if let Some(kind) = self.uplink.kind {
+            Some(kind)
+        } else if crate::nucleus::present() && (cloud || self.mqtt.is_some()) {
+            Some(UplinkKind::GreengrassIpc)
+        } else if self.mqtt.is_some() {
+            Some(UplinkKind::Mqtt)
+        } else {
+            cloud.then_some(UplinkKind::GreengrassIpc)
         }
+    }
+
+    /// The longest wait between two tries of the uplink.
+    pub fn uplink_retry_max(&self) -> Duration {
+        let mqtt = self.mqtt.as_ref().map(|m| m.reconnect_max_s);
+        Duration::from_secs(self.uplink.retry_max_s.or(mqtt).unwrap_or(30).max(1))
     }
 
     pub fn state_dir(&self) -> &Path {
@@ -751,6 +780,39 @@ mod tests {
     }
 
     #[test]
+    fn picks_the_uplink_and_fills_local_topics() {
+        // (No nucleus in unit tests: the IPC variables are not set.)
+        let c = parse(MINIMAL, Some("t1")).unwrap();
+        assert_eq!(c.uplink_kind(), Some(UplinkKind::Mqtt));
+        let explicit = format!("{MINIMAL}\n[uplink]\ntype = \"greengrass-ipc\"\nretry_max_s = 5\n");
+        let c = parse(&explicit, Some("t1")).unwrap();
+        assert_eq!(c.uplink_kind(), Some(UplinkKind::GreengrassIpc));
+        assert_eq!(c.uplink_retry_max(), Duration::from_secs(5));
+        let zero = explicit.replace("retry_max_s = 5", "retry_max_s = 0");
+        assert!(
+            parse(&zero, Some("t1"))
+                .unwrap_err()
+                .to_string()
+                .contains("retry_max_s")
+        );
+        // Nothing to the cloud, no [mqtt]: no uplink at all.
+        let local = MINIMAL
+            .split("[mqtt]")
+            .next()
+            .unwrap()
+            .replace("cloud = {", "local = {");
+        let c = parse(&local, Some("t1")).unwrap();
+        assert_eq!(c.uplink_kind(), None);
+        assert_eq!(c.routes["r"].local.as_ref().unwrap().topic, "verge/t1/r");
+        assert!(
+            parse(&local.replace("{thing}/r", "#"), Some("t1"))
+                .unwrap_err()
+                .to_string()
+                .contains("wildcard")
+        );
+    }
+
+    #[test]
     fn reads_the_json_form_greengrass_writes() {
         let dir = std::env::temp_dir().join(format!("verge-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -797,7 +859,9 @@ mod tests {
             err(&MINIMAL.replace("sha256 = \"0000", "sha256 = \"zz00")).contains("hexadecimal")
         );
         let no_mqtt = MINIMAL.split("[mqtt]").next().unwrap();
-        assert!(err(no_mqtt).contains("no uplink"));
+        // A cloud route with no [mqtt]: through the nucleus (checked at start).
+        let ipc = parse(no_mqtt, Some("t1")).unwrap();
+        assert_eq!(ipc.uplink_kind(), Some(UplinkKind::GreengrassIpc));
         let lone_uplink = format!("{no_mqtt}\n[uplink]\ntype = \"mqtt\"\n");
         assert!(err(&lone_uplink).contains("needs an [mqtt] section"));
         let unknown = format!("{MINIMAL}\n[uplink]\ntype = \"carrier-pigeon\"\n");

@@ -22,6 +22,7 @@ use crate::config::{self, Config};
 use crate::log;
 use crate::metrics::Metrics;
 use crate::nn::Graphs;
+use crate::nucleus::{ComponentState, Nucleus};
 use crate::outbox::Outbox;
 use crate::runtime::{Deployment, Placement, Runtime};
 use crate::state::{SqliteStore, StateStore};
@@ -55,6 +56,8 @@ pub enum DaemonError {
         workers: usize,
         error: std::io::Error,
     },
+    #[error("greengrass: {0}")]
+    Nucleus(String),
     #[error("signal handler: {0}")]
     Signal(std::io::Error),
     #[error("API token {}: {why}", path.display())]
@@ -98,9 +101,38 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         error,
     })?;
     let store: Arc<dyn StateStore> = Arc::new(SqliteStore::open(&dir.join("state.db"))?);
+    let metrics = Arc::new(Metrics::new(config.routes.keys()));
+    // Under a Greengrass nucleus, its IPC connection: made once, now (the SDK
+    // allows no second attempt; a failure exits 1 and the nucleus restarts us).
+    let nucleus = if crate::nucleus::present() {
+        let m = metrics.clone();
+        let n = tokio::task::spawn_blocking(move || Nucleus::connect(m))
+            .await
+            .map_err(|e| DaemonError::Nucleus(e.to_string()))?
+            .map_err(DaemonError::Nucleus)?;
+        log::info("connected to the Greengrass nucleus", json!({}));
+        Some(n)
+    } else {
+        None
+    };
+    let local = config.routes.iter().find(|r| r.1.local.is_some());
+    if let (Some((route, _)), None) = (local, &nucleus) {
+        return Err(DaemonError::Nucleus(format!(
+            "route '{route}' publishes to local pub/sub, which needs a Greengrass nucleus ({} and {} are not set)",
+            crate::nucleus::SOCKET_ENV,
+            crate::nucleus::TOKEN_ENV
+        )));
+    }
     // The uplink's settings checked (its TLS files read) now, not at the
     // first connection; an outbox only when something goes to the cloud.
-    let connector = AnyConnector::from_config(&config)?;
+    let connector = AnyConnector::from_config(&config, nucleus.as_ref())?;
+    if nucleus.is_some() && config.mqtt.is_some() && config.uplink.kind.is_none() {
+        log::info(
+            "under a Greengrass nucleus the outbox goes through IPC; [mqtt] is not used \
+             (set [uplink] type = \"mqtt\" to use it)",
+            json!({}),
+        );
+    }
     let outbox = match &connector {
         Some(c) => Some(Arc::new(Outbox::open(
             &dir.join("outbox.db"),
@@ -111,7 +143,6 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         None => None,
     };
 
-    let metrics = Arc::new(Metrics::new(config.routes.keys()));
     if let Some(c) = &connector {
         let _ = metrics.uplink.set(c.kind().as_str());
     }
@@ -148,6 +179,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     let api = Arc::new(Api::new(
         metrics.clone(),
         outbox.clone(),
+        nucleus.clone(),
         pool,
         config.api.max_body_bytes,
         config.thing_name.clone(),
@@ -191,6 +223,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     let loaded = match loaded {
         Ok(l) => l,
         Err(e) => {
+            report_state(&nucleus, ComponentState::Errored).await;
             let _ = stop_tx.send(true);
             let _ = server.await;
             return Err(e);
@@ -213,6 +246,8 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         "ready",
         json!({ "ms": started.elapsed().as_millis() as u64, "components": components, "addr": local }),
     );
+    // Said before the outbox drains, so the nucleus hears it first.
+    report_state(&nucleus, ComponentState::Running).await;
 
     let sender = match (connector, &outbox) {
         (Some(connector), Some(outbox)) => {
@@ -254,6 +289,26 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         json!({ "outbox_depth": outbox.map(|o| o.stats().depth.load(Ordering::Relaxed)) }),
     );
     Ok(())
+}
+
+/// Tells the nucleus (if any) the component's state, and waits for its answer.
+async fn report_state(nucleus: &Option<Arc<Nucleus>>, state: ComponentState) {
+    let Some(n) = nucleus.clone() else { return };
+    let answer = tokio::task::spawn_blocking(move || n.update_state(state)).await;
+    match answer {
+        Ok(Ok(())) => log::info(
+            "component state reported",
+            json!({ "state": format!("{state:?}") }),
+        ),
+        Ok(Err(e)) => log::warn(
+            "reporting the component state failed",
+            json!({ "state": format!("{state:?}"), "error": e.to_string() }),
+        ),
+        Err(e) => log::warn(
+            "reporting the component state failed",
+            json!({ "error": e.to_string() }),
+        ),
+    }
 }
 
 /// Gives memory freed while loading (model parsing, compilation) or by a
@@ -357,6 +412,7 @@ fn load(
                 prepared: prepared[&r.component].clone(),
                 deployment,
                 cloud_topic: r.cloud.as_ref().map(|c| c.topic.clone()),
+                local_topic: r.local.as_ref().map(|c| c.topic.clone()),
                 turns: Arc::new(tokio::sync::Semaphore::new(
                     r.concurrency.unwrap_or(workers.saturating_sub(1)).max(1),
                 )),

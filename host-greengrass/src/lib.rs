@@ -27,6 +27,7 @@ pub mod daemon;
 pub mod log;
 pub mod metrics;
 pub mod nn;
+pub mod nucleus;
 pub mod outbox;
 pub mod pool;
 pub mod recipe;

@@ -53,6 +53,9 @@ pub struct Metrics {
     pub uplink_connected: AtomicBool,
     pub uplink_published: AtomicU64,
     pub uplink_connects: AtomicU64,
+    /// Outcomes the nucleus took for local pub/sub, and those it did not (or dropped).
+    pub local_published: AtomicU64,
+    pub local_failed: AtomicU64,
     pub components_loaded: AtomicU64,
     pub in_flight: AtomicU64,
     /// State writes refused over a component's budget (shared with the store).
@@ -90,6 +93,8 @@ impl Metrics {
             uplink_connected: AtomicBool::new(false),
             uplink_published: AtomicU64::new(0),
             uplink_connects: AtomicU64::new(0),
+            local_published: AtomicU64::new(0),
+            local_failed: AtomicU64::new(0),
             components_loaded: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             state_quota_refusals: std::sync::Arc::default(),
@@ -261,7 +266,7 @@ impl Metrics {
             (
                 "verge_uplink_published_total",
                 "counter",
-                "Outbox messages the other side accepted (for MQTT, its PUBACK).",
+                "Outbox messages the other side accepted (MQTT: the broker's PUBACK; Greengrass IPC: the nucleus's answer).",
                 self.uplink_published.load(Ordering::Relaxed),
             ),
             (
@@ -269,6 +274,18 @@ impl Metrics {
                 "counter",
                 "Successful uplink connections.",
                 self.uplink_connects.load(Ordering::Relaxed),
+            ),
+            (
+                "verge_local_published_total",
+                "counter",
+                "Outcomes the Greengrass nucleus took for local pub/sub (PublishToTopic).",
+                self.local_published.load(Ordering::Relaxed),
+            ),
+            (
+                "verge_local_failed_total",
+                "counter",
+                "Outcomes for local pub/sub that the nucleus refused, or dropped with its queue full.",
+                self.local_failed.load(Ordering::Relaxed),
             ),
             (
                 "verge_components_loaded",

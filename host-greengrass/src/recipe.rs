@@ -502,6 +502,13 @@ pub fn write(opts: &Options) -> Result<Written, RecipeError> {
             config.api.listen
         ));
     }
+    if config.mqtt.is_some() && config.uplink.kind.is_none() {
+        warnings.push(
+            "the configuration has [mqtt], but under the nucleus the outbox goes through Greengrass IPC \
+             and [mqtt] is not used (set [uplink] type = \"mqtt\" for a connection of verge's own)"
+                .to_string(),
+        );
+    }
     let mut config_bytes = serde_json::to_vec_pretty(&doc).expect("JSON");
     config_bytes.push(b'\n');
     let config_digest: [u8; 32] = Sha256::digest(&config_bytes).into();
@@ -521,6 +528,20 @@ pub fn write(opts: &Options) -> Result<Written, RecipeError> {
         let r = policy_resource(topic, opts.thing_name_in_policy)?;
         if !resources.contains(&r) {
             resources.push(r);
+        }
+    }
+
+    // And for the routes' local pub/sub topics: `*` for a whole-level
+    // {thing} too (MQTT's `+` is not a wildcard in pubsub policies).
+    let mut local: Vec<String> = Vec::new();
+    for topic in config.routes.values().filter_map(|r| r.local.as_ref()) {
+        let r = policy_resource(&topic.topic, opts.thing_name_in_policy)?
+            .split('/')
+            .map(|level| if level == "+" { "*" } else { level })
+            .collect::<Vec<_>>()
+            .join("/");
+        if !local.contains(&r) {
+            local.push(r);
         }
     }
 
@@ -562,15 +583,32 @@ pub fn write(opts: &Options) -> Result<Written, RecipeError> {
         "ComponentDescription": "verge-device: verge inference components (WebAssembly) on the device, a local HTTP API, durable state, and a durable outbox sent to AWS IoT Core.",
         "ComponentPublisher": "verge",
     });
+    let mut access = serde_json::Map::new();
     if !resources.is_empty() {
         let policy = json!({
             "policyDescription": "verge-device publishes route outcomes and health to AWS IoT Core",
             "operations": ["aws.greengrass#PublishToIoTCore"],
             "resources": resources,
         });
-        recipe["ComponentConfiguration"] = json!({ "DefaultConfiguration": { "accessControl": {
-            "aws.greengrass.ipc.mqttproxy": { format!("{}:mqttproxy:1", opts.name): policy }
-        } } });
+        access.insert(
+            "aws.greengrass.ipc.mqttproxy".into(),
+            json!({ format!("{}:mqttproxy:1", opts.name): policy }),
+        );
+    }
+    if !local.is_empty() {
+        let policy = json!({
+            "policyDescription": "verge-device publishes route outcomes to device applications on local pub/sub",
+            "operations": ["aws.greengrass#PublishToTopic"],
+            "resources": local,
+        });
+        access.insert(
+            "aws.greengrass.ipc.pubsub".into(),
+            json!({ format!("{}:pubsub:1", opts.name): policy }),
+        );
+    }
+    if !access.is_empty() {
+        recipe["ComponentConfiguration"] =
+            json!({ "DefaultConfiguration": { "accessControl": access } });
     }
     recipe["Manifests"] = Value::Array(manifests);
 

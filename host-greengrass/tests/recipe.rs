@@ -239,32 +239,32 @@ fn follows_lite_rules(recipe: &Value, thing_variable: bool) {
         subset(d, &["accessControl"], "DefaultConfiguration");
         subset(
             &d["accessControl"],
-            &["aws.greengrass.ipc.mqttproxy"],
+            &["aws.greengrass.ipc.mqttproxy", "aws.greengrass.ipc.pubsub"],
             "accessControl",
         );
-        for policy in d["accessControl"]["aws.greengrass.ipc.mqttproxy"]
-            .as_object()
-            .unwrap()
-            .values()
-        {
-            subset(
-                policy,
-                &["policyDescription", "operations", "resources"],
-                "policy",
-            );
-            assert_eq!(
-                policy["operations"],
-                serde_json::json!(["aws.greengrass#PublishToIoTCore"])
-            );
-            for r in policy["resources"].as_array().unwrap() {
-                let r = r.as_str().unwrap();
-                assert!(lite_accepts_resource(r), "lite refuses the resource {r}");
-                // 11. Variables in the configuration only when asked for.
-                for v in variables(r) {
-                    assert!(
-                        thing_variable && v == "iot:thingName",
-                        "recipe variable {{{v}}} in the component configuration"
-                    );
+        let services = d["accessControl"].as_object().unwrap();
+        for (service, policies) in services {
+            let operation = match service.as_str() {
+                "aws.greengrass.ipc.mqttproxy" => "aws.greengrass#PublishToIoTCore",
+                _ => "aws.greengrass#PublishToTopic",
+            };
+            for policy in policies.as_object().unwrap().values() {
+                subset(
+                    policy,
+                    &["policyDescription", "operations", "resources"],
+                    "policy",
+                );
+                assert_eq!(policy["operations"], serde_json::json!([operation]));
+                for r in policy["resources"].as_array().unwrap() {
+                    let r = r.as_str().unwrap();
+                    assert!(lite_accepts_resource(r), "lite refuses the resource {r}");
+                    // 11. Variables in the configuration only when asked for.
+                    for v in variables(r) {
+                        assert!(
+                            thing_variable && v == "iot:thingName",
+                            "recipe variable {{{v}}} in the component configuration"
+                        );
+                    }
                 }
             }
         }
@@ -411,11 +411,12 @@ fn the_readme_configuration_makes_a_recipe_for_both_nuclei() {
         &format!("amd64={}", dir.join("amd64").display()),
         "--binary",
         &format!("aarch64={}", dir.join("aarch64").display()),
-        "--privileged",
         "--out",
         out.to_str().unwrap(),
     ]));
     assert!(stdout.contains("aws s3 cp --recursive"), "{stdout}");
+    // Through the nucleus (no [mqtt]): nothing to warn about.
+    assert!(!stdout.contains("[mqtt]"), "{stdout}");
 
     let text = std::fs::read_to_string(out.join("recipe.json")).unwrap();
     let r: Value = serde_json::from_str(&text).unwrap();
@@ -463,7 +464,8 @@ fn the_readme_configuration_makes_a_recipe_for_both_nuclei() {
             );
         }
         let run = &m["Lifecycle"]["run"];
-        assert_eq!(run["RequiresPrivilege"], true);
+        // IPC needs no root (the mqtt uplink with the core's key would).
+        assert_eq!(run["RequiresPrivilege"], false);
         assert_eq!(
             run["Script"],
             format!(
@@ -478,6 +480,11 @@ fn the_readme_configuration_makes_a_recipe_for_both_nuclei() {
             ["verge.Device:mqttproxy:1"]["resources"],
         serde_json::json!(["verge/+/file-type", "verge/+/health"])
     );
+    assert_eq!(
+        r["ComponentConfiguration"]["DefaultConfiguration"]["accessControl"]["aws.greengrass.ipc.pubsub"]
+            ["verge.Device:pubsub:1"]["resources"],
+        serde_json::json!(["verge/*/file-type"])
+    );
 
     // The shipped configuration: file names, {thing} kept, absolute device
     // paths untouched, nothing the command line sets.
@@ -489,8 +496,7 @@ fn the_readme_configuration_makes_a_recipe_for_both_nuclei() {
         shipped["routes"]["file-type"]["cloud"]["topic"],
         "verge/{thing}/file-type"
     );
-    assert_eq!(shipped["mqtt"]["client_id"], "{thing}-verge");
-    assert_eq!(shipped["mqtt"]["tls"]["key"], "/greengrass/v2/privKey.key");
+    assert!(shipped.get("mqtt").is_none());
     for key in ["thing_name", "state_dir", "artifacts_dir"] {
         assert!(shipped.get(key).is_none(), "{key}");
     }
@@ -509,6 +515,10 @@ fn the_readme_configuration_makes_a_recipe_for_both_nuclei() {
         "verge/line-3/file-type"
     );
     assert_eq!(device.health.topic, "verge/line-3/health");
+    assert_eq!(
+        device.routes["file-type"].local.as_ref().unwrap().topic,
+        "verge/line-3/file-type"
+    );
     // The API is a Unix socket in the state folder, permissions 660.
     assert_eq!(shipped["api"]["listen"], "unix:api.sock");
     assert_eq!(
@@ -580,6 +590,7 @@ component = "a"
 cloud = {{ topic = "site/dev-{{thing}}/r" }}
 [routes.local]
 component = "b"
+local = {{ topic = "site/{{thing}}/local" }}
 [mqtt]
 host = "localhost"
 tls = {{ ca = "ca.pem", cert = "/etc/verge/cert.pem", key = "/etc/verge/key.pem" }}
@@ -643,6 +654,13 @@ fn small_files_ship_once_each_and_the_running_binary_by_default() {
         policy["resources"],
         serde_json::json!(["site/dev-*/r", "site/+/health"])
     );
+    let local = &r["ComponentConfiguration"]["DefaultConfiguration"]["accessControl"]["aws.greengrass.ipc.pubsub"]
+        ["com.example.Verge:pubsub:1"];
+    assert_eq!(
+        local["operations"],
+        serde_json::json!(["aws.greengrass#PublishToTopic"])
+    );
+    assert_eq!(local["resources"], serde_json::json!(["site/*/local"]));
     let shipped: Value =
         serde_json::from_slice(&std::fs::read(out.join("artifacts/verge.json")).unwrap()).unwrap();
     assert_eq!(shipped["components"]["b"]["path"], "a.wasm");
@@ -673,6 +691,11 @@ fn small_files_ship_once_each_and_the_running_binary_by_default() {
         r["ComponentConfiguration"]["DefaultConfiguration"]["accessControl"]["aws.greengrass.ipc.mqttproxy"]
             ["verge.Device:mqttproxy:1"]["resources"],
         serde_json::json!(["site/dev-{iot:thingName}/r", "site/{iot:thingName}/health"])
+    );
+    assert_eq!(
+        r["ComponentConfiguration"]["DefaultConfiguration"]["accessControl"]["aws.greengrass.ipc.pubsub"]
+            ["verge.Device:pubsub:1"]["resources"],
+        serde_json::json!(["site/{iot:thingName}/local"])
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -1,6 +1,6 @@
 //! The uplink: what carries the outbox to the cloud. The [`Connector`] /
-//! [`Uplink`] traits are the seam (MQTT with rumqttc today, Greengrass IPC's
-//! PublishToIoTCore next), [`AnyConnector::from_config`] the one factory that
+//! [`Uplink`] traits are the seam (MQTT with rumqttc, Greengrass IPC's
+//! PublishToIoTCore), [`AnyConnector::from_config`] the one factory that
 //! picks one by `[uplink] type`, and [`run_sender`] the one loop that drains
 //! the outbox through any of them:
 //!
@@ -22,8 +22,10 @@ use tokio::sync::watch;
 use crate::config::{Config, UplinkKind};
 use crate::log;
 use crate::metrics::Metrics;
+use crate::nucleus::Nucleus;
 use crate::outbox::{Message, Outbox};
 
+pub mod ipc;
 pub mod mqtt;
 
 #[derive(Debug, thiserror::Error)]
@@ -65,25 +67,47 @@ pub trait Connector: Send + Sync + 'static {
 /// The configured uplink, whichever it is: the one place that knows every
 /// kind ([`Connector::from_config`]); the daemon and the sender see only this.
 pub enum AnyConnector {
-    Mqtt(mqtt::MqttConnector),
+    Mqtt(Box<mqtt::MqttConnector>),
+    GreengrassIpc(ipc::IpcConnector),
 }
 
 /// A live connection of an [`AnyConnector`].
 pub enum AnyUplink {
     Mqtt(mqtt::MqttUplink),
+    GreengrassIpc(ipc::IpcUplink),
 }
 
 impl AnyConnector {
     /// The uplink the configuration names, its settings checked (TLS files
-    /// read); `None` when nothing goes to the cloud.
-    pub fn from_config(config: &Config) -> Result<Option<AnyConnector>, UplinkError> {
+    /// read); `None` when nothing goes to the cloud. `nucleus`: the
+    /// connection to the Greengrass nucleus, when the daemon runs under one.
+    pub fn from_config(
+        config: &Config,
+        nucleus: Option<&Arc<Nucleus>>,
+    ) -> Result<Option<AnyConnector>, UplinkError> {
         Ok(match config.uplink_kind() {
             None => None,
             Some(UplinkKind::Mqtt) => {
                 let mqtt = config.mqtt.as_ref().ok_or_else(|| {
                     UplinkError::Setup("the mqtt uplink needs an [mqtt] section".into())
                 })?;
-                Some(AnyConnector::Mqtt(mqtt::MqttConnector::new(mqtt)?))
+                Some(AnyConnector::Mqtt(Box::new(mqtt::MqttConnector::new(
+                    mqtt,
+                )?)))
+            }
+            Some(UplinkKind::GreengrassIpc) => {
+                let nucleus = nucleus.ok_or_else(|| {
+                    UplinkError::Setup(format!(
+                        "the greengrass-ipc uplink needs a Greengrass nucleus ({} and {} are not set): \
+                         run verge-device as a Greengrass component, or configure [mqtt]",
+                        crate::nucleus::SOCKET_ENV,
+                        crate::nucleus::TOKEN_ENV
+                    ))
+                })?;
+                Some(AnyConnector::GreengrassIpc(ipc::IpcConnector::new(
+                    nucleus.clone(),
+                    config.uplink_retry_max(),
+                )))
             }
         })
     }
@@ -91,6 +115,7 @@ impl AnyConnector {
     pub fn kind(&self) -> UplinkKind {
         match self {
             AnyConnector::Mqtt(_) => UplinkKind::Mqtt,
+            AnyConnector::GreengrassIpc(_) => UplinkKind::GreengrassIpc,
         }
     }
 
@@ -98,6 +123,7 @@ impl AnyConnector {
     pub fn max_message(&self) -> usize {
         match self {
             AnyConnector::Mqtt(_) => mqtt::MAX_PACKET,
+            AnyConnector::GreengrassIpc(_) => ipc::MAX_MESSAGE,
         }
     }
 
@@ -105,6 +131,7 @@ impl AnyConnector {
     pub fn sender_options(&self, config: &Config) -> SenderOptions {
         let (window, max_backoff) = match self {
             AnyConnector::Mqtt(c) => c.pacing(),
+            AnyConnector::GreengrassIpc(c) => c.pacing(),
         };
         SenderOptions {
             window,
@@ -121,6 +148,7 @@ impl Connector for AnyConnector {
     async fn connect(&self) -> Result<AnyUplink, UplinkError> {
         match self {
             AnyConnector::Mqtt(c) => c.connect().await.map(AnyUplink::Mqtt),
+            AnyConnector::GreengrassIpc(c) => c.connect().await.map(AnyUplink::GreengrassIpc),
         }
     }
 }
@@ -129,18 +157,21 @@ impl Uplink for AnyUplink {
     fn send(&mut self, msg: &Message) -> Result<(), UplinkError> {
         match self {
             AnyUplink::Mqtt(u) => u.send(msg),
+            AnyUplink::GreengrassIpc(u) => u.send(msg),
         }
     }
 
     fn notify(&mut self, topic: &str, payload: Vec<u8>) -> Result<(), UplinkError> {
         match self {
             AnyUplink::Mqtt(u) => u.notify(topic, payload),
+            AnyUplink::GreengrassIpc(u) => u.notify(topic, payload),
         }
     }
 
     async fn events(&mut self) -> Vec<Event> {
         match self {
             AnyUplink::Mqtt(u) => u.events().await,
+            AnyUplink::GreengrassIpc(u) => u.events().await,
         }
     }
 }

@@ -343,9 +343,15 @@ pub struct Daemon {
 impl Daemon {
     /// Starts the daemon and waits until it is ready.
     pub fn start(config: &Path) -> Daemon {
-        let d = Self::spawn(config);
+        let mut d = Self::spawn(config);
+        d.wait_ready();
+        d
+    }
+
+    /// Waits until a spawned daemon is ready (and knows its address).
+    pub fn wait_ready(&mut self) {
+        let d = self;
         let lines = d.lines.clone();
-        let mut d = d;
         let mut exited = None;
         wait_until("the daemon to be ready", Duration::from_secs(180), || {
             if let Some(s) = d.child.as_mut().unwrap().try_wait().unwrap() {
@@ -364,7 +370,6 @@ impl Daemon {
         {
             d.addr = addr;
         }
-        d
     }
 
     /// Starts the daemon without waiting.

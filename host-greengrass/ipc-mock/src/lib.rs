@@ -1,0 +1,256 @@
+//! AWS's Greengrass IPC mock server, as a test peer: the nucleus end of the
+//! IPC socket, which checks each packet a component sends against what the
+//! test expects, and answers as a nucleus would.
+//!
+//! The mock is C code in `aws-greengrass-component-sdk` (`mock/mock.c`,
+//! `gg_test_*`); this crate wraps it. It is one per process and sets
+//! `AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT` and `SVCUID` in the
+//! process's environment, so a test using it lives in a test binary of its
+//! own, and the component under test is a child process that inherits them.
+//! Expectations are strict and in order: stream ids count the component's
+//! IPC calls (1 for its first after connecting).
+
+use std::ffi::{CString, c_char, c_int};
+use std::path::Path;
+
+// The SDK's static library holds the mock; link it.
+use gg_sdk as _;
+
+unsafe extern "C" {
+    fn verge_mock_setup(prefix: *const c_char, token: *const c_char) -> c_int;
+    fn verge_mock_accept_handshake(timeout: c_int) -> c_int;
+    fn verge_mock_expect_update_state(stream: i32, state: *const c_char, timeout: c_int) -> c_int;
+    fn verge_mock_expect_publish_iot(
+        stream: i32,
+        topic: *const c_char,
+        b64: *const c_char,
+        qos: *const c_char,
+        timeout: c_int,
+    ) -> c_int;
+    fn verge_mock_expect_publish_iot_error(
+        stream: i32,
+        topic: *const c_char,
+        b64: *const c_char,
+        qos: *const c_char,
+        code: *const c_char,
+        message: *const c_char,
+        timeout: c_int,
+    ) -> c_int;
+    fn verge_mock_expect_publish_iot_no_reply(
+        stream: i32,
+        topic: *const c_char,
+        b64: *const c_char,
+        qos: *const c_char,
+        timeout: c_int,
+    ) -> c_int;
+    fn verge_mock_expect_any_publish_iot(stream: i32, timeout: c_int) -> c_int;
+    fn verge_mock_expect_any_publish_local(stream: i32, timeout: c_int) -> c_int;
+    fn verge_mock_disconnect() -> c_int;
+    fn verge_mock_wait_disconnect(timeout: c_int) -> c_int;
+    fn verge_mock_close();
+}
+
+/// What went wrong, with the mock's `GgError` code (its log on stderr says more).
+#[derive(Debug)]
+pub struct MockError {
+    pub what: String,
+    pub code: i32,
+}
+
+impl std::fmt::Display for MockError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "IPC mock: {} failed (GgError {})", self.what, self.code)
+    }
+}
+
+impl std::error::Error for MockError {}
+
+type Result = std::result::Result<(), MockError>;
+
+fn check(what: impl Into<String>, code: c_int) -> Result {
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(MockError {
+            what: what.into(),
+            code,
+        })
+    }
+}
+
+fn cs(s: &str) -> CString {
+    CString::new(s).expect("no NUL in a test string")
+}
+
+/// Timeouts are whole seconds (the mock's unit).
+fn secs(s: u32) -> c_int {
+    c_int::try_from(s).unwrap_or(c_int::MAX)
+}
+
+/// The mock nucleus; closed (socket and its folder removed) when dropped.
+pub struct Mock(());
+
+impl Mock {
+    /// Opens the socket in a new folder `<prefix>_XXXXXX` and sets the two
+    /// variables in this process's environment. Call it before starting threads.
+    pub fn setup(prefix: &Path, token: &str) -> std::result::Result<Mock, MockError> {
+        let prefix = cs(prefix.to_str().expect("a UTF-8 path"));
+        check("setup", unsafe {
+            verge_mock_setup(prefix.as_ptr(), cs(token).as_ptr())
+        })?;
+        Ok(Mock(()))
+    }
+
+    /// Waits for a component to connect and checks its token.
+    pub fn accept(&self, timeout: u32) -> Result {
+        check("accepting the connection", unsafe {
+            verge_mock_accept_handshake(secs(timeout))
+        })
+    }
+
+    /// UpdateState with `state` ("RUNNING", "ERRORED"); accepted.
+    pub fn expect_update_state(&self, stream: i32, state: &str, timeout: u32) -> Result {
+        check(format!("UpdateState {state} on stream {stream}"), unsafe {
+            verge_mock_expect_update_state(stream, cs(state).as_ptr(), secs(timeout))
+        })
+    }
+
+    /// PublishToIoTCore of exactly `payload` to `topic` at `qos`; accepted.
+    pub fn expect_publish(
+        &self,
+        stream: i32,
+        topic: &str,
+        payload: &[u8],
+        qos: u8,
+        timeout: u32,
+    ) -> Result {
+        check(format!("PublishToIoTCore on stream {stream}"), unsafe {
+            verge_mock_expect_publish_iot(
+                stream,
+                cs(topic).as_ptr(),
+                cs(&base64(payload)).as_ptr(),
+                cs(&qos.to_string()).as_ptr(),
+                secs(timeout),
+            )
+        })
+    }
+
+    /// The same request, answered with the IPC error `code` and `message`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn expect_publish_refused(
+        &self,
+        stream: i32,
+        topic: &str,
+        payload: &[u8],
+        qos: u8,
+        code: &str,
+        message: &str,
+        timeout: u32,
+    ) -> Result {
+        check(
+            format!("PublishToIoTCore on stream {stream}, refused"),
+            unsafe {
+                verge_mock_expect_publish_iot_error(
+                    stream,
+                    cs(topic).as_ptr(),
+                    cs(&base64(payload)).as_ptr(),
+                    cs(&qos.to_string()).as_ptr(),
+                    cs(code).as_ptr(),
+                    cs(message).as_ptr(),
+                    secs(timeout),
+                )
+            },
+        )
+    }
+
+    /// The same request, left unanswered.
+    pub fn expect_publish_unanswered(
+        &self,
+        stream: i32,
+        topic: &str,
+        payload: &[u8],
+        qos: u8,
+        timeout: u32,
+    ) -> Result {
+        check(
+            format!("PublishToIoTCore on stream {stream}, unanswered"),
+            unsafe {
+                verge_mock_expect_publish_iot_no_reply(
+                    stream,
+                    cs(topic).as_ptr(),
+                    cs(&base64(payload)).as_ptr(),
+                    cs(&qos.to_string()).as_ptr(),
+                    secs(timeout),
+                )
+            },
+        )
+    }
+
+    /// Any PublishToIoTCore on `stream` (its payload not checked); accepted.
+    pub fn expect_any_publish(&self, stream: i32, timeout: u32) -> Result {
+        check(format!("a PublishToIoTCore on stream {stream}"), unsafe {
+            verge_mock_expect_any_publish_iot(stream, secs(timeout))
+        })
+    }
+
+    /// Any PublishToTopic (local pub/sub) on `stream`; accepted.
+    pub fn expect_any_local_publish(&self, stream: i32, timeout: u32) -> Result {
+        check(format!("a PublishToTopic on stream {stream}"), unsafe {
+            verge_mock_expect_any_publish_local(stream, secs(timeout))
+        })
+    }
+
+    /// Hangs up on the component, as a nucleus that stops does.
+    pub fn hang_up(&self) -> Result {
+        check("hanging up", unsafe { verge_mock_disconnect() })
+    }
+
+    /// Waits for the component to close the connection, sending nothing more.
+    pub fn expect_disconnect(&self, timeout: u32) -> Result {
+        check("waiting for the component to disconnect", unsafe {
+            verge_mock_wait_disconnect(secs(timeout))
+        })
+    }
+}
+
+impl Drop for Mock {
+    fn drop(&mut self) {
+        unsafe { verge_mock_close() };
+    }
+}
+
+/// Standard base64 with padding: how the SDK carries a payload in IPC JSON.
+pub fn base64(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for c in data.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            out.push(if i <= c.len() {
+                T[(n >> (18 - 6 * i) & 63) as usize] as char
+            } else {
+                '='
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_matches_the_rfc_4648_vectors() {
+        let cases = [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foobar", "Zm9vYmFy"),
+        ];
+        for (plain, encoded) in cases {
+            assert_eq!(super::base64(plain.as_bytes()), encoded);
+        }
+    }
+}
