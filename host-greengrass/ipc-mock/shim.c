@@ -81,21 +81,23 @@ int verge_mock_expect_any_publish_iot(int32_t stream, int timeout) {
     return (int) gg_test_expect_packet_sequence(seq, timeout);
 }
 
-// Any PublishToTopic (local pub/sub) on this stream; accepted.
-int verge_mock_expect_any_publish_local(int32_t stream, int timeout) {
+// The answer to a PublishToIoTCore left unanswered before: accepted.
+int verge_mock_answer_publish_iot(int32_t stream, int timeout) {
     GgipcPacketSequence seq = {
-        .packets = {
-            (GgipcPacket) {
-                .direction = CLIENT_TO_SERVER,
-                .has_payload = false,
-                .headers = GG_IPC_REQUEST_HEADERS(stream, "aws.greengrass#PublishToTopic"),
-                .header_count = GG_IPC_REQUEST_HEADERS_COUNT,
-            },
-            gg_test_local_publish_accepted_packet(stream),
-        },
-        .len = 2,
+        .packets = { gg_test_mqtt_publish_accepted_packet(stream) },
+        .len = 1,
     };
     return (int) gg_test_expect_packet_sequence(seq, timeout);
+}
+
+// PublishToTopic (local pub/sub) of exactly this binary message (base64); accepted.
+int verge_mock_expect_publish_local(
+    int32_t stream, const char *topic, const char *b64, int timeout
+) {
+    return (int) gg_test_expect_packet_sequence(
+        gg_test_local_publish_accepted_sequence(stream, buf(topic), gg_obj_buf(buf(b64))),
+        timeout
+    );
 }
 
 int verge_mock_disconnect(void) { return (int) gg_test_disconnect(); }

@@ -13,10 +13,12 @@
 //!   SDK's receive thread calls `_Exit(1)`: no destructor runs. Nothing is
 //!   lost by it: state and outbox are committed to SQLite before anyone is
 //!   answered, and a message leaves the outbox only once the nucleus took it.
-//! * **Every call blocks** (up to the SDK's 10 s answer timeout), so none runs
-//!   on a tokio worker: the ordered publishes to IoT Core have their own
-//!   thread (`uplink::ipc`), best-effort calls (local pub/sub, state) go
-//!   through [`Nucleus::publish_local`] to a second one, with a bounded queue.
+//! * **Calls block, one publish at a time.** Each call waits for the
+//!   nucleus's answer (up to the SDK's 10 s), and PublishToIoTCore and
+//!   PublishToTopic share one lock in the SDK, held until the answer. So
+//!   publishes go through one thread of their own (`verge-ipc`), in the order
+//!   they were asked for, never on a tokio worker; a publish that waits to be
+//!   retried waits outside it (`uplink::ipc`), so local pub/sub goes on.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
@@ -25,6 +27,7 @@ use std::thread;
 use gg_sdk::Sdk;
 pub use gg_sdk::{ComponentState, Error as IpcError, Qos};
 use serde_json::json;
+use tokio::sync::oneshot;
 
 use crate::log;
 use crate::metrics::Metrics;
@@ -33,25 +36,32 @@ use crate::metrics::Metrics;
 pub const SOCKET_ENV: &str = "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT";
 pub const TOKEN_ENV: &str = "SVCUID";
 
-/// Best-effort calls that may wait for the notify thread; more are dropped
-/// (and counted) rather than queued without bound behind a slow nucleus.
-const NOTIFY_QUEUE: usize = 256;
+/// Publishes waiting for the IPC thread; more are refused (local ones
+/// dropped and counted) rather than queued without bound behind a slow nucleus.
+const QUEUE: usize = 256;
 
 /// Does this process run under a Greengrass nucleus?
 pub fn present() -> bool {
     std::env::var_os(SOCKET_ENV).is_some() && std::env::var_os(TOKEN_ENV).is_some()
 }
 
-/// A best-effort call, made once: local pub/sub (PublishToTopic, binary).
-struct Notify {
-    topic: String,
-    payload: Vec<u8>,
+/// A publish for the IPC thread.
+enum Publish {
+    /// Local pub/sub (PublishToTopic, binary message), best effort.
+    Local { topic: String, payload: Vec<u8> },
+    /// PublishToIoTCore; the nucleus's answer goes back.
+    IotCore {
+        topic: String,
+        payload: Vec<u8>,
+        qos: Qos,
+        answer: oneshot::Sender<Result<(), IpcError>>,
+    },
 }
 
 /// The connected nucleus.
 pub struct Nucleus {
     sdk: Sdk,
-    notify: mpsc::SyncSender<Notify>,
+    queue: mpsc::SyncSender<Publish>,
     metrics: Arc<Metrics>,
 }
 
@@ -78,30 +88,38 @@ impl Nucleus {
                 std::path::Path::new(&socket).display()
             )
         })?;
-        let (notify, rx) = mpsc::sync_channel(NOTIFY_QUEUE);
+        let (queue, rx) = mpsc::sync_channel(QUEUE);
         let nucleus = Arc::new(Nucleus {
             sdk,
-            notify,
+            queue,
             metrics,
         });
         let n = nucleus.clone();
         thread::Builder::new()
-            .name("verge-ipc-notify".into())
-            .spawn(move || n.notifier(rx))
-            .map_err(|e| format!("starting the IPC notify thread: {e}"))?;
+            .name("verge-ipc".into())
+            .spawn(move || n.publisher(rx))
+            .map_err(|e| format!("starting the IPC thread: {e}"))?;
         Ok(nucleus)
     }
 
-    /// PublishToIoTCore, blocking until the nucleus answers. `Ok` means the
-    /// nucleus took the message (the classic nucleus spooled it; nucleus lite
-    /// wrote it to its MQTT connection), not that IoT Core acknowledged it.
-    pub fn publish_to_iot_core(
+    /// PublishToIoTCore. `Ok` means the nucleus took the message (the classic
+    /// nucleus spooled it; nucleus lite wrote it to its MQTT connection), not
+    /// that IoT Core acknowledged it.
+    pub async fn publish_to_iot_core(
         &self,
         topic: &str,
         payload: &[u8],
         qos: Qos,
     ) -> Result<(), IpcError> {
-        self.sdk.publish_to_iot_core(topic, payload, qos)
+        let (answer, rx) = oneshot::channel();
+        let publish = Publish::IotCore {
+            topic: topic.to_owned(),
+            payload: payload.to_vec(),
+            qos,
+            answer,
+        };
+        self.queue.try_send(publish).map_err(|_| IpcError::Busy)?;
+        rx.await.unwrap_or(Err(IpcError::Fatal))
     }
 
     /// UpdateState, blocking until the nucleus answers.
@@ -112,32 +130,43 @@ impl Nucleus {
     /// Queues `payload` for local pub/sub on `topic` (device applications
     /// subscribed with SubscribeToTopic). `false`: the queue is full, dropped.
     pub fn publish_local(&self, topic: &str, payload: Vec<u8>) -> bool {
-        let queued = self
-            .notify
-            .try_send(Notify {
-                topic: topic.to_owned(),
-                payload,
-            })
-            .is_ok();
+        let publish = Publish::Local {
+            topic: topic.to_owned(),
+            payload,
+        };
+        let queued = self.queue.try_send(publish).is_ok();
         if !queued {
             self.metrics.local_failed.fetch_add(1, Ordering::Relaxed);
         }
         queued
     }
 
-    fn notifier(&self, rx: mpsc::Receiver<Notify>) {
-        for Notify { topic, payload } in rx {
-            let counter = match self.sdk.publish_to_topic_binary(&topic, &payload) {
-                Ok(()) => &self.metrics.local_published,
-                Err(e) => {
-                    log::warn(
-                        "local publish failed",
-                        json!({ "topic": topic, "error": e.to_string() }),
-                    );
-                    &self.metrics.local_failed
+    fn publisher(&self, rx: mpsc::Receiver<Publish>) {
+        for publish in rx {
+            match publish {
+                Publish::Local { topic, payload } => {
+                    let counter = match self.sdk.publish_to_topic_binary(&topic, &payload) {
+                        Ok(()) => &self.metrics.local_published,
+                        Err(e) => {
+                            log::warn(
+                                "local publish failed",
+                                json!({ "topic": topic, "error": e.to_string() }),
+                            );
+                            &self.metrics.local_failed
+                        }
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
                 }
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
+                Publish::IotCore {
+                    topic,
+                    payload,
+                    qos,
+                    answer,
+                } => {
+                    // The asker may be gone (its session ended): nothing to tell.
+                    let _ = answer.send(self.sdk.publish_to_iot_core(&topic, &payload, qos));
+                }
+            }
         }
     }
 }

@@ -4,8 +4,9 @@
 //! its state with UpdateState, drains its outbox with PublishToIoTCore at
 //! QoS 1 in order, retries what the nucleus refuses, keeps what it never
 //! answered through a hang-up and a kill -9, and publishes a route's outcomes
-//! on local pub/sub. No nucleus runs here: the mock checks every packet
-//! against what is expected, byte for byte where the payload is known.
+//! on local pub/sub without waiting for IoT Core. No nucleus runs here: the mock checks every packet
+//! against what is expected, byte for byte (but for the health reports'
+//! payloads, whose timestamps are not known in advance).
 //!
 //! The mock is one per process and sets the IPC variables in this process's
 //! environment, so this file is a test binary of its own with one test.
@@ -20,6 +21,7 @@ use support::{Daemon, config, scratch, wait_until};
 use verge_ipc_mock::Mock;
 
 const TOPIC: &str = "verge/test-thing/probe";
+const BOTH: &str = "verge/test-thing/both";
 const QOS1: u8 = 1;
 /// Seconds the mock waits for each expected packet.
 const WAIT: u32 = 60;
@@ -37,9 +39,9 @@ fn queued(dir: &Path, id: &str) -> Option<Vec<u8>> {
     .ok()
 }
 
-/// Posts to the cloud route; the outbox id and the payload as queued.
-fn post(d: &Daemon, dir: &Path, command: &[u8]) -> (String, Vec<u8>) {
-    let r = d.post("probe", "", command);
+/// Posts to a cloud route; the outbox id and the payload as queued.
+fn post(d: &Daemon, dir: &Path, route: &str, command: &[u8]) -> (String, Vec<u8>) {
+    let r = d.post(route, "", command);
     assert_eq!(r.status, 200, "{}", r.text());
     let id = r.json()["outbox"]["id"].as_str().unwrap().to_string();
     let payload = queued(dir, &id).expect("queued");
@@ -59,9 +61,10 @@ fn start(mock: &Mock, cfg: &Path) -> Daemon {
 fn the_outbox_goes_through_the_nucleus_in_order_and_survives_it() {
     let dir = scratch("greengrass-ipc");
     let mock = Mock::setup(&dir.join("nucleus"), "verge-test-svcuid").unwrap();
-    // No [mqtt] and no [uplink]: under a nucleus the outbox goes through IPC.
+    // No [mqtt] and no [uplink] type: under a nucleus the outbox goes through IPC.
     let extra = "[routes.probe]\ncomponent = \"probe\"\ncloud = { topic = \"verge/{thing}/probe\" }\n\n\
-                 [routes.to-device]\ncomponent = \"probe\"\nlocal = { topic = \"verge/{thing}/to-device\" }\n\n\
+                 [routes.both]\ncomponent = \"probe\"\ncloud = { topic = \"verge/{thing}/both\" }\n\
+                 local = { topic = \"verge/{thing}/both\" }\n\n\
                  [uplink]\nretry_max_s = 1\n\n[health]\ninterval_s = 3600\n";
     let cfg = config(&dir, extra);
 
@@ -72,8 +75,8 @@ fn the_outbox_goes_through_the_nucleus_in_order_and_survives_it() {
 
     // 2. Two results: the first taken, the second refused once (nucleus lite
     //    offline) and sent again, the same bytes, before anything after it.
-    let (_, first) = post(&d, &dir, b"echo");
-    let (_, second) = post(&d, &dir, b"echo");
+    let (_, first) = post(&d, &dir, "probe", b"echo");
+    let (_, second) = post(&d, &dir, "probe", b"echo");
     assert_ne!(first, second);
     mock.expect_publish(3, TOPIC, &first, QOS1, WAIT).unwrap();
     mock.expect_publish_refused(
@@ -96,15 +99,30 @@ fn the_outbox_goes_through_the_nucleus_in_order_and_survives_it() {
             .is_some()
     );
 
-    // 3. Local pub/sub for device applications.
-    let r = d.post("to-device", "", b"echo");
+    // 3. Local pub/sub for device applications: the same bytes as to the
+    //    cloud. The SDK makes one publish at a time, so while the nucleus has
+    //    not answered one, the local publish waits for it, then goes before
+    //    the outcome's own cloud publish, which waits for the one before it.
+    let (_, waiting) = post(&d, &dir, "probe", b"echo");
+    mock.expect_publish_unanswered(6, TOPIC, &waiting, QOS1, WAIT)
+        .unwrap();
+    let r = d.post("both", "", b"echo");
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json()["local"]["topic"], "verge/test-thing/to-device");
-    assert!(r.json().get("outbox").is_none());
-    mock.expect_any_local_publish(6, WAIT).unwrap();
-    wait_until("the local publish", Duration::from_secs(30), || {
-        d.metric("verge_local_published_total") == 1.0
-    });
+    assert_eq!(r.json()["local"]["topic"], BOTH);
+    let id = r.json()["outbox"]["id"].as_str().unwrap().to_string();
+    assert_eq!(r.json()["local"]["id"], id.as_str());
+    let both = queued(&dir, &id).unwrap();
+    mock.answer_publish(6, WAIT).unwrap();
+    mock.expect_local_publish(7, BOTH, &both, WAIT).unwrap();
+    mock.expect_publish(8, BOTH, &both, QOS1, WAIT).unwrap();
+    wait_until(
+        "the local publish and the outbox",
+        Duration::from_secs(30),
+        || {
+            d.metric("verge_local_published_total") == 1.0
+                && d.metric("verge_outbox_depth_messages") == 0.0
+        },
+    );
 
     // 4. Larger than an IPC packet carries: refused at the outbox (507),
     //    nothing sent (the next expectation would see it).
@@ -114,8 +132,8 @@ fn the_outbox_goes_through_the_nucleus_in_order_and_survives_it() {
 
     // 5. The nucleus goes away with a message unanswered: the SDK ends the
     //    process (exit 1, for Greengrass to restart it); the message stays.
-    let (unanswered, third) = post(&d, &dir, b"echo");
-    mock.expect_publish_unanswered(7, TOPIC, &third, QOS1, WAIT)
+    let (unanswered, third) = post(&d, &dir, "probe", b"echo");
+    mock.expect_publish_unanswered(9, TOPIC, &third, QOS1, WAIT)
         .unwrap();
     mock.hang_up().unwrap();
     let status = d.wait(Duration::from_secs(30));
@@ -131,7 +149,7 @@ fn the_outbox_goes_through_the_nucleus_in_order_and_survives_it() {
     });
 
     // 7. kill -9 with a message unanswered: sent again after the restart.
-    let (_, fourth) = post(&d, &dir, b"echo");
+    let (_, fourth) = post(&d, &dir, "probe", b"echo");
     mock.expect_publish_unanswered(4, TOPIC, &fourth, QOS1, WAIT)
         .unwrap();
     d.kill9();

@@ -44,7 +44,13 @@ unsafe extern "C" {
         timeout: c_int,
     ) -> c_int;
     fn verge_mock_expect_any_publish_iot(stream: i32, timeout: c_int) -> c_int;
-    fn verge_mock_expect_any_publish_local(stream: i32, timeout: c_int) -> c_int;
+    fn verge_mock_answer_publish_iot(stream: i32, timeout: c_int) -> c_int;
+    fn verge_mock_expect_publish_local(
+        stream: i32,
+        topic: *const c_char,
+        b64: *const c_char,
+        timeout: c_int,
+    ) -> c_int;
     fn verge_mock_disconnect() -> c_int;
     fn verge_mock_wait_disconnect(timeout: c_int) -> c_int;
     fn verge_mock_close();
@@ -193,10 +199,29 @@ impl Mock {
         })
     }
 
-    /// Any PublishToTopic (local pub/sub) on `stream`; accepted.
-    pub fn expect_any_local_publish(&self, stream: i32, timeout: u32) -> Result {
-        check(format!("a PublishToTopic on stream {stream}"), unsafe {
-            verge_mock_expect_any_publish_local(stream, secs(timeout))
+    /// Answers the PublishToIoTCore left unanswered on `stream`: accepted.
+    pub fn answer_publish(&self, stream: i32, timeout: u32) -> Result {
+        check(
+            format!("answering the PublishToIoTCore on stream {stream}"),
+            unsafe { verge_mock_answer_publish_iot(stream, secs(timeout)) },
+        )
+    }
+
+    /// PublishToTopic (local pub/sub) of exactly `payload` to `topic`; accepted.
+    pub fn expect_local_publish(
+        &self,
+        stream: i32,
+        topic: &str,
+        payload: &[u8],
+        timeout: u32,
+    ) -> Result {
+        check(format!("PublishToTopic on stream {stream}"), unsafe {
+            verge_mock_expect_publish_local(
+                stream,
+                cs(topic).as_ptr(),
+                cs(&base64(payload)).as_ptr(),
+                secs(timeout),
+            )
         })
     }
 
