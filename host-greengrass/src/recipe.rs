@@ -584,27 +584,32 @@ pub fn write(opts: &Options) -> Result<Written, RecipeError> {
         "ComponentPublisher": "verge",
     });
     let mut access = serde_json::Map::new();
-    if !resources.is_empty() {
-        let policy = json!({
-            "policyDescription": "verge-device publishes route outcomes and health to AWS IoT Core",
-            "operations": ["aws.greengrass#PublishToIoTCore"],
-            "resources": resources,
-        });
-        access.insert(
-            "aws.greengrass.ipc.mqttproxy".into(),
-            json!({ format!("{}:mqttproxy:1", opts.name): policy }),
-        );
-    }
-    if !local.is_empty() {
-        let policy = json!({
-            "policyDescription": "verge-device publishes route outcomes to device applications on local pub/sub",
-            "operations": ["aws.greengrass#PublishToTopic"],
-            "resources": local,
-        });
-        access.insert(
-            "aws.greengrass.ipc.pubsub".into(),
-            json!({ format!("{}:pubsub:1", opts.name): policy }),
-        );
+    let policies = [
+        (
+            "mqttproxy",
+            "aws.greengrass#PublishToIoTCore",
+            resources,
+            "route outcomes and health to AWS IoT Core",
+        ),
+        (
+            "pubsub",
+            "aws.greengrass#PublishToTopic",
+            local,
+            "route outcomes to device applications on local pub/sub",
+        ),
+    ];
+    for (service, operation, resources, what) in policies {
+        if !resources.is_empty() {
+            let policy = json!({
+                "policyDescription": format!("verge-device publishes {what}"),
+                "operations": [operation],
+                "resources": resources,
+            });
+            access.insert(
+                format!("aws.greengrass.ipc.{service}"),
+                json!({ format!("{}:{service}:1", opts.name): policy }),
+            );
+        }
     }
     if !access.is_empty() {
         recipe["ComponentConfiguration"] =

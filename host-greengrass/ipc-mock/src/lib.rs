@@ -93,6 +93,16 @@ fn secs(s: u32) -> c_int {
     c_int::try_from(s).unwrap_or(c_int::MAX)
 }
 
+/// How the mock answers a request it expected.
+#[derive(Debug, Clone, Copy)]
+pub enum Answer<'a> {
+    Accepted,
+    /// An IPC error with this code and message (a nucleus that cannot take it now).
+    Refused(&'a str, &'a str),
+    /// No answer (a nucleus about to go away); [`Mock::answer_publish`] may answer later.
+    None,
+}
+
 /// The mock nucleus; closed (socket and its folder removed) when dropped.
 pub struct Mock(());
 
@@ -121,75 +131,32 @@ impl Mock {
         })
     }
 
-    /// PublishToIoTCore of exactly `payload` to `topic` at `qos`; accepted.
+    /// PublishToIoTCore of exactly `payload` to `topic` at `qos`, answered as `answer` says.
     pub fn expect_publish(
         &self,
         stream: i32,
-        topic: &str,
-        payload: &[u8],
-        qos: u8,
+        (topic, payload, qos): (&str, &[u8], u8),
+        answer: Answer,
         timeout: u32,
     ) -> Result {
-        check(format!("PublishToIoTCore on stream {stream}"), unsafe {
-            verge_mock_expect_publish_iot(
-                stream,
-                cs(topic).as_ptr(),
-                cs(&base64(payload)).as_ptr(),
-                cs(&qos.to_string()).as_ptr(),
-                secs(timeout),
-            )
-        })
-    }
-
-    /// The same request, answered with the IPC error `code` and `message`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn expect_publish_refused(
-        &self,
-        stream: i32,
-        topic: &str,
-        payload: &[u8],
-        qos: u8,
-        code: &str,
-        message: &str,
-        timeout: u32,
-    ) -> Result {
-        check(
-            format!("PublishToIoTCore on stream {stream}, refused"),
-            unsafe {
-                verge_mock_expect_publish_iot_error(
+        let (topic, b64, qos) = (cs(topic), cs(&base64(payload)), cs(&qos.to_string()));
+        let (topic, b64, qos, t) = (topic.as_ptr(), b64.as_ptr(), qos.as_ptr(), secs(timeout));
+        let what = format!("PublishToIoTCore on stream {stream}, {answer:?}");
+        check(what, unsafe {
+            match answer {
+                Answer::Accepted => verge_mock_expect_publish_iot(stream, topic, b64, qos, t),
+                Answer::Refused(code, message) => verge_mock_expect_publish_iot_error(
                     stream,
-                    cs(topic).as_ptr(),
-                    cs(&base64(payload)).as_ptr(),
-                    cs(&qos.to_string()).as_ptr(),
+                    topic,
+                    b64,
+                    qos,
                     cs(code).as_ptr(),
                     cs(message).as_ptr(),
-                    secs(timeout),
-                )
-            },
-        )
-    }
-
-    /// The same request, left unanswered.
-    pub fn expect_publish_unanswered(
-        &self,
-        stream: i32,
-        topic: &str,
-        payload: &[u8],
-        qos: u8,
-        timeout: u32,
-    ) -> Result {
-        check(
-            format!("PublishToIoTCore on stream {stream}, unanswered"),
-            unsafe {
-                verge_mock_expect_publish_iot_no_reply(
-                    stream,
-                    cs(topic).as_ptr(),
-                    cs(&base64(payload)).as_ptr(),
-                    cs(&qos.to_string()).as_ptr(),
-                    secs(timeout),
-                )
-            },
-        )
+                    t,
+                ),
+                Answer::None => verge_mock_expect_publish_iot_no_reply(stream, topic, b64, qos, t),
+            }
+        })
     }
 
     /// Any PublishToIoTCore on `stream` (its payload not checked); accepted.
