@@ -3,10 +3,11 @@
 //! `verge-device serve` connects over the real IPC socket protocol, reports
 //! its state with UpdateState, drains its outbox with PublishToIoTCore at
 //! QoS 1 in order, retries what the nucleus refuses, keeps what it never
-//! answered through a hang-up and a kill -9, and publishes a route's outcomes
-//! on local pub/sub without waiting for IoT Core. No nucleus runs here: the mock checks every packet
-//! against what is expected, byte for byte (but for the health reports'
-//! payloads, whose timestamps are not known in advance).
+//! answered through a hang-up and a kill -9, gives up on a nucleus that never
+//! answers, and publishes a route's outcomes on local pub/sub. No nucleus
+//! runs here: the mock checks every packet against what is expected, byte
+//! for byte (but for the health reports' payloads, whose timestamps are not
+//! known in advance).
 //!
 //! The mock is one per process and sets the IPC variables in this process's
 //! environment, so this file is a test binary of its own with one test.
@@ -192,9 +193,22 @@ fn the_outbox_goes_through_the_nucleus_in_order_and_survives_it() {
     assert_eq!(d.wait(Duration::from_secs(30)).code(), Some(1));
     assert!(d.find("fatal").is_some());
     mock.expect_disconnect(WAIT).unwrap();
+
+    // 10. A nucleus that never answers the connect: the SDK gives up after
+    //     10 s, and the daemon exits 1 saying so (Greengrass starts it again).
+    let mut d = Daemon::spawn(&cfg);
+    assert_eq!(d.wait(Duration::from_secs(60)).code(), Some(1));
+    let fatal = d.find("fatal").unwrap();
+    assert!(
+        fatal["error"]
+            .as_str()
+            .unwrap()
+            .contains("connecting to the Greengrass nucleus"),
+        "{fatal}"
+    );
     drop(mock);
 
-    // 10. Outside a nucleus, the same configuration is refused, and says why.
+    // 11. Outside a nucleus, the same configuration is refused, and says why.
     let out = Command::new(env!("CARGO_BIN_EXE_verge-device"))
         .args(["serve", "--config"])
         .arg(&cfg)
