@@ -408,7 +408,8 @@ impl Api {
             Ok(id) => id,
             Err(e) => {
                 self.metrics.error(name, "outbox");
-                body["outbox"] = json!({ "error": e.to_string() });
+                let key = if cloud.is_some() { "outbox" } else { "local" };
+                body[key] = json!({ "error": e.to_string() });
                 return Ok((StatusCode::INSUFFICIENT_STORAGE, body));
             }
         };
@@ -424,10 +425,16 @@ impl Api {
         .to_string()
         .into_bytes();
         if let Some((topic, nucleus)) = local {
-            body["local"] = if nucleus.publish_local(topic, message.clone()) {
-                json!({ "id": id, "topic": topic })
-            } else {
-                json!({ "error": "the queue for the nucleus's local pub/sub is full: not published" })
+            // Queued, not yet published: local pub/sub is best effort.
+            body["local"] = match nucleus.publish_local(topic, message.clone()) {
+                Ok(()) => json!({ "id": id, "topic": topic }),
+                Err(why) => {
+                    crate::log::warn(
+                        "outcome not queued for local pub/sub",
+                        json!({ "route": name, "topic": topic, "error": why }),
+                    );
+                    json!({ "error": why })
+                }
             };
         }
         if let Some((topic, outbox)) = cloud {

@@ -130,8 +130,8 @@ pub struct Config {
 pub struct UplinkConfig {
     #[serde(rename = "type")]
     pub kind: Option<UplinkKind>,
-    /// Longest wait between connection attempts (mqtt: `[mqtt] reconnect_max_s`)
-    /// or between two tries of a message the nucleus did not take (greengrass-ipc).
+    /// greengrass-ipc: the longest wait between two tries of a message the
+    /// nucleus did not take (default 30 s; mqtt has `[mqtt] reconnect_max_s`).
     pub retry_max_s: Option<u64>,
 }
 
@@ -661,10 +661,9 @@ impl Config {
         }
     }
 
-    /// The longest wait between two tries of the uplink.
+    /// The longest wait between two tries of a message (greengrass-ipc).
     pub fn uplink_retry_max(&self) -> Duration {
-        let mqtt = self.mqtt.as_ref().map(|m| m.reconnect_max_s);
-        Duration::from_secs(self.uplink.retry_max_s.or(mqtt).unwrap_or(30).max(1))
+        Duration::from_secs(self.uplink.retry_max_s.unwrap_or(30).max(1))
     }
 
     pub fn state_dir(&self) -> &Path {

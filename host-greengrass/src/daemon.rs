@@ -127,7 +127,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     // first connection; an outbox only when something goes to the cloud.
     let connector = AnyConnector::from_config(&config, nucleus.as_ref())?;
     if nucleus.is_some() && config.mqtt.is_some() && config.uplink.kind.is_none() {
-        log::info(
+        log::warn(
             "under a Greengrass nucleus the outbox goes through IPC; [mqtt] is not used \
              (set [uplink] type = \"mqtt\" to use it)",
             json!({}),

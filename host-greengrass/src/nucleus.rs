@@ -20,7 +20,7 @@
 //!   they were asked for, never on a tokio worker; a publish that waits to be
 //!   retried waits outside it (`uplink::ipc`), so local pub/sub goes on.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
 
@@ -36,9 +36,17 @@ use crate::metrics::Metrics;
 pub const SOCKET_ENV: &str = "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT";
 pub const TOKEN_ENV: &str = "SVCUID";
 
-/// Publishes waiting for the IPC thread; more are refused (local ones
-/// dropped and counted) rather than queued without bound behind a slow nucleus.
-const QUEUE: usize = 256;
+/// Local publishes waiting for the IPC thread; more are dropped (and
+/// counted) rather than queued without bound behind a slow nucleus. Publishes
+/// to IoT Core are never refused for them: the uplink has one at a time.
+const LOCAL_QUEUE: usize = 256;
+
+/// Largest message one publish carries (topic and payload). The SDK's IPC
+/// packet is at most 10,000 bytes (`GG_IPC_MAX_MSG_LEN`, fixed when it is
+/// compiled; nucleus lite's IPC server has the same bound) and the payload
+/// travels in it as base64: 7,323 payload bytes passed with a 21-byte topic,
+/// 7,324 did not. 7,000 leaves room for the request's own fields.
+pub const MAX_MESSAGE: usize = 7000;
 
 /// Does this process run under a Greengrass nucleus?
 pub fn present() -> bool {
@@ -61,7 +69,9 @@ enum Publish {
 /// The connected nucleus.
 pub struct Nucleus {
     sdk: Sdk,
-    queue: mpsc::SyncSender<Publish>,
+    queue: mpsc::Sender<Publish>,
+    /// Local publishes in `queue`.
+    local_queued: AtomicUsize,
     metrics: Arc<Metrics>,
 }
 
@@ -88,10 +98,11 @@ impl Nucleus {
                 std::path::Path::new(&socket).display()
             )
         })?;
-        let (queue, rx) = mpsc::sync_channel(QUEUE);
+        let (queue, rx) = mpsc::channel();
         let nucleus = Arc::new(Nucleus {
             sdk,
             queue,
+            local_queued: AtomicUsize::new(0),
             metrics,
         });
         let n = nucleus.clone();
@@ -118,7 +129,7 @@ impl Nucleus {
             qos,
             answer,
         };
-        self.queue.try_send(publish).map_err(|_| IpcError::Busy)?;
+        self.queue.send(publish).map_err(|_| IpcError::Fatal)?;
         rx.await.unwrap_or(Err(IpcError::Fatal))
     }
 
@@ -128,23 +139,38 @@ impl Nucleus {
     }
 
     /// Queues `payload` for local pub/sub on `topic` (device applications
-    /// subscribed with SubscribeToTopic). `false`: the queue is full, dropped.
-    pub fn publish_local(&self, topic: &str, payload: Vec<u8>) -> bool {
+    /// subscribed with SubscribeToTopic); `Err` says why it was not.
+    pub fn publish_local(&self, topic: &str, payload: Vec<u8>) -> Result<(), String> {
+        let refused = |why: String| {
+            self.metrics.local_failed.fetch_add(1, Ordering::Relaxed);
+            Err(why)
+        };
+        let size = topic.len() + payload.len();
+        if size > MAX_MESSAGE {
+            return refused(format!(
+                "message of {size} bytes is over the {MAX_MESSAGE} bytes one Greengrass IPC publish carries"
+            ));
+        }
+        if self.local_queued.fetch_add(1, Ordering::SeqCst) >= LOCAL_QUEUE {
+            self.local_queued.fetch_sub(1, Ordering::SeqCst);
+            return refused(format!(
+                "{LOCAL_QUEUE} local publishes are already waiting for the nucleus"
+            ));
+        }
         let publish = Publish::Local {
             topic: topic.to_owned(),
             payload,
         };
-        let queued = self.queue.try_send(publish).is_ok();
-        if !queued {
-            self.metrics.local_failed.fetch_add(1, Ordering::Relaxed);
-        }
-        queued
+        self.queue
+            .send(publish)
+            .or_else(|_| refused("the IPC thread is gone".into()))
     }
 
     fn publisher(&self, rx: mpsc::Receiver<Publish>) {
         for publish in rx {
             match publish {
                 Publish::Local { topic, payload } => {
+                    self.local_queued.fetch_sub(1, Ordering::SeqCst);
                     let counter = match self.sdk.publish_to_topic_binary(&topic, &payload) {
                         Ok(()) => &self.metrics.local_published,
                         Err(e) => {

@@ -112,6 +112,21 @@ impl Outbox {
         };
         outbox.stats.depth.store(depth, Ordering::Relaxed);
         outbox.stats.bytes.store(bytes, Ordering::Relaxed);
+        // Queued under an uplink that carried more (mqtt, then greengrass-ipc):
+        // kept on disk, never sent through this one, so they block nothing.
+        let conn = outbox.conn();
+        let (over, over_bytes): (u64, u64) = conn.query_row(
+            "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM outbox WHERE bytes > ?1",
+            [outbox.max_message],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        drop(conn);
+        if over > 0 {
+            log::warn(
+                "outbox messages larger than this uplink carries stay in the outbox, unsent",
+                json!({ "messages": over, "bytes": over_bytes, "max_message": outbox.max_message }),
+            );
+        }
         Ok(outbox)
     }
 
@@ -228,10 +243,10 @@ impl Outbox {
     pub fn after(&self, seq: u64, limit: usize) -> Result<Vec<Message>, OutboxError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT seq, id, topic, payload FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            "SELECT seq, id, topic, payload FROM outbox WHERE seq > ?1 AND bytes <= ?3 ORDER BY seq LIMIT ?2",
         )?;
         let rows = stmt
-            .query_map(params![seq, limit as i64], |r| {
+            .query_map(params![seq, limit as i64, self.max_message], |r| {
                 Ok(Message {
                     seq: r.get(0)?,
                     id: r.get(1)?,
@@ -285,6 +300,32 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    #[test]
+    fn messages_over_a_smaller_uplinks_bound_stay_unsent_and_block_nothing() {
+        let d = dir("smaller");
+        let path = d.join("outbox.db");
+        let big = Outbox::open(&path, 1 << 20, 1 << 16, Policy::RejectNew).unwrap();
+        big.push("large", "t", &[b'x'; 9000]).unwrap();
+        big.push("small", "t", b"{}").unwrap();
+        drop(big);
+        // Reopened for an uplink that carries 7,000 bytes (greengrass-ipc).
+        let small = Outbox::open(&path, 1 << 20, 7000, Policy::RejectNew).unwrap();
+        let ids: Vec<String> = small
+            .after(0, 10)
+            .unwrap()
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(ids, ["small"]);
+        assert_eq!(
+            small.stats().depth.load(Ordering::Relaxed),
+            2,
+            "kept on disk"
+        );
+        drop(small);
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

@@ -140,6 +140,11 @@ fn the_outbox_goes_through_the_nucleus_in_order_and_survives_it() {
     let r = d.post("probe", "", b"big:8000");
     assert_eq!(r.status, 507, "{}", r.text());
     assert!(r.text().contains("7000"), "{}", r.text());
+    let r = d.post("both", "", b"big:8000");
+    assert_eq!(r.status, 507, "{}", r.text());
+    let local = r.json()["local"]["error"].as_str().unwrap().to_string();
+    assert!(local.contains("7000"), "{local}");
+    assert_eq!(d.metric("verge_local_failed_total"), 1.0);
 
     // 5. The nucleus goes away with a message unanswered: the SDK ends the
     //    process (exit 1, for Greengrass to restart it); the message stays.

@@ -13,7 +13,7 @@
 //!   PUBACK. An error answer (nucleus lite offline, spooler full, not
 //!   authorized, no answer in 10 s) is retried; the log says which.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -26,11 +26,7 @@ use crate::nucleus::{Nucleus, Qos};
 use crate::outbox::Message;
 
 /// Largest message this uplink carries; the outbox refuses larger ones.
-/// The SDK's IPC packet is at most 10,000 bytes (`GG_IPC_MAX_MSG_LEN`, fixed
-/// when it is compiled; nucleus lite's IPC server has the same bound) and the
-/// payload travels in it as base64: 7,323 bytes passed with a 21-byte topic,
-/// 7,324 did not. 7,000 leaves room for any topic IoT Core allows (256 bytes).
-pub const MAX_MESSAGE: usize = 7000;
+pub use crate::nucleus::MAX_MESSAGE;
 
 /// Messages handed to a session at once (it sends them one by one).
 const WINDOW: usize = 32;
@@ -42,9 +38,13 @@ enum Work {
         topic: String,
         payload: Vec<u8>,
     },
-    /// QoS 0, one attempt.
-    Health { topic: String, payload: Vec<u8> },
+    /// QoS 0, one attempt: the latest report in the session's health slot.
+    Health,
 }
+
+/// The latest health report not sent yet: a session busy retrying sends
+/// one fresh report when it is free, not every tick it missed.
+type HealthSlot = Arc<Mutex<Option<(String, Vec<u8>)>>>;
 
 pub struct IpcConnector {
     nucleus: Arc<Nucleus>,
@@ -71,14 +71,27 @@ impl Connector for IpcConnector {
     async fn connect(&self) -> Result<IpcUplink, UplinkError> {
         let (tx, work) = mpsc::unbounded_channel();
         let (events, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(session(self.nucleus.clone(), work, events, self.retry_max));
-        Ok(IpcUplink { tx, rx, task })
+        let health = HealthSlot::default();
+        let session = session(
+            self.nucleus.clone(),
+            work,
+            events,
+            health.clone(),
+            self.retry_max,
+        );
+        Ok(IpcUplink {
+            tx,
+            rx,
+            health,
+            task: tokio::spawn(session),
+        })
     }
 }
 
 pub struct IpcUplink {
     tx: mpsc::UnboundedSender<Work>,
     rx: mpsc::UnboundedReceiver<Event>,
+    health: HealthSlot,
     task: JoinHandle<()>,
 }
 
@@ -106,12 +119,11 @@ impl Uplink for IpcUplink {
     }
 
     fn notify(&mut self, topic: &str, payload: Vec<u8>) -> Result<(), UplinkError> {
-        self.tx
-            .send(Work::Health {
-                topic: topic.to_owned(),
-                payload,
-            })
-            .map_err(gone)
+        let mut slot = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.replace((topic.to_owned(), payload)).is_some() {
+            return Ok(()); // the session has not sent the last one yet
+        }
+        self.tx.send(Work::Health).map_err(gone)
     }
 
     async fn events(&mut self) -> Vec<Event> {
@@ -132,11 +144,16 @@ async fn session(
     nucleus: Arc<Nucleus>,
     mut work: mpsc::UnboundedReceiver<Work>,
     events: mpsc::UnboundedSender<Event>,
+    health: HealthSlot,
     retry_max: Duration,
 ) {
     while let Some(w) = work.recv().await {
         let (seq, topic, payload) = match w {
-            Work::Health { topic, payload } => {
+            Work::Health => {
+                let latest = health.lock().unwrap_or_else(|e| e.into_inner()).take();
+                let Some((topic, payload)) = latest else {
+                    continue;
+                };
                 let sent = nucleus
                     .publish_to_iot_core(&topic, &payload, Qos::AtMostOnce)
                     .await;
