@@ -94,6 +94,16 @@ run() {
         if ! "$BIN/$t" "$corpus" ${seeds:+"$seeds"} "${dict[@]}" -max_total_time="$seconds" \
             -timeout=20 -rss_limit_mb=4096 -max_len=65536 -print_final_stats=1 \
             -artifact_prefix="$VERGE_CACHE/fuzz-artifacts/$t/" >"$log" 2>&1; then
+            # ONNX Runtime ending the process from its C++ code (std::terminate,
+            # which Rust never calls) on a model it cannot run is its bug, not
+            # verge's (fuzz/findings/onnx_ort-dft-scalar-terminate; its own
+            # Python binding dies the same way): reported, not fatal.
+            if [[ $t == onnx_ort ]] && grep -q '^terminate called' "$log"; then
+                echo "  $t: ONNX Runtime aborted on an input (std::terminate; an upstream bug), kept in" \
+                    "$VERGE_CACHE/fuzz-artifacts/$t/; see fuzz/findings/"
+                grep -m1 -B2 '^terminate called' "$log" | sed 's/^/    /'
+                continue
+            fi
             tail -n 40 "$log" >&2
             echo "fuzz: $t found a failure; the input is in $VERGE_CACHE/fuzz-artifacts/$t/ (fix it, then keep it in fuzz/regressions/$t/)" >&2
             return 1
