@@ -245,6 +245,15 @@ impl Graph {
     }
 }
 
+/// What a caught panic said (engines catch their libraries' panics on broken
+/// models and inputs, so a model error never takes a host down).
+pub fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}
+
 /// An engine's refusal to load a model, worded the same for every engine:
 /// the engine's own words become the detail.
 pub fn load_failed(name: &str, engine: &str, e: NnError) -> NnError {

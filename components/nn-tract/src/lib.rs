@@ -61,12 +61,7 @@ impl verge_nn::Engine for Tract {
     }
 }
 
-fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_default()
-}
+use verge_nn::panic_text;
 
 fn datum_type(t: ElementType) -> Option<DatumType> {
     Some(match t {

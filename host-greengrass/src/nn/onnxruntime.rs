@@ -10,6 +10,7 @@
 //! sessions: one made at load (which checks the model), more only when calls
 //! overlap, each returned to the pool after its call.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -303,8 +304,21 @@ impl OrtModel {
                 .with_execution_providers(&self.providers)
                 .map_err(|e| ort_error("registering execution providers", e))?;
         }
-        b.commit_from_memory(&self.onnx)
-            .map_err(|e| ort_error("loading the model", e))
+        // `ort` panics on some broken files (an output dimension below -1:
+        // fuzz/regressions/onnx_ort/negative-output-dim): refused, not a crash.
+        let commit = || {
+            b.commit_from_memory(&self.onnx)
+                .map_err(|e| ort_error("loading the model", e))
+        };
+        catch_unwind(AssertUnwindSafe(commit)).unwrap_or_else(|p| {
+            Err(NnError::new(
+                ErrorCode::InvalidEncoding,
+                format!(
+                    "ONNX Runtime's binding panicked loading the model: {}",
+                    verge_nn::panic_text(&*p)
+                ),
+            ))
+        })
     }
 }
 
@@ -456,17 +470,30 @@ impl Model for OrtModel {
             Some(s) => s,
             None => self.new_session()?,
         };
-        let result = session
-            .run(inputs)
-            .map_err(|e| ort_error("inference failed", e))
-            .and_then(|outputs| {
-                outputs
-                    .into_iter()
-                    .map(|(name, value)| {
-                        from_value(&value).map_err(|e| ort_error(&format!("output '{name}'"), e))
-                    })
-                    .collect::<Result<Vec<RawTensor>, NnError>>()
-            });
+        let run = || {
+            session
+                .run(inputs)
+                .map_err(|e| ort_error("inference failed", e))
+                .and_then(|outputs| {
+                    outputs
+                        .into_iter()
+                        .map(|(name, value)| {
+                            from_value(&value)
+                                .map_err(|e| ort_error(&format!("output '{name}'"), e))
+                        })
+                        .collect::<Result<Vec<RawTensor>, NnError>>()
+                })
+        };
+        // A panic in the binding fails the call; its session is not reused.
+        let result = catch_unwind(AssertUnwindSafe(run)).map_err(|p| {
+            NnError::new(
+                ErrorCode::RuntimeError,
+                format!(
+                    "ONNX Runtime's binding panicked: {}",
+                    verge_nn::panic_text(&*p)
+                ),
+            )
+        })?;
         self.idle
             .lock()
             .unwrap_or_else(|p| p.into_inner())
