@@ -53,10 +53,7 @@ pub struct IpcConnector {
 
 impl IpcConnector {
     pub fn new(nucleus: Arc<Nucleus>, retry_max: Duration) -> IpcConnector {
-        IpcConnector {
-            nucleus,
-            retry_max: retry_max.max(Duration::from_millis(500)),
-        }
+        IpcConnector { nucleus, retry_max }
     }
 
     /// Messages unacknowledged at once, and the longest wait between attempts.

@@ -337,6 +337,8 @@ impl Drop for Subscriber {
 pub struct Daemon {
     child: Option<Child>,
     pub lines: Arc<Mutex<Vec<Value>>>,
+    /// Takes the stdout lines in; done once the process has exited.
+    reader: Option<std::thread::JoinHandle<()>>,
     pub addr: SocketAddr,
 }
 
@@ -385,7 +387,7 @@ impl Daemon {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let out = child.stdout.take().unwrap();
         let l = lines.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(out).lines() {
                 let Ok(line) = line else { break };
                 // A line that is not JSON is kept as a string, for tests to catch.
@@ -396,6 +398,7 @@ impl Daemon {
         Daemon {
             child: Some(child),
             lines,
+            reader: Some(reader),
             addr: "127.0.0.1:0".parse().unwrap(),
         }
     }
@@ -427,7 +430,9 @@ impl Daemon {
     pub fn terminate(&mut self) -> ExitStatus {
         let mut child = self.child.take().unwrap();
         signal(child.id(), "TERM");
-        wait_exit(&mut child, Duration::from_secs(60))
+        let status = wait_exit(&mut child, Duration::from_secs(60));
+        self.all_lines_in();
+        status
     }
 
     /// SIGKILL, as a crash or a power cut would.
@@ -435,12 +440,22 @@ impl Daemon {
         let mut child = self.child.take().unwrap();
         child.kill().unwrap();
         child.wait().unwrap();
+        self.all_lines_in();
     }
 
     /// Waits for the process to exit by itself.
     pub fn wait(&mut self, limit: Duration) -> ExitStatus {
         let mut child = self.child.take().unwrap();
-        wait_exit(&mut child, limit)
+        let status = wait_exit(&mut child, limit);
+        self.all_lines_in();
+        status
+    }
+
+    /// Once the process has exited: every line it wrote is in `lines`.
+    fn all_lines_in(&mut self) {
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
     }
 
     pub fn post(&self, route: &str, content_type: &str, body: &[u8]) -> Reply {
