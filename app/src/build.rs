@@ -14,7 +14,7 @@ use verge_device::config::{Config, Overrides};
 use verge_device::recipe::{self, Arch};
 use verge_edge::cloudformation::{self, Function};
 use verge_edge::package::{self, Engine, ModelSource, OnnxruntimeNode, PackError, PackOptions};
-use verge_edge::quota::Trigger;
+use verge_edge::quota::{Runtime, Trigger};
 use verge_edge::sha256;
 
 use crate::manifest::{App, Component};
@@ -42,6 +42,7 @@ pub struct EdgePlan {
     pub engine: Engine,
     pub memory_mb: u32,
     pub timeout_s: u32,
+    pub runtime: Runtime,
     pub include_body: bool,
     pub path: Option<String>,
     pub settings: BTreeMap<String, String>,
@@ -287,6 +288,7 @@ fn plan_edge(
                 include_body: f.include_body,
                 memory_mb: f.memory_mb,
                 timeout_s: f.timeout_s,
+                runtime: f.runtime,
                 on_error: f.on_error,
                 config: settings
                     .iter()
@@ -315,6 +317,7 @@ fn plan_edge(
                 engine,
                 memory_mb: f.memory_mb,
                 timeout_s: f.timeout_s,
+                runtime: f.runtime,
                 include_body: f.include_body,
                 path: f.path.clone(),
                 settings,
@@ -342,6 +345,7 @@ pub fn functions(plans: &[EdgePlan]) -> Vec<Function> {
             include_body: p.include_body,
             memory_mb: p.memory_mb,
             timeout_s: p.timeout_s,
+            runtime: p.runtime,
             zip_sha256: sha256(&p.package.zip),
             code_key: format!("{}/function.zip", p.dir),
             source: format!("edge/{}", p.dir),

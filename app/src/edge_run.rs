@@ -20,12 +20,38 @@ pub struct Invocation {
     pub warm_ms: Option<f64>,
 }
 
-/// Whether `node` runs here, and which.
+/// The oldest Node.js major that runs packs: Lambda@Edge's runtime
+/// (nodejs22.x). Node 20 refuses their Wasm (multi-memory, extended-const).
+const NODE_MAJOR: u32 = 22;
+
+/// The Node.js that runs packages: `$VERGE_NODE`, else `node` on the path.
+fn node() -> std::ffi::OsString {
+    std::env::var_os("VERGE_NODE").unwrap_or_else(|| "node".into())
+}
+
+/// Which Node.js runs packages here, when one does and it is new enough.
 pub fn node_version() -> Option<String> {
-    let out = Command::new("node").arg("--version").output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    usable_node().ok()
+}
+
+fn usable_node() -> Result<String> {
+    let out = Command::new(node())
+        .arg("--version")
+        .output()
+        .context("starting node ($VERGE_NODE, else node on the path)")?;
+    let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let major = version
+        .strip_prefix('v')
+        .and_then(|v| v.split('.').next())
+        .and_then(|m| m.parse::<u32>().ok());
+    match major {
+        Some(m) if out.status.success() && m >= NODE_MAJOR => Ok(version),
+        _ => bail!(
+            "node {version:?} cannot run edge packages: Lambda@Edge runs Node.js {NODE_MAJOR} \
+             (nodejs{NODE_MAJOR}.x), and packs use Wasm features older Node refuses; \
+             set $VERGE_NODE to a Node.js {NODE_MAJOR} or later"
+        ),
+    }
 }
 
 /// Each input (path, content type) through the package `zip`, `repeat` times each.
@@ -42,14 +68,15 @@ pub fn invoke(zip: &[u8], inputs: &[(PathBuf, String)], repeat: usize) -> Result
         "inputs": inputs.iter().map(|(f, ct)| json!({ "file": absolute(f), "content_type": ct })).collect::<Vec<_>>(),
         "repeat": repeat,
     });
-    let mut child = Command::new("node")
+    usable_node()?;
+    let mut child = Command::new(node())
         .arg(&driver)
         .arg(&dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .context("starting node (Node.js 20 or later runs the edge packages)")?;
+        .context("starting node")?;
     child
         .stdin
         .take()

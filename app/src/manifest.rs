@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use verge_device::recipe::Arch;
 use verge_edge::package::{Engine, OnError};
-use verge_edge::quota::Trigger;
+use verge_edge::quota::{Runtime, Trigger};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
@@ -88,6 +88,9 @@ pub struct EdgeFunction {
     pub memory_mb: u32,
     #[serde(default = "default_timeout")]
     pub timeout_s: u32,
+    /// The Lambda runtime: nodejs22.x (default) or nodejs24.x.
+    #[serde(default)]
+    pub runtime: Runtime,
     #[serde(default)]
     pub include_body: bool,
     #[serde(default = "default_on_error")]

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::quota::{self, Misfit, Trigger};
+use crate::quota::{self, Misfit, Runtime, Trigger};
 use crate::sha256;
 
 /// One packed function, as the template deploys it.
@@ -27,6 +27,7 @@ pub struct Function {
     pub include_body: bool,
     pub memory_mb: u32,
     pub timeout_s: u32,
+    pub runtime: Runtime,
     pub zip_sha256: String,
     /// The default of the function's S3 key parameter.
     pub code_key: String,
@@ -72,6 +73,9 @@ struct Manifest {
     include_body: bool,
     memory_mb: u32,
     timeout_s: u32,
+    /// Packs made before the setting existed ran on nodejs22.x.
+    #[serde(default)]
+    runtime: Runtime,
 }
 
 #[derive(Deserialize)]
@@ -141,6 +145,7 @@ impl Function {
             include_body: m.include_body,
             memory_mb: m.memory_mb,
             timeout_s: m.timeout_s,
+            runtime: m.runtime,
             zip_sha256: sha256(&zip),
             code_key: "function.zip".into(),
             source: dir.display().to_string(),
@@ -261,7 +266,7 @@ pub fn stack(functions: &[Function]) -> Result<Value, StackError> {
                 "Type": "AWS::Lambda::Function",
                 "Properties": {
                     "Description": format!("verge {} ({event})", f.name),
-                    "Runtime": "nodejs22.x",
+                    "Runtime": f.runtime.as_str(),
                     "Architectures": ["x86_64"],
                     "Handler": "index.handler",
                     "MemorySize": f.memory_mb,
@@ -389,6 +394,7 @@ mod tests {
             include_body: trigger.is_request(),
             memory_mb: 128,
             timeout_s: 5,
+            runtime: Runtime::Nodejs22,
             zip_sha256: "ab".repeat(32),
             code_key: format!("{}.zip", trigger.event_type()),
             source: format!("out/{name}-{}", trigger.event_type()),

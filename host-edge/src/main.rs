@@ -10,7 +10,7 @@ use verge_edge::fit;
 use verge_edge::package::{
     self, Engine, ModelSource, OnError, OnnxruntimeNode, PackError, PackOptions,
 };
-use verge_edge::quota::Trigger;
+use verge_edge::quota::{Runtime, Trigger};
 use verge_edge::sha256;
 
 #[derive(Parser)]
@@ -77,6 +77,10 @@ struct PackArgs {
     /// Function timeout in seconds (viewer triggers: at most 5, origin: 30).
     #[arg(long = "timeout", default_value_t = 5)]
     timeout_s: u32,
+    /// The Lambda runtime the template creates the function on: nodejs22.x
+    /// (what Lambda@Edge runs) or nodejs24.x; nodejs20.x is refused.
+    #[arg(long, default_value_t = Runtime::default())]
+    runtime: Runtime,
     /// When the component fails or traps: pass the request on, or answer 503.
     #[arg(long, value_enum, default_value_t = OnError::Pass)]
     on_error: OnError,
@@ -171,6 +175,7 @@ fn pack(args: PackArgs) -> Result<()> {
         include_body: args.include_body,
         memory_mb: args.memory_mb,
         timeout_s: args.timeout_s,
+        runtime: args.runtime,
         on_error: args.on_error,
         config: args.config,
     };
@@ -190,6 +195,7 @@ fn pack(args: PackArgs) -> Result<()> {
         include_body: args.include_body,
         memory_mb: args.memory_mb,
         timeout_s: args.timeout_s,
+        runtime: args.runtime,
         zip_sha256: zip_sha.clone(),
         code_key: "function.zip".into(),
         source: out.display().to_string(),
@@ -263,6 +269,7 @@ fn dry_run(args: PackArgs) -> Result<bool> {
         include_body: args.include_body,
         memory_mb: args.memory_mb,
         timeout_s: args.timeout_s,
+        runtime: args.runtime,
         on_error: args.on_error,
         config: args.config,
     };

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::json;
 use zip::write::SimpleFileOptions;
 
-use crate::quota::{self, Misfit, Trigger};
+use crate::quota::{self, Misfit, Runtime, Trigger};
 use crate::{compose, sha256, transpile};
 
 /// The Node shim, embedded so the packager needs nothing beside itself.
@@ -37,6 +37,10 @@ const SHIM: &[(&str, &str)] = &[
     (
         "onnxruntime.mjs",
         include_str!("../../shims/lambda-edge/src/onnxruntime.mjs"),
+    ),
+    (
+        "engine-abi.mjs",
+        include_str!("../../shims/lambda-edge/src/engine-abi.mjs"),
     ),
 ];
 
@@ -208,6 +212,8 @@ pub struct PackOptions {
     pub include_body: bool,
     pub memory_mb: u32,
     pub timeout_s: u32,
+    /// The Lambda runtime the template creates the function on.
+    pub runtime: Runtime,
     pub on_error: OnError,
     pub config: Vec<(String, String)>,
 }
@@ -365,11 +371,20 @@ pub fn build(opts: &PackOptions) -> Result<Package, PackError> {
         "on_error": opts.on_error,
         "memory_mb": opts.memory_mb,
         "timeout_s": opts.timeout_s,
+        "runtime": opts.runtime,
         "limits": limits,
         "models": models,
         "engine": engine,
         "config": opts.config.iter().cloned().collect::<BTreeMap<_, _>>(),
         "imports": js.imports,
+        // What verge-edge changed in the generated glue (transpile.rs).
+        "glue": {
+            "generator": transpile::GENERATOR,
+            "byte_copies": js.rewrites.byte_copies,
+            "bookkeeping_calls": js.rewrites.bookkeeping_calls,
+            "debug_logs": js.rewrites.debug_logs,
+            "hybrid_checks": js.rewrites.hybrid_checks,
+        },
     });
     let mut text = serde_json::to_vec_pretty(&manifest).expect("a JSON value serialises");
     text.push(b'\n');

@@ -72,6 +72,56 @@ impl Trigger {
     }
 }
 
+/// The Lambda runtime a function is created on (AWS Lambda, "Lambda runtimes";
+/// CloudFront's "Restrictions on edge functions" lists Node.js 22 for
+/// Lambda@Edge). Packs need Node 22's Wasm (multi-memory, extended-const).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String")]
+pub enum Runtime {
+    #[default]
+    #[serde(rename = "nodejs22.x")]
+    Nodejs22,
+    #[serde(rename = "nodejs24.x")]
+    Nodejs24,
+}
+
+impl Runtime {
+    /// Lambda's identifier (`nodejs22.x`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Runtime::Nodejs22 => "nodejs22.x",
+            Runtime::Nodejs24 => "nodejs24.x",
+        }
+    }
+}
+
+impl std::str::FromStr for Runtime {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Runtime, String> {
+        match s {
+            "nodejs22.x" => Ok(Runtime::Nodejs22),
+            "nodejs24.x" => Ok(Runtime::Nodejs24),
+            "nodejs20.x" => Err("nodejs20.x is deprecated by Lambda since 2026-04-30: creating functions on it is blocked since 2026-08-31 and updating them since 2026-09-30 (and Node 20 cannot run a pack's Wasm); use nodejs22.x".into()),
+            other => Err(format!("runtime '{other}' is not one a pack runs on: nodejs22.x (the default) or nodejs24.x")),
+        }
+    }
+}
+
+impl TryFrom<String> for Runtime {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Runtime, String> {
+        s.parse()
+    }
+}
+
+impl std::fmt::Display for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What one trigger allows.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Limits {
@@ -208,5 +258,16 @@ mod tests {
             3
         );
         assert!(settings_misfits(Trigger::OriginRequest, 1024, 30, true).is_empty());
+    }
+
+    #[test]
+    fn runtimes_lambda_accepts_and_node_20_refused_with_its_dates() {
+        assert_eq!("nodejs22.x".parse(), Ok(Runtime::Nodejs22));
+        assert_eq!("nodejs24.x".parse::<Runtime>().unwrap().as_str(), "nodejs24.x");
+        assert_eq!(Runtime::default().as_str(), "nodejs22.x");
+        let e = "nodejs20.x".parse::<Runtime>().unwrap_err();
+        assert!(e.contains("2026-04-30") && e.contains("2026-08-31") && e.contains("2026-09-30"), "{e}");
+        assert!("python3.13".parse::<Runtime>().unwrap_err().contains("nodejs22.x"));
+        assert_eq!(serde_json::to_string(&Runtime::Nodejs24).unwrap(), "\"nodejs24.x\"");
     }
 }

@@ -16,6 +16,8 @@
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 
+import { withCabiLower } from './engine-abi.mjs';
+
 // ONNX TensorProto.DataType codes ↔ the binding's type names and typed arrays.
 const TYPES = {
   1: ['float32', Float32Array],
@@ -51,10 +53,10 @@ function bytesOf(view) {
 }
 
 /** A typed array over `data` (a Uint8Array from the component), copied only when misaligned. */
-function typedView(Array, data) {
-  const size = Array.BYTES_PER_ELEMENT;
+function typedView(View, data) {
+  const size = View.BYTES_PER_ELEMENT;
   if (data.byteOffset % size !== 0) data = data.slice();
-  return new Array(data.buffer, data.byteOffset, data.byteLength / size);
+  return new View(data.buffer, data.byteOffset, data.byteLength / size);
 }
 
 function port(m) {
@@ -88,7 +90,9 @@ function runCode(message) {
 export function onnxruntimeEngine({ dir, manifest, models }) {
   const settings = manifest.engine;
   let binding;
+  // Models by name, and by id (the index `run` is given).
   const sessions = new Map();
+  const loaded = [];
   const engineName = `onnxruntime-node ${settings.onnxruntime_node}`;
 
   function init() {
@@ -101,27 +105,27 @@ export function onnxruntimeEngine({ dir, manifest, models }) {
   }
 
   class Model {
-    constructor(session) {
+    constructor(session, id) {
       this.session = session;
+      this.id = id;
       this.inputNames = session.inputMetadata.map((m) => m.name);
       this.fetches = Object.fromEntries(session.outputMetadata.map((m) => [m.name, null]));
       this.outputNames = Object.keys(this.fetches);
     }
 
-    inputs() {
-      return this.session.inputMetadata.map(port);
-    }
-
-    outputs() {
-      return this.session.outputMetadata.map(port);
+    /** The WIT `model` record: what the provider checks inputs against. */
+    record() {
+      return { id: this.id, inputs: this.session.inputMetadata.map(port), outputs: this.session.outputMetadata.map(port) };
     }
 
     run(inputs) {
       const feeds = {};
       inputs.forEach((t, i) => {
-        const [type, Array] = TYPES[t.datum] ?? [];
+        const [type, View] = TYPES[t.datum] ?? [];
         if (!type) throw failure('unsupported-operation', `onnxruntime-node takes no tensors of ONNX type ${t.datum}`);
-        feeds[this.inputNames[i]] = { type, dims: [...t.dims], data: typedView(Array, t.data), location: 'cpu' };
+        // The binding takes dims as an Array (the Hybrid path gives one; the glue's own lifting a Uint32Array).
+        const dims = Array.isArray(t.dims) ? t.dims : [...t.dims];
+        feeds[this.inputNames[i]] = { type, dims, data: typedView(View, t.data), location: 'cpu' };
       });
       let out;
       try {
@@ -133,7 +137,7 @@ export function onnxruntimeEngine({ dir, manifest, models }) {
         const t = out[name];
         const datum = CODES[t.type];
         if (datum === undefined) throw failure('unsupported-operation', `output '${name}' has type ${t.type}, which wasi:nn cannot carry`);
-        return { dims: Uint32Array.from(t.dims.map(Number)), datum, data: bytesOf(t.data) };
+        return { dims: t.dims, datum, data: bytesOf(t.data) };
       });
     }
   }
@@ -156,15 +160,23 @@ export function onnxruntimeEngine({ dir, manifest, models }) {
     if (types.includes(BF16)) {
       throw failure('unsupported-operation', 'onnxruntime-node has no bf16 tensors (the model has a bf16 input or output)');
     }
-    return new Model(session);
+    return new Model(session, loaded.length);
   }
 
   return {
-    Model,
     load(name) {
-      if (!sessions.has(name)) sessions.set(name, open(name));
-      return sessions.get(name);
+      if (!sessions.has(name)) {
+        const model = open(name);
+        if (model) loaded.push(model);
+        sessions.set(name, model);
+      }
+      return sessions.get(name)?.record();
     },
+    run: withCabiLower((id, inputs) => {
+      const model = loaded[id];
+      if (!model) throw failure('runtime-error', `no model has id ${id}`);
+      return model.run(inputs);
+    }),
     name: () => engineName,
   };
 }

@@ -14,15 +14,10 @@ use verge_nn_provider::Source;
 use verge_nn_provider::bindings::verge::inference::engine;
 
 struct HostModel {
-    model: engine::Model,
+    /// The host's id of the model (`engine.load`).
+    id: u32,
     signature: Signature,
 }
-
-// SAFETY: wasm32 components run on one thread; the handle is never shared
-// across threads, and verge-nn asks engines to be `Send + Sync` for the
-// native hosts' sake.
-unsafe impl Send for HostModel {}
-unsafe impl Sync for HostModel {}
 
 fn port(p: engine::Port) -> Port {
     let dims = p.dims.map(|dims| {
@@ -58,7 +53,7 @@ impl Model for HostModel {
                 data: t.data,
             })
             .collect();
-        let outputs = self.model.run(&inputs).map_err(failure)?;
+        let outputs = engine::run(self.id, &inputs).map_err(failure)?;
         Ok(outputs
             .into_iter()
             .map(|t| RawTensor::new(t.dims, Datum::from_onnx(t.datum), t.data))
@@ -74,10 +69,14 @@ impl Source for HostEngine {
         match engine::load(name) {
             Ok(Some(model)) => {
                 let signature = Signature {
-                    inputs: model.inputs().into_iter().map(port).collect(),
-                    outputs: model.outputs().into_iter().map(port).collect(),
+                    inputs: model.inputs.into_iter().map(port).collect(),
+                    outputs: model.outputs.into_iter().map(port).collect(),
                 };
-                Graph::new(name, &engine_name, Box::new(HostModel { model, signature }))
+                let model = HostModel {
+                    id: model.id,
+                    signature,
+                };
+                Graph::new(name, &engine_name, Box::new(model))
             }
             Ok(None) => Err(policy::not_deployed(name)),
             Err(f) => Err(verge_nn::load_failed(name, &engine_name, failure(f))),
