@@ -263,11 +263,25 @@ mod tests {
     #[test]
     fn runtimes_lambda_accepts_and_node_20_refused_with_its_dates() {
         assert_eq!("nodejs22.x".parse(), Ok(Runtime::Nodejs22));
-        assert_eq!("nodejs24.x".parse::<Runtime>().unwrap().as_str(), "nodejs24.x");
+        assert_eq!(
+            "nodejs24.x".parse::<Runtime>().unwrap().as_str(),
+            "nodejs24.x"
+        );
         assert_eq!(Runtime::default().as_str(), "nodejs22.x");
         let e = "nodejs20.x".parse::<Runtime>().unwrap_err();
-        assert!(e.contains("2026-04-30") && e.contains("2026-08-31") && e.contains("2026-09-30"), "{e}");
-        assert!("python3.13".parse::<Runtime>().unwrap_err().contains("nodejs22.x"));
-        assert_eq!(serde_json::to_string(&Runtime::Nodejs24).unwrap(), "\"nodejs24.x\"");
+        assert!(
+            e.contains("2026-04-30") && e.contains("2026-08-31") && e.contains("2026-09-30"),
+            "{e}"
+        );
+        assert!(
+            "python3.13"
+                .parse::<Runtime>()
+                .unwrap_err()
+                .contains("nodejs22.x")
+        );
+        assert_eq!(
+            serde_json::to_string(&Runtime::Nodejs24).unwrap(),
+            "\"nodejs24.x\""
+        );
     }
 }

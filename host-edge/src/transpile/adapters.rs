@@ -149,18 +149,18 @@ impl Reencode for Rewriter {
         }
         let mut i = 0;
         while i < ops.len() {
-            if let Operator::Call { function_index } = ops[i] {
-                if let Some(b) = self.bookkeeping.iter().find(|b| b.func == function_index) {
-                    self.bookkeeping_calls += 1;
-                    for _ in 0..b.drops {
-                        f.instruction(&Instruction::Drop);
-                    }
-                    if b.zero {
-                        f.instruction(&Instruction::I32Const(0));
-                    }
-                    i += 1;
-                    continue;
+            if let Operator::Call { function_index } = ops[i]
+                && let Some(b) = self.bookkeeping.iter().find(|b| b.func == function_index)
+            {
+                self.bookkeeping_calls += 1;
+                for _ in 0..b.drops {
+                    f.instruction(&Instruction::Drop);
                 }
+                if b.zero {
+                    f.instruction(&Instruction::I32Const(0));
+                }
+                i += 1;
+                continue;
             }
             if let Operator::Loop { .. } = ops[i] {
                 let body = loop_body(&ops[i + 1..]);
@@ -344,13 +344,20 @@ mod tests {
         assert_eq!((counts.byte_loops, counts.byte_copies), (1, 1));
         assert_eq!(count(&out, "MemoryCopy"), 1);
         assert_eq!(count(&out, "I32Store8"), 0);
-        assert_eq!(count(&out, "I32Load8U"), 1, "the other function keeps its load");
+        assert_eq!(
+            count(&out, "I32Load8U"),
+            1,
+            "the other function keeps its load"
+        );
     }
 
     #[test]
     fn a_byte_loop_of_another_shape_is_counted_not_rewritten() {
         // The same loop counting up instead of down.
-        let other = ADAPTER.replace("i32.const -1 i32.add local.tee $n", "i32.const 1 i32.sub local.tee $n");
+        let other = ADAPTER.replace(
+            "i32.const -1 i32.add local.tee $n",
+            "i32.const 1 i32.sub local.tee $n",
+        );
         let (out, counts) = rewrite(&wat::parse_str(&other).unwrap(), false).unwrap();
         assert_eq!((counts.byte_loops, counts.byte_copies), (1, 0));
         assert_eq!(count(&out, "I32Store8"), 1);
@@ -386,8 +393,15 @@ mod tests {
         assert_eq!(out, module);
         assert_eq!(counts.bookkeeping_calls, 0);
         let (out, counts) = rewrite(&module, true).unwrap();
-        assert_eq!((counts.bookkeeping_imports, counts.bookkeeping_calls), (4, 5));
+        assert_eq!(
+            (counts.bookkeeping_imports, counts.bookkeeping_calls),
+            (4, 5)
+        );
         assert_eq!(count(&out, "Call"), 1, "only the other import is called");
-        assert_eq!(count(&out, "Drop"), 5, "enter's three arguments and the two sets'");
+        assert_eq!(
+            count(&out, "Drop"),
+            5,
+            "enter's three arguments and the two sets'"
+        );
     }
 }
