@@ -28,8 +28,9 @@ import { onnxruntimeEngine } from './onnxruntime.mjs';
 import { wasiImports } from './wasi.mjs';
 
 // The wasi:nn engines a package may name (verge.json `engine.name`) whose
-// engine runs outside Wasm: each is a `verge:inference/engine` import. tract
-// (and the compact engine) are linked inside the provider component instead.
+// engine runs outside Wasm: each gives the `verge:inference/engine` import
+// (`imports`) and `prepare()`, awaited before each invocation. tract (and the
+// compact engine) are linked inside the provider component instead.
 const HOST_ENGINES = { onnxruntime: onnxruntimeEngine };
 
 function log(level, fields) {
@@ -45,7 +46,7 @@ export function createHandler(dir) {
   const manifest = JSON.parse(readFileSync(join(dir, 'verge.json'), 'utf8'));
   const models = packageModels(dir, manifest);
   const hostEngine = HOST_ENGINES[manifest.engine?.name];
-  const engine = hostEngine ? { 'verge:inference/engine': hostEngine({ dir, manifest, models }) } : {};
+  const engine = hostEngine?.({ dir, manifest, models });
   const cores = new Map();
   // Per-invocation facts the host imports read.
   const call = {
@@ -72,7 +73,7 @@ export function createHandler(dir) {
           if (output.length < OUTPUT_LINES) output.push(`${stream}: ${line.slice(0, OUTPUT_LINE_CHARS)}`);
         }),
         ...hostImports({ manifest, models, call }),
-        ...engine,
+        ...(engine ? { 'verge:inference/engine': engine.imports } : {}),
       };
       instance = await module.instantiate(getCoreModule, imports);
     }
@@ -113,8 +114,10 @@ export function createHandler(dir) {
     let outcome;
     try {
       const h = await handlerOf();
-      // Models given as URLs are fetched before the first call (then kept).
+      // Models given as URLs are fetched before the first call (then kept), and a
+      // host engine loads the package's models (once).
       await models.ready(deadline - Date.now());
+      await engine?.prepare();
       // Set only now: from here to the log line all is synchronous, so no
       // other invocation can change these before they are read.
       call.placement = eventType.startsWith('viewer-') ? 'edge-viewer' : 'edge-origin';

@@ -79,6 +79,8 @@ export function packageModels(dir, manifest, tmp = TMP) {
   }
 
   return {
+    /** The names of the package's models. */
+    names: () => Object.keys(models),
     ready(deadlineMs) {
       // A failed fetch is tried again by a later invocation of the same container.
       if (!pending || failed.size) pending = fetchAll(deadlineMs);

@@ -4,7 +4,11 @@
 // which a synchronous wasi:nn cannot wait for).
 //
 // This is the whole engine: load a model by name (once per container; every
-// warm invocation reuses the session) and run tensors. Every wasi:nn check,
+// warm invocation reuses the session) and run tensors. onnxruntime-node 1.31
+// reports a load's outcome only through the promise `loadModel` returns, and
+// wasi:nn's `load-by-name` is synchronous: so `prepare()` (awaited by the
+// shim before each invocation; free once done) loads every model of the
+// package, and `load(name)` answers from what it found. Every wasi:nn check,
 // widening rule and error message is verge-nn's, compiled into the provider
 // component that imports this interface, so none of it is rewritten here.
 //
@@ -142,41 +146,66 @@ export function onnxruntimeEngine({ dir, manifest, models }) {
     }
   }
 
-  function open(name) {
-    const path = models.path(name);
-    if (path === undefined) return undefined;
+  /** The model at `path` as a Model, or the failure its load is. */
+  async function open(path) {
     const b = init();
     const session = new b.InferenceSession();
     try {
-      session.loadModel(path, {
+      await session.loadModel(path, {
         intraOpNumThreads: settings.threads,
         interOpNumThreads: 1,
         graphOptimizationLevel: 'all',
       });
     } catch (e) {
-      throw failure(loadCode(String(e?.message)), String(e?.message ?? e));
+      return failure(loadCode(String(e?.message)), String(e?.message ?? e));
     }
     const types = [...session.inputMetadata, ...session.outputMetadata].map((m) => m.type);
     if (types.includes(BF16)) {
-      throw failure('unsupported-operation', 'onnxruntime-node has no bf16 tensors (the model has a bf16 input or output)');
+      return failure('unsupported-operation', 'onnxruntime-node has no bf16 tensors (the model has a bf16 input or output)');
     }
-    return new Model(session, loaded.length);
+    const model = new Model(session, loaded.length);
+    loaded.push(model);
+    return model;
+  }
+
+  let preparing = null;
+  async function prepareAll() {
+    for (const name of models.names()) {
+      if (sessions.has(name)) continue;
+      let path;
+      try {
+        path = models.path(name);
+      } catch {
+        continue; // a URL model not fetched: its load says so, and a later invocation tries again
+      }
+      sessions.set(name, await open(path));
+    }
   }
 
   return {
-    load(name) {
-      if (!sessions.has(name)) {
-        const model = open(name);
-        if (model) loaded.push(model);
-        sessions.set(name, model);
-      }
-      return sessions.get(name)?.record();
+    async prepare() {
+      preparing ??= prepareAll().finally(() => {
+        preparing = null;
+      });
+      return preparing;
     },
-    run: withCabiLower((id, inputs) => {
-      const model = loaded[id];
-      if (!model) throw failure('runtime-error', `no model has id ${id}`);
-      return model.run(inputs);
-    }),
-    name: () => engineName,
+    imports: {
+      load(name) {
+        if (!sessions.has(name)) {
+          // Not deployed (none), or a URL model not fetched (its failure).
+          if (models.path(name) === undefined) return undefined;
+          throw failure('runtime-error', `model '${name}' was not loaded before the call`);
+        }
+        const model = sessions.get(name);
+        if (model.payload) throw model;
+        return model.record();
+      },
+      run: withCabiLower((id, inputs) => {
+        const model = loaded[id];
+        if (!model) throw failure('runtime-error', `no model has id ${id}`);
+        return model.run(inputs);
+      }),
+      name: () => engineName,
+    },
   };
 }
