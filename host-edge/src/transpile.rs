@@ -28,6 +28,8 @@
 
 mod adapters;
 
+pub use adapters::{Counts as AdapterCounts, rewrite as rewrite_adapters};
+
 use js_component_bindgen::{BindingsMode, InstantiationMode, TranspileOpts};
 use wasmparser::{CanonicalFunction, CanonicalOption, Parser, Payload};
 

@@ -21,6 +21,9 @@
 const TENSOR_BYTES = 20;
 const encoder = new TextEncoder();
 
+/** How often the glue asked for the raw form, and how often it was called: the tests check the Hybrid path is the one taken. */
+export const stats = { lowered: 0, calls: 0 };
+
 /**
  * Gives `run(id, inputs) → outputs` (throwing `{ payload: { code, message } }`
  * for a failure) its raw canonical-ABI form, and returns it. Inputs come as
@@ -30,6 +33,7 @@ const encoder = new TextEncoder();
 export function withCabiLower(run) {
   run[Symbol.for('cabiLower')] = ({ memory, realloc }) => {
     if (!memory || !realloc) throw new TypeError('verge:inference/engine.run is lowered with a memory and a realloc');
+    stats.lowered++;
     // Views over the memory, made again after it grows (growth detaches the buffer).
     let buffer = null;
     let bytes;
@@ -58,6 +62,7 @@ export function withCabiLower(run) {
     };
 
     return function run_(id, ptr, len, retptr) {
+      stats.calls++;
       views();
       inBounds(ptr, len, TENSOR_BYTES);
       const inputs = new Array(len);

@@ -41,7 +41,7 @@ async function container(out) {
   execFileSync('python3', ['-m', 'zipfile', '-e', join(out, 'function.zip'), dir]);
   const { handler } = await import(pathToFileURL(join(dir, 'index.mjs')).href);
   const manifest = JSON.parse(readFileSync(join(dir, 'verge.json'), 'utf8'));
-  return { handler, manifest };
+  return { handler, manifest, dir };
 }
 
 /** Calls the probe with `command` (in the probe header) and `body`; returns { result, logs }. */
@@ -65,7 +65,7 @@ describe('the onnxruntime engine, packed', { skip }, () => {
   test('the package holds the binding, records the engine, and answers', async (t) => {
     const { status, stderr, out } = pack(['--engine', 'onnxruntime', '--memory', '4096', '--model', `add=${join(VERGE_NN_SUITE_MODELS, 'add.onnx')}`]);
     assert.equal(status, 0, stderr);
-    const { handler, manifest } = await container(out);
+    const { handler, manifest, dir } = await container(out);
     assert.equal(manifest.engine.name, 'onnxruntime');
     assert.match(manifest.engine.onnxruntime_node, /^\d+\.\d+\.\d+$/);
     assert.equal(manifest.engine.threads, 2, '4096 MB buys two vCPUs');
@@ -74,6 +74,12 @@ describe('the onnxruntime engine, packed', { skip }, () => {
     const { result } = await call(t, handler, ADD);
     assert.equal(result.status, '200', JSON.stringify(result));
     assert.deepEqual(JSON.parse(result.body), { sum: [1, 4], prod: [1, 4] });
+    // The engine ran on the canonical ABI (Hybrid bindings), not through the glue's own lifting.
+    const { stats } = await import(pathToFileURL(join(dir, 'engine-abi.mjs')).href);
+    assert.equal(stats.lowered, 1, 'the glue asked for the raw run once');
+    assert.equal(stats.calls, 1);
+    assert.equal(manifest.glue.generator.split(' ')[0], 'js-component-bindgen');
+    assert.ok(manifest.glue.byte_copies >= 2 && manifest.glue.bookkeeping_calls > 0, JSON.stringify(manifest.glue));
   });
 
   test('a URL model is fetched once per container, checked, and kept', async (t) => {
