@@ -42,6 +42,10 @@ const SHIM: &[(&str, &str)] = &[
         "engine-abi.mjs",
         include_str!("../../shims/lambda-edge/src/engine-abi.mjs"),
     ),
+    (
+        "cabi.mjs",
+        include_str!("../../shims/lambda-edge/src/cabi.mjs"),
+    ),
 ];
 
 /// The `wasi:nn` engine a package runs its models on.

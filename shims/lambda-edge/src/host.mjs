@@ -7,6 +7,11 @@
 
 import { readFileSync } from 'node:fs';
 
+import { Guest, lowered } from './cabi.mjs';
+
+// verge:inference/host's `placement` enum, in WIT order (its value is the index).
+const PLACEMENTS = ['device', 'edge-viewer', 'edge-origin', 'local'];
+
 class Bucket {
   constructor(map) {
     this.map = map;
@@ -40,15 +45,33 @@ class Bucket {
 export function hostImports({ manifest, models, call }) {
   const buckets = new Map();
   const config = Object.entries(manifest.config ?? {});
+  const settings = new Map(config);
+  const remainingMs = () => BigInt(Math.max(0, Math.floor(call.remainingMs())));
+  // The functions a component may call on every request are also given on
+  // the canonical ABI (cabi.mjs): each is then one plain call, not a trip
+  // through the glue's task bookkeeping.
   return {
     'verge:inference/host': {
-      getPlacement: () => call.placement,
-      getLimits: () => ({
-        maxBodyBytes: BigInt(call.limits.maxBodyBytes),
-        deadlineMs: BigInt(call.limits.deadlineMs),
-        memoryBytes: BigInt(call.limits.memoryBytes),
-      }),
-      remainingMs: () => BigInt(Math.max(0, Math.floor(call.remainingMs()))),
+      getPlacement: lowered(() => call.placement, () => () => PLACEMENTS.indexOf(call.placement)),
+      // record limits { u64, u64, u64 }: written at the return pointer, @0, @8, @16.
+      getLimits: lowered(
+        () => ({
+          maxBodyBytes: BigInt(call.limits.maxBodyBytes),
+          deadlineMs: BigInt(call.limits.deadlineMs),
+          memoryBytes: BigInt(call.limits.memoryBytes),
+        }),
+        (options) => {
+          const g = new Guest(options, 'verge:inference/host.get-limits');
+          return (retptr) => {
+            g.views();
+            g.inBounds(retptr, 24, 1);
+            g.words.setBigUint64(retptr, BigInt(call.limits.maxBodyBytes), true);
+            g.words.setBigUint64(retptr + 8, BigInt(call.limits.deadlineMs), true);
+            g.words.setBigUint64(retptr + 16, BigInt(call.limits.memoryBytes), true);
+          };
+        },
+      ),
+      remainingMs: lowered(remainingMs, () => remainingMs),
     },
     'verge:inference/models': {
       read(name) {
@@ -57,7 +80,21 @@ export function hostImports({ manifest, models, call }) {
       },
     },
     'wasi:config/store': {
-      get: (key) => config.find(([k]) => k === key)?.[1],
+      // get: func(key: string) -> result<option<string>, error>, written at the return
+      // pointer: result tag @0 (always ok), option tag @4, the string's (ptr, len) @8.
+      get: lowered(
+        (key) => settings.get(key),
+        (options) => {
+          const g = new Guest(options, 'wasi:config/store.get');
+          return (keyPtr, keyLen, retptr) => {
+            const value = settings.get(g.string(keyPtr, keyLen));
+            if (value !== undefined) g.putString(retptr + 8, value);
+            g.inBounds(retptr, 16, 1);
+            g.words.setUint8(retptr, 0);
+            g.words.setUint8(retptr + 4, value === undefined ? 0 : 1);
+          };
+        },
+      ),
       getAll: () => config,
     },
     'wasi:keyvalue/store': {

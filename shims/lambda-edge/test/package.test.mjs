@@ -131,7 +131,7 @@ const smallElf = ['/usr/bin/ls', '/bin/ls', '/usr/bin/env', '/bin/true'].find(
 );
 
 describe('the zip as packed', { skip: needPackages }, () => {
-  const SHIM = ['cloudfront.mjs', 'engine-abi.mjs', 'host.mjs', 'index.mjs', 'models.mjs', 'onnxruntime.mjs', 'wasi.mjs'];
+  const SHIM = ['cabi.mjs', 'cloudfront.mjs', 'engine-abi.mjs', 'host.mjs', 'index.mjs', 'models.mjs', 'onnxruntime.mjs', 'wasi.mjs'];
   for (const name of ['file-type-origin', 'file-type-origin-onnxruntime', 'probe-origin-fail', 'probe-origin-pass']) {
     test(`${name}: holds the shim sources, the transpiled component and a manifest that matches`, async () => {
       const { dir, manifest } = await unpack(name);
