@@ -375,7 +375,7 @@ function workloads(o) {
       },
       deps: ['onnxruntime-node'],
       config: () => null,
-      inputs(tmp) {
+      inputs() {
         const bodyPath = o.body ?? defaultBody();
         const files = [
           [`body ${relative('/', bodyPath)}`, bodyPath], ['passwd', '/etc/passwd'], ['README.md', join(repo, 'README.md')],

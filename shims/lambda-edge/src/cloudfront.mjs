@@ -35,6 +35,7 @@ export function headerRefusal(eventType, name, value = '') {
   if (DISALLOWED.has(n) || DISALLOWED_PREFIXES.some((p) => n.startsWith(p))) return 'disallowed';
   if (READ_ONLY[eventType]?.has(n)) return 'read-only';
   if (!/^[!#$%&'*+.^_`|~0-9a-z-]+$/.test(n)) return 'not a valid header name';
+  // eslint-disable-next-line no-control-regex -- finding control characters is the point
   if (/[\0-\x08\x0a-\x1f\x7f]/.test(value)) return 'control characters in the value';
   return null;
 }
@@ -221,6 +222,7 @@ export function fromOutcome({ cf, eventType }, outcome, limits) {
       // Beyond the edge's means: the origin handles it, told why.
       const target = passOn();
       // Cut at 512 UTF-16 units; a pair cut in half would not encode as UTF-8.
+      // eslint-disable-next-line no-control-regex -- control characters are what is replaced
       const reason = outcome.val.replace(/[\0-\x1f\x7f]+/g, ' ').slice(0, 512).toWellFormed();
       target.headers = applyHeaders(eventType, { ...(target.headers ?? {}) }, [['x-verge-deferred', reason]], dropped);
       result = target;

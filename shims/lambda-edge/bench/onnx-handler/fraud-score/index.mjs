@@ -18,7 +18,6 @@
 // request on unchanged (verge's `--on-error pass`); every invocation logs one
 // JSON line.
 
-import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
