@@ -168,22 +168,28 @@ export function onnxruntimeEngine({ dir, manifest, models }) {
     return model;
   }
 
+  // Once every model has its session or its failure, warm invocations skip the walk.
+  let complete = false;
   let preparing = null;
   async function prepareAll() {
+    let skipped = false;
     for (const name of models.names()) {
       if (sessions.has(name)) continue;
       let path;
       try {
         path = models.path(name);
       } catch {
-        continue; // a URL model not fetched: its load says so, and a later invocation tries again
+        skipped = true; // a URL model not fetched: its load says so, and a later invocation tries again
+        continue;
       }
       sessions.set(name, await open(path));
     }
+    complete = !skipped;
   }
 
   return {
     async prepare() {
+      if (complete) return;
       preparing ??= prepareAll().finally(() => {
         preparing = null;
       });
