@@ -5,6 +5,7 @@
 // onnxruntime-node (bench/onnx-handler/<job>/index.mjs), zipped for linux-x64.
 //
 // Usage:
+//   (cd shims/lambda-edge && ONNXRUNTIME_NODE_INSTALL=skip npm ci)   (the zip libraries yazl, adm-zip)
 //   (cd shims/lambda-edge/bench/onnx-handler && ONNXRUNTIME_NODE_INSTALL=skip npm install)
 //   node shims/lambda-edge/bench/edge-bench.mjs [--quick] [--reps N] [--rows FILE] [--json FILE]
 //       [--packages DIR]   verge packs (default $VERGE_EDGE_PACKAGES or ~/.cache/verge/edge-packages,
@@ -66,13 +67,16 @@
 
 import { spawn } from 'node:child_process';
 import {
-  appendFileSync, closeSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync,
-  readSync, rmSync, statSync, writeFileSync, writeSync,
+  appendFileSync, closeSync, createWriteStream, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync,
+  readdirSync, readSync, rmSync, statSync, writeFileSync,
 } from 'node:fs';
 import { cpus, homedir, loadavg, tmpdir } from 'node:os';
-import { dirname, join, relative, resolve, sep } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
+import { pipeline } from 'node:stream/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import zlib from 'node:zlib';
+
+import AdmZip from 'adm-zip';
+import yazl from 'yazl';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, '../../..');
@@ -153,124 +157,30 @@ async function child(specPath) {
 
 // ---------------------------------------------------------------- zip files
 
-const CRC_TABLE = (() => {
-  const t = new Int32Array(256);
-  for (let n = 0; n < 256; n++) {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    t[n] = c;
-  }
-  return t;
-})();
-const crc32 = zlib.crc32 ?? ((buf) => {
-  let c = -1;
-  for (const b of buf) c = CRC_TABLE[(c ^ b) & 0xff] ^ (c >>> 8);
-  return (c ^ -1) >>> 0;
-});
-
-/** Each source file deflated once (level 9, stored when that is smaller), shared by the zips that hold it. */
-const deflated = new Map();
-function entryData(path) {
-  if (!deflated.has(path)) {
-    const data = readFileSync(path);
-    const z = zlib.deflateRawSync(data, { level: 9 });
-    const method = z.length < data.length ? 8 : 0;
-    deflated.set(path, {
-      size: data.length, crc: crc32(data), method, body: method === 8 ? z : data, mode: statSync(path).mode & 0o777,
-    });
-  }
-  return deflated.get(path);
-}
-
 /**
- * Writes a zip of `entries` ([{ name, path }]) to `out`. Returns its size,
- * the files' total size and their count.
+ * Writes a zip of `entries` ([{ name, path }]) to `out` with deflate -9, as
+ * verge-edge pack writes its own. Returns its size, the files' total size and
+ * their count.
  */
-function writeZip(entries, out) {
-  const fd = openSync(out, 'w');
-  const central = [];
-  let offset = 0;
+async function writeZip(entries, out) {
+  const zip = new yazl.ZipFile();
+  const failed = new Promise((_, fail) => zip.on('error', fail));
   let unzipped = 0;
-  const emit = (buf) => {
-    writeSync(fd, buf);
-    offset += buf.length;
-  };
-  try {
-    for (const { name, path } of [...entries].sort((a, b) => (a.name < b.name ? -1 : 1))) {
-      const { size, crc, method, body, mode } = entryData(path);
-      unzipped += size;
-      const fname = Buffer.from(name, 'utf8');
-      const local = Buffer.alloc(30);
-      local.writeUInt32LE(0x04034b50, 0);
-      local.writeUInt16LE(20, 4);
-      local.writeUInt16LE(0x0800, 6); // UTF-8 names
-      local.writeUInt16LE(method, 8);
-      local.writeUInt16LE(0, 10); // 00:00
-      local.writeUInt16LE(0x21, 12); // 1980-01-01
-      local.writeUInt32LE(crc, 14);
-      local.writeUInt32LE(body.length, 18);
-      local.writeUInt32LE(size, 22);
-      local.writeUInt16LE(fname.length, 26);
-      local.writeUInt16LE(0, 28);
-      const cd = Buffer.alloc(46);
-      cd.writeUInt32LE(0x02014b50, 0);
-      cd.writeUInt16LE((3 << 8) | 20, 4); // made on Unix
-      cd.writeUInt16LE(20, 6);
-      local.copy(cd, 8, 6, 28); // flags .. uncompressed size
-      cd.writeUInt16LE(fname.length, 28);
-      cd.writeUInt32LE(((0o100000 | mode) << 16) >>> 0, 38);
-      cd.writeUInt32LE(offset, 42);
-      central.push(cd, fname);
-      emit(local);
-      emit(fname);
-      emit(body);
-    }
-    const cdStart = offset;
-    for (const b of central) emit(b);
-    const eocd = Buffer.alloc(22);
-    eocd.writeUInt32LE(0x06054b50, 0);
-    eocd.writeUInt16LE(entries.length, 8);
-    eocd.writeUInt16LE(entries.length, 10);
-    eocd.writeUInt32LE(offset - cdStart, 12);
-    eocd.writeUInt32LE(cdStart, 16);
-    emit(eocd);
-  } finally {
-    closeSync(fd);
+  for (const { name, path } of [...entries].sort((a, b) => (a.name < b.name ? -1 : 1))) {
+    unzipped += statSync(path).size;
+    // No Info-ZIP timestamp field: the packer's zips have none, so the sizes compare.
+    zip.addFile(path, name, { compressionLevel: 9, forceDosTimestamp: true });
   }
-  return { bytes: offset, unzipped, files: entries.length };
+  zip.end();
+  await Promise.race([pipeline(zip.outputStream, createWriteStream(out)), failed]);
+  return { bytes: statSync(out).size, unzipped, files: entries.length };
 }
 
-/** Extracts a zip (stored or deflated entries) into `dest`; returns the files' total size. */
+/** Extracts a zip into `dest`, with the permissions it records (as Lambda does); returns the files' total size. */
 function unzip(zipPath, dest) {
-  const z = readFileSync(zipPath);
-  let e = z.length - 22;
-  while (e >= 0 && z.readUInt32LE(e) !== 0x06054b50) e--;
-  if (e < 0) throw new Error(`${zipPath}: not a zip`);
-  const count = z.readUInt16LE(e + 10);
-  let p = z.readUInt32LE(e + 16);
-  let total = 0;
-  for (let i = 0; i < count; i++) {
-    if (z.readUInt32LE(p) !== 0x02014b50) throw new Error(`${zipPath}: bad central directory`);
-    const method = z.readUInt16LE(p + 10);
-    const csize = z.readUInt32LE(p + 20);
-    const nameLen = z.readUInt16LE(p + 28);
-    const extraLen = z.readUInt16LE(p + 30);
-    const commentLen = z.readUInt16LE(p + 32);
-    const local = z.readUInt32LE(p + 42);
-    const name = z.toString('utf8', p + 46, p + 46 + nameLen);
-    p += 46 + nameLen + extraLen + commentLen;
-    if (name.endsWith('/')) continue;
-    const start = local + 30 + z.readUInt16LE(local + 26) + z.readUInt16LE(local + 28);
-    const raw = z.subarray(start, start + csize);
-    const data = method === 0 ? raw : method === 8 ? zlib.inflateRawSync(raw) : null;
-    if (!data) throw new Error(`${zipPath}: ${name}: compression method ${method}`);
-    const target = join(dest, name);
-    if (!resolve(target).startsWith(resolve(dest) + sep)) throw new Error(`${zipPath}: unsafe path ${name}`);
-    mkdirSync(dirname(target), { recursive: true });
-    writeFileSync(target, data);
-    total += data.length;
-  }
-  return total;
+  const zip = new AdmZip(zipPath);
+  zip.extractAllTo(dest, true, true);
+  return zip.getEntries().reduce((n, e) => n + (e.isDirectory ? 0 : e.header.size), 0);
 }
 
 /** Regular files under `root` (symlinks skipped), as zip entries named `prefix` + their path under root. */
@@ -547,7 +457,7 @@ function packageFiles(name) {
 }
 
 /** Writes the baseline's zip for workload `w` into `tmp`; returns { zip, dir, bytes, unzipped, files, deps }. */
-function buildBaseline(w, manifest, tmp) {
+async function buildBaseline(w, manifest, tmp) {
   const src = join(ONNX, w.name, 'index.mjs');
   if (!existsSync(src)) throw new Error(`no baseline handler ${relative(process.cwd(), src)}`);
   const deps = depClosure(w.deps);
@@ -573,7 +483,7 @@ function buildBaseline(w, manifest, tmp) {
     entries.push({ name: 'config.json', path: join(stage, 'config.json') });
   }
   const zip = join(tmp, `baseline-${w.name}.zip`);
-  const z = writeZip(entries, zip);
+  const z = await writeZip(entries, zip);
   const dir = join(tmp, `baseline-${w.name}`);
   unzip(zip, dir);
   return { zip, dir, ...z, deps };
@@ -696,215 +606,255 @@ const loadNow = () => loadavg().map((x) => x.toFixed(2)).join(' ');
 
 async function main() {
   const o = parseArgs(process.argv.slice(2));
-  const reps = o.reps ?? (o.quick ? 1 : 5);
-  let all = workloads(o);
-  if (o.only) {
-    const unknown = o.only.filter((n) => !all.some((w) => w.name === n));
-    if (unknown.length) throw new Error(`unknown workload ${unknown.join(', ')} (${all.map((w) => w.name).join(', ')})`);
-    all = all.filter((w) => o.only.includes(w.name));
+  const selected = selectWorkloads(o);
+  checkInputs(selected, o);
+  const run = {
+    o, reps: o.reps ?? (o.quick ? 1 : 5), tmp: mkdtempSync(join(tmpdir(), 'verge-edge-bench-')), started: Date.now(),
+    load: [`start ${loadNow()}`], rows: [], reports: [], disagreements: 0, nodeAlone: [],
+  };
+  try {
+    for (const w of selected) run.reports.push(await benchWorkload(w, run));
+    run.load.push(`end ${loadNow()}`);
+    say(summary(run));
+    finish(run);
+  } finally {
+    killAll();
+    if (o.keep) say(`kept ${run.tmp}`);
+    else rmSync(run.tmp, { recursive: true, force: true });
   }
+}
 
-  // Everything each workload needs, checked before anything runs.
+/** The workloads that --only names (all without it). */
+function selectWorkloads(o) {
+  const all = workloads(o);
+  if (!o.only) return all;
+  const unknown = o.only.filter((n) => !all.some((w) => w.name === n));
+  if (unknown.length) throw new Error(`unknown workload ${unknown.join(', ')} (${all.map((w) => w.name).join(', ')})`);
+  return all.filter((w) => o.only.includes(w.name));
+}
+
+/** Everything each workload needs, checked before anything runs. */
+function checkInputs(selected, o) {
   const missing = [];
-  for (const w of all) {
+  for (const w of selected) {
     const zip = join(o.packages, w.pack, 'function.zip');
     if (!existsSync(zip)) missing.push(`${zip} (the verge pack ${w.pack}: ./dev test packs it, see edge_packages in ./dev)`);
     for (const p of Object.values(w.files)) if (!existsSync(p)) missing.push(`${p} (python3 models/fetch.py)`);
   }
-  if (all.some((w) => w.name === 'image-classify')) {
+  if (selected.some((w) => w.name === 'image-classify')) {
     for (const f of ['skimage-chelsea/chelsea.png', 'skimage-coffee/coffee.png', 'skimage-rocket/rocket.jpg']) {
       if (!existsSync(join(o.models, f))) missing.push(`${join(o.models, f)} (python3 models/fetch.py)`);
     }
   }
   if (missing.length) throw new Error(`missing:\n  ${missing.join('\n  ')}`);
+}
 
-  const tmp = mkdtempSync(join(tmpdir(), 'verge-edge-bench-'));
-  const started = Date.now();
-  const load = [`start ${loadNow()}`];
-  const rows = [];
-  const reports = [];
-  let disagreements = 0;
-  const nodeAlone = [];
+/** One workload: its systems unzipped, their answers compared, the timed series, its rows and table. */
+async function benchWorkload(w, run) {
+  const { o, tmp } = run;
+  say(`\n== ${w.name} (${w.pack})`);
+  const warmN = o.warm ?? (o.quick ? 5 : w.warmN);
+  const warmup = o.quick ? 1 : w.warmup;
+  const rep = { name: w.name, warmN, warmup, notes: [] };
+  const sys = vergeSystems(w, o, tmp, rep);
+  // The baseline gets the same intra-op threads as the verge onnxruntime
+  // pack (what the function's memory buys on Lambda), unless --ort-threads says.
+  rep.baselineThreads = o.ortThreads ?? rep.ortThreads ?? null;
+  await addBaseline(w, sys, rep, tmp);
+
+  // Inputs as events; the first is the benchmark input.
+  const inputs = w.inputs(tmp);
+  const paths = writeEvents(w, inputs, sys, tmp);
+  rep.input = `${inputs[0].name}, ${inputs[0].body.length} B`;
+  const spec = (s, mode, extra = {}) => {
+    const p = paths[sys[s].trigger ?? 'origin-request'];
+    return { mode, system: s, dir: sys[s].dir, events: mode === 'answers' ? p.events : p.bench, ortThreads: rep.baselineThreads, ...extra };
+  };
+
+  run.disagreements += await compareAnswers(w, sys, inputs, spec, rep, tmp);
+  rep.series = await timeSeries(sys, spec, rep, run);
+  rep.sys = sys;
+  addRows(w, sys, rep.series, run);
+  say(table(rep));
+  return rep;
+}
+
+/**
+ * The verge packs of workload `w`, unzipped: the pack itself (tract in Wasm),
+ * its onnxruntime twin and its viewer pack when they were made.
+ */
+function vergeSystems(w, o, tmp, rep) {
+  const vergeZip = join(o.packages, w.pack, 'function.zip');
+  const vergeDir = join(tmp, `verge-${w.name}`);
+  const vergeUnzipped = unzip(vergeZip, vergeDir);
+  const manifest = JSON.parse(readFileSync(join(vergeDir, 'verge.json'), 'utf8'));
+  if (manifest.trigger !== 'origin-request' || !manifest.include_body) {
+    throw new Error(`${vergeZip}: packed for ${manifest.trigger}${manifest.include_body ? '' : ' without the body'}; the benchmark sends origin-request events with a body`);
+  }
+  rep.manifest = manifest;
+  const sys = { verge: { label: VERGE, dir: vergeDir, bytes: statSync(vergeZip).size, unzipped: vergeUnzipped } };
+  // The same component on the onnxruntime engine, when that pack was made.
+  const ortZip = join(o.packages, `${w.pack}${VERGE_SYSTEMS[1][2]}`, 'function.zip');
+  if (existsSync(ortZip)) {
+    const dir = join(tmp, `verge-ort-${w.name}`);
+    const unzipped = unzip(ortZip, dir);
+    sys.vergeOrt = { label: VERGE_ORT, dir, bytes: statSync(ortZip).size, unzipped };
+    rep.ortThreads = JSON.parse(readFileSync(join(dir, 'verge.json'), 'utf8')).engine.threads;
+  }
+  // The viewer-request pack of the same component, when the workload has one and it was made.
+  const viewerZip = w.viewerPack && join(o.packages, w.viewerPack, 'function.zip');
+  if (viewerZip && existsSync(viewerZip)) {
+    const dir = join(tmp, `verge-viewer-${w.name}`);
+    const unzipped = unzip(viewerZip, dir);
+    const vm = JSON.parse(readFileSync(join(dir, 'verge.json'), 'utf8'));
+    if (vm.trigger !== 'viewer-request' || !vm.include_body) {
+      throw new Error(`${viewerZip}: packed for ${vm.trigger}${vm.include_body ? '' : ' without the body'}; expected viewer-request with the body`);
+    }
+    sys.vergeViewer = { label: VERGE_VIEWER, dir, bytes: statSync(viewerZip).size, unzipped, trigger: 'viewer-request', manifest: vm };
+    rep.viewerPack = w.viewerPack;
+  } else if (viewerZip) {
+    rep.notes.push(`no viewer row: ${viewerZip} is missing`);
+    say(`no viewer row: ${viewerZip} is missing`);
+  }
+  return sys;
+}
+
+/** The baseline, zipped and unzipped, as `sys.baseline`; or why not, in `rep.unavailable`. */
+async function addBaseline(w, sys, rep, tmp) {
   try {
-    for (const w of all) {
-      say(`\n== ${w.name} (${w.pack})`);
-      const warmN = o.warm ?? (o.quick ? 5 : w.warmN);
-      const warmup = o.quick ? 1 : w.warmup;
-      const rep = { name: w.name, warmN, warmup, notes: [] };
-      reports.push(rep);
+    say('zipping the baseline (deflate -9)…');
+    const b = await buildBaseline(w, rep.manifest, tmp);
+    sys.baseline = { label: BASELINE, dir: b.dir, bytes: b.bytes, unzipped: b.unzipped };
+    rep.baselineFiles = b.files;
+    rep.baselineDeps = [...b.deps].map(([n, v]) => `${n}@${v}`);
+  } catch (e) {
+    rep.unavailable = String(e.message ?? e);
+    say(`baseline unavailable for ${w.name}: ${rep.unavailable}; measuring verge alone`);
+  }
+}
 
-      // The verge pack, unzipped.
-      const vergeZip = join(o.packages, w.pack, 'function.zip');
-      const vergeDir = join(tmp, `verge-${w.name}`);
-      const vergeUnzipped = unzip(vergeZip, vergeDir);
-      const manifest = JSON.parse(readFileSync(join(vergeDir, 'verge.json'), 'utf8'));
-      if (manifest.trigger !== 'origin-request' || !manifest.include_body) {
-        throw new Error(`${vergeZip}: packed for ${manifest.trigger}${manifest.include_body ? '' : ' without the body'}; the benchmark sends origin-request events with a body`);
-      }
-      rep.manifest = manifest;
-      const sys = { verge: { label: VERGE, dir: vergeDir, bytes: statSync(vergeZip).size, unzipped: vergeUnzipped } };
-      // The same component on the onnxruntime engine, when that pack was made.
-      const ortZip = join(o.packages, `${w.pack}${VERGE_SYSTEMS[1][2]}`, 'function.zip');
-      if (existsSync(ortZip)) {
-        const dir = join(tmp, `verge-ort-${w.name}`);
-        const unzipped = unzip(ortZip, dir);
-        sys.vergeOrt = { label: VERGE_ORT, dir, bytes: statSync(ortZip).size, unzipped };
-        rep.ortThreads = JSON.parse(readFileSync(join(dir, 'verge.json'), 'utf8')).engine.threads;
-      }
-      // The viewer-request pack of the same component, when the workload has one and it was made.
-      const viewerZip = w.viewerPack && join(o.packages, w.viewerPack, 'function.zip');
-      if (viewerZip && existsSync(viewerZip)) {
-        const dir = join(tmp, `verge-viewer-${w.name}`);
-        const unzipped = unzip(viewerZip, dir);
-        const vm = JSON.parse(readFileSync(join(dir, 'verge.json'), 'utf8'));
-        if (vm.trigger !== 'viewer-request' || !vm.include_body) {
-          throw new Error(`${viewerZip}: packed for ${vm.trigger}${vm.include_body ? '' : ' without the body'}; expected viewer-request with the body`);
-        }
-        sys.vergeViewer = { label: VERGE_VIEWER, dir, bytes: statSync(viewerZip).size, unzipped, trigger: 'viewer-request', manifest: vm };
-        rep.viewerPack = w.viewerPack;
-      } else if (viewerZip) {
-        rep.notes.push(`no viewer row: ${viewerZip} is missing`);
-        say(`no viewer row: ${viewerZip} is missing`);
-      }
-      // The baseline gets the same intra-op threads as the verge onnxruntime
-      // pack (what the function's memory buys on Lambda), unless --ort-threads says.
-      const baselineThreads = o.ortThreads ?? rep.ortThreads ?? null;
-      rep.baselineThreads = baselineThreads;
+/**
+ * Each trigger's event files, with the same bodies: origin-request for the
+ * origin packs and the baseline, viewer-request for a viewer pack. `events`:
+ * every input; `bench`: the benchmark input alone.
+ */
+function writeEvents(w, inputs, sys, tmp) {
+  const paths = {};
+  for (const trigger of ['origin-request', ...(sys.vergeViewer ? ['viewer-request'] : [])]) {
+    paths[trigger] = { events: join(tmp, `events-${w.name}-${trigger}.json`), bench: join(tmp, `bench-${w.name}-${trigger}.json`) };
+    writeFileSync(paths[trigger].events, JSON.stringify(inputs.map((i) => eventFor(i.body, i.contentType, trigger))));
+    writeFileSync(paths[trigger].bench, JSON.stringify([eventFor(inputs[0].body, inputs[0].contentType, trigger)]));
+  }
+  return paths;
+}
 
-      // The baseline, zipped and unzipped (or why not).
-      try {
-        say('zipping the baseline (deflate -9)…');
-        const b = buildBaseline(w, manifest, tmp);
-        sys.baseline = { label: BASELINE, dir: b.dir, bytes: b.bytes, unzipped: b.unzipped };
-        rep.baselineFiles = b.files;
-        rep.baselineDeps = [...b.deps].map(([n, v]) => `${n}@${v}`);
-      } catch (e) {
-        rep.unavailable = String(e.message ?? e);
-        say(`baseline unavailable for ${w.name}: ${rep.unavailable}; measuring verge alone`);
-      }
-      const systems = Object.keys(sys);
+/** Every system's answers on every input, each verge system's held to the baseline's; returns how many disagree. */
+async function compareAnswers(w, sys, inputs, spec, rep, tmp) {
+  say(`answers on ${inputs.length} inputs…`);
+  const answers = {};
+  for (const s of Object.keys(sys)) answers[s] = (await runChild(spec(s, 'answers'), tmp)).results.map(w.answer);
+  if (!sys.baseline) {
+    say(`verge's answer on ${inputs[0].name}: ${JSON.stringify(answers.verge[0]).slice(0, 300)}`);
+    return 0;
+  }
+  rep.agreement = Object.keys(sys).filter((s) => s !== 'baseline').flatMap((s) => inputs.map((input, i) => ({
+    name: s === 'verge' ? input.name : `${input.name} (${sys[s].label})`,
+    ...(s === 'vergeViewer'
+      ? w.compareOwn(answers[s][i], answers.baseline[i], sys[s].manifest.config ?? {})
+      : w.compare(answers[s][i], answers.baseline[i], input)),
+  })));
+  const bad = rep.agreement.filter((a) => !a.ok);
+  say(`agreement: ${rep.agreement.length - bad.length}/${rep.agreement.length} inputs, max |difference| ${Math.max(...rep.agreement.map((a) => a.diff)).toExponential(2)}; ` +
+    `benchmark input ${inputs[0].name}: ${rep.agreement[0].ok ? 'same answer' : 'DIFFERENT'} (${rep.agreement[0].text})`);
+  for (const a of rep.agreement) say(`  ${a.ok ? 'ok  ' : 'FAIL'} ${a.name}: ${a.text}`);
+  return bad.length;
+}
 
-      // Inputs as events; the first is the benchmark input.
-      const inputs = w.inputs(tmp);
-      // Each trigger's events, with the same bodies: origin-request for the
-      // origin packs and the baseline, viewer-request for a viewer pack.
-      const paths = {};
-      for (const trigger of ['origin-request', ...(sys.vergeViewer ? ['viewer-request'] : [])]) {
-        paths[trigger] = { events: join(tmp, `events-${w.name}-${trigger}.json`), bench: join(tmp, `bench-${w.name}-${trigger}.json`) };
-        writeFileSync(paths[trigger].events, JSON.stringify(inputs.map((i) => eventFor(i.body, i.contentType, trigger))));
-        writeFileSync(paths[trigger].bench, JSON.stringify([eventFor(inputs[0].body, inputs[0].contentType, trigger)]));
-      }
-      rep.input = `${inputs[0].name}, ${inputs[0].body.length} B`;
-
-      // Agreement on every input.
-      const spec = (s, mode, extra = {}) => {
-        const p = paths[sys[s].trigger ?? 'origin-request'];
-        return { mode, system: s, dir: sys[s].dir, events: mode === 'answers' ? p.events : p.bench, ortThreads: baselineThreads, ...extra };
-      };
-      say(`answers on ${inputs.length} inputs…`);
-      const answers = {};
-      for (const s of systems) answers[s] = (await runChild(spec(s, 'answers'), tmp)).results.map(w.answer);
-      if (sys.baseline) {
-        // Every verge system against the baseline, input by input.
-        rep.agreement = Object.keys(sys).filter((s) => s !== 'baseline').flatMap((s) => inputs.map((input, i) => ({
-          name: s === 'verge' ? input.name : `${input.name} (${sys[s].label})`,
-          ...(s === 'vergeViewer'
-            ? w.compareOwn(answers[s][i], answers.baseline[i], sys[s].manifest.config ?? {})
-            : w.compare(answers[s][i], answers.baseline[i], input)),
-        })));
-        const bad = rep.agreement.filter((a) => !a.ok);
-        disagreements += bad.length;
-        say(`agreement: ${rep.agreement.length - bad.length}/${rep.agreement.length} inputs, max |difference| ${Math.max(...rep.agreement.map((a) => a.diff)).toExponential(2)}; ` +
-          `benchmark input ${inputs[0].name}: ${rep.agreement[0].ok ? 'same answer' : 'DIFFERENT'} (${rep.agreement[0].text})`);
-        for (const a of rep.agreement) say(`  ${a.ok ? 'ok  ' : 'FAIL'} ${a.name}: ${a.text}`);
-      } else {
-        say(`verge's answer on ${inputs[0].name}: ${JSON.stringify(answers.verge[0]).slice(0, 300)}`);
-      }
-
-      // Timed series, alternating the systems.
-      const series = Object.fromEntries(systems.map((s) => [s, { cold: [], initFirst: [], warm: [], warmAll: [], cpu: [], rss: [], threads: 0 }]));
-      for (let r = 0; r < reps; r++) {
-        const order = r % 2 === 0 ? systems : [...systems].reverse();
-        say(`repetition ${r + 1}/${reps}: cold ${order.join(', ')}; warm ${warmN} after ${warmup}`);
-        nodeAlone.push((await runChild({ mode: 'noop', system: 'node' }, tmp)).wall_ms);
-        for (const s of order) {
-          const c = await runChild(spec(s, 'cold'), tmp);
-          series[s].cold.push(c.wall_ms);
-          series[s].initFirst.push(c.init_first_ms);
-        }
-        for (const s of order) {
-          const res = await runChild(spec(s, 'warm', { n: warmN, warmup }), tmp);
-          series[s].warm.push(median(res.samples));
-          series[s].warmAll.push(...res.samples);
-          series[s].cpu.push(res.cpu_ms_per_request);
-          series[s].rss.push(res.peak_rss_kb / 1024);
-          series[s].threads = res.threads;
-        }
-      }
-      rep.series = series;
-      rep.sys = sys;
-
-      // Rows.
-      const add = (s, metric, unit, samples, better) => {
-        const row = { section: 'edge', workload: w.name, system: sys[s].label, metric, unit, samples, baseline: s === 'baseline', better };
-        rows.push(row);
-        if (o.rows) appendFileSync(o.rows, JSON.stringify(row) + '\n');
-      };
-      for (const s of systems) {
-        const x = sys[s];
-        const r6 = (v) => Math.round(v * 1e6) / 1e6;
-        const r3 = (v) => Math.round(v * 1e3) / 1e3;
-        add(s, 'zip size', 'MB', [r6(x.bytes / MB)], 'lower');
-        add(s, 'unzipped size', 'MB', [r6(x.unzipped / MB)], 'lower');
-        add(s, 'fits viewer 1 MB', 'yes/no', [x.bytes <= VIEWER_ZIP ? 1 : 0], 'higher');
-        add(s, 'fits origin 50 MB', 'yes/no', [x.bytes <= ORIGIN_ZIP ? 1 : 0], 'higher');
-        add(s, 'cold start', 'ms', series[s].cold.map(r3), 'lower');
-        add(s, 'cold init + first request', 'ms', series[s].initFirst.map(r3), 'lower');
-        add(s, 'warm request', 'ms', series[s].warm.map(r3), 'lower');
-        add(s, 'warm request CPU', 'ms', series[s].cpu.map(r3), 'lower');
-        add(s, 'peak RSS', 'MB', series[s].rss.map((v) => Math.round(v * 10) / 10), 'lower');
-      }
-      say(table(rep));
+/** The timed series, the systems alternating between repetitions (AB, BA, ...): cold processes, then warm ones. */
+async function timeSeries(sys, spec, rep, run) {
+  const systems = Object.keys(sys);
+  const series = Object.fromEntries(systems.map((s) => [s, { cold: [], initFirst: [], warm: [], warmAll: [], cpu: [], rss: [], threads: 0 }]));
+  for (let r = 0; r < run.reps; r++) {
+    const order = r % 2 === 0 ? systems : [...systems].reverse();
+    say(`repetition ${r + 1}/${run.reps}: cold ${order.join(', ')}; warm ${rep.warmN} after ${rep.warmup}`);
+    run.nodeAlone.push((await runChild({ mode: 'noop', system: 'node' }, run.tmp)).wall_ms);
+    for (const s of order) {
+      const c = await runChild(spec(s, 'cold'), run.tmp);
+      series[s].cold.push(c.wall_ms);
+      series[s].initFirst.push(c.init_first_ms);
     }
-    load.push(`end ${loadNow()}`);
+    for (const s of order) {
+      const res = await runChild(spec(s, 'warm', { n: rep.warmN, warmup: rep.warmup }), run.tmp);
+      series[s].warm.push(median(res.samples));
+      series[s].warmAll.push(...res.samples);
+      series[s].cpu.push(res.cpu_ms_per_request);
+      series[s].rss.push(res.peak_rss_kb / 1024);
+      series[s].threads = res.threads;
+    }
+  }
+  return series;
+}
 
-    // Summary.
-    const out = [];
-    out.push(`\nEdge benchmark${o.quick ? ' (--quick: figures not meaningful)' : ''}: ${reps} repetition(s), ${((Date.now() - started) / 1000).toFixed(0)} s`);
-    out.push(`node ${process.version}, ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), load average ${load.join(' / ')}; ` +
-      `node alone (spawn → exit) ${fmt(median(nodeAlone), 0)} ms median; baselines' onnxruntime threads: ${reports.map((r) => `${r.name} ${r.baselineThreads ?? 'default'}`).join(', ')} (the verge onnxruntime pack's, from its memory)`);
-    for (const r of reports) {
-      const b = r.series.baseline;
-      const cell = (s, key, d) => (s ? `${fmt(median(s[key]), d)}` : '–');
-      for (const [key, label] of VERGE_SYSTEMS) {
-        const v = r.series[key];
-        if (!v) continue;
-        const ratio = (k) => (b ? `${(median(v[k]) / median(b[k])).toFixed(2)}×` : '');
-        out.push(`- ${r.name}, ${label} (input ${r.input}): zip ${fmt(r.sys[key].bytes / MB, 2)} MB` +
-          (b ? ` vs ${fmt(r.sys.baseline.bytes / MB, 2)} MB` : '') +
-          `; cold ${cell(v, 'cold', 0)}${b ? ` vs ${cell(b, 'cold', 0)} ms (${ratio('cold')})` : ' ms'}` +
-          `; warm ${cell(v, 'warm', 2)}${b ? ` vs ${cell(b, 'warm', 2)} ms (${ratio('warm')})` : ' ms'}` +
-          `; peak RSS ${cell(v, 'rss', 0)}${b ? ` vs ${cell(b, 'rss', 0)} MB (${ratio('rss')})` : ' MB'}`);
-      }
-      out.push(b ? `  answers ${r.agreement.filter((a) => a.ok).length}/${r.agreement.length} agree with the baseline ` +
-        `(max |difference| ${Math.max(...r.agreement.map((a) => a.diff)).toExponential(1)})` : `  baseline unavailable: ${r.unavailable}`);
+/** One workload's rows (see ROWS above), kept for --json and appended to --rows as they come. */
+function addRows(w, sys, series, run) {
+  const add = (s, metric, unit, samples, better) => {
+    const row = { section: 'edge', workload: w.name, system: sys[s].label, metric, unit, samples, baseline: s === 'baseline', better };
+    run.rows.push(row);
+    if (run.o.rows) appendFileSync(run.o.rows, JSON.stringify(row) + '\n');
+  };
+  const r6 = (v) => Math.round(v * 1e6) / 1e6;
+  const r3 = (v) => Math.round(v * 1e3) / 1e3;
+  for (const s of Object.keys(sys)) {
+    const x = sys[s];
+    add(s, 'zip size', 'MB', [r6(x.bytes / MB)], 'lower');
+    add(s, 'unzipped size', 'MB', [r6(x.unzipped / MB)], 'lower');
+    add(s, 'fits viewer 1 MB', 'yes/no', [x.bytes <= VIEWER_ZIP ? 1 : 0], 'higher');
+    add(s, 'fits origin 50 MB', 'yes/no', [x.bytes <= ORIGIN_ZIP ? 1 : 0], 'higher');
+    add(s, 'cold start', 'ms', series[s].cold.map(r3), 'lower');
+    add(s, 'cold init + first request', 'ms', series[s].initFirst.map(r3), 'lower');
+    add(s, 'warm request', 'ms', series[s].warm.map(r3), 'lower');
+    add(s, 'warm request CPU', 'ms', series[s].cpu.map(r3), 'lower');
+    add(s, 'peak RSS', 'MB', series[s].rss.map((v) => Math.round(v * 10) / 10), 'lower');
+  }
+}
+
+/** The run's summary: each verge system against the baseline, per workload, then the viewer goals. */
+function summary({ o, reps, started, load, nodeAlone, reports }) {
+  const out = [];
+  out.push(`\nEdge benchmark${o.quick ? ' (--quick: figures not meaningful)' : ''}: ${reps} repetition(s), ${((Date.now() - started) / 1000).toFixed(0)} s`);
+  out.push(`node ${process.version}, ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), load average ${load.join(' / ')}; ` +
+    `node alone (spawn → exit) ${fmt(median(nodeAlone), 0)} ms median; baselines' onnxruntime threads: ${reports.map((r) => `${r.name} ${r.baselineThreads ?? 'default'}`).join(', ')} (the verge onnxruntime pack's, from its memory)`);
+  for (const r of reports) {
+    const b = r.series.baseline;
+    const cell = (s, key, d) => (s ? `${fmt(median(s[key]), d)}` : '–');
+    for (const [key, label] of VERGE_SYSTEMS) {
+      const v = r.series[key];
+      if (!v) continue;
+      const ratio = (k) => (b ? `${(median(v[k]) / median(b[k])).toFixed(2)}×` : '');
+      out.push(`- ${r.name}, ${label} (input ${r.input}): zip ${fmt(r.sys[key].bytes / MB, 2)} MB` +
+        (b ? ` vs ${fmt(r.sys.baseline.bytes / MB, 2)} MB` : '') +
+        `; cold ${cell(v, 'cold', 0)}${b ? ` vs ${cell(b, 'cold', 0)} ms (${ratio('cold')})` : ' ms'}` +
+        `; warm ${cell(v, 'warm', 2)}${b ? ` vs ${cell(b, 'warm', 2)} ms (${ratio('warm')})` : ' ms'}` +
+        `; peak RSS ${cell(v, 'rss', 0)}${b ? ` vs ${cell(b, 'rss', 0)} MB (${ratio('rss')})` : ' MB'}`);
     }
-    out.push('(verge vs onnxruntime-node baseline; ratios verge/baseline, medians over repetitions)');
-    for (const r of reports.filter((x) => x.series.vergeViewer)) out.push(...viewerGoals(r));
-    say(out.join('\n'));
-    if (o.json) {
-      writeFileSync(o.json, JSON.stringify(rows, null, 1) + '\n');
-      say(`rows: ${o.json}`);
-    }
-    if (o.rows) say(`rows appended to ${o.rows}`);
-    if (disagreements) {
-      say(`${disagreements} answer(s) differ between verge and the baseline: see above`);
-      process.exitCode = 1;
-    }
-  } finally {
-    killAll();
-    if (o.keep) say(`kept ${tmp}`);
-    else rmSync(tmp, { recursive: true, force: true });
+    out.push(b ? `  answers ${r.agreement.filter((a) => a.ok).length}/${r.agreement.length} agree with the baseline ` +
+      `(max |difference| ${Math.max(...r.agreement.map((a) => a.diff)).toExponential(1)})` : `  baseline unavailable: ${r.unavailable}`);
+  }
+  out.push('(verge vs onnxruntime-node baseline; ratios verge/baseline, medians over repetitions)');
+  for (const r of reports.filter((x) => x.series.vergeViewer)) out.push(...viewerGoals(r));
+  return out.join('\n');
+}
+
+/** --json's file, where the rows went, and exit status 1 on a disagreement. */
+function finish({ o, rows, disagreements }) {
+  if (o.json) {
+    writeFileSync(o.json, JSON.stringify(rows, null, 1) + '\n');
+    say(`rows: ${o.json}`);
+  }
+  if (o.rows) say(`rows appended to ${o.rows}`);
+  if (disagreements) {
+    say(`${disagreements} answer(s) differ between verge and the baseline: see above`);
+    process.exitCode = 1;
   }
 }
 

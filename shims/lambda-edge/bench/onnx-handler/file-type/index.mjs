@@ -10,7 +10,7 @@
 // the config.min.json and content_types_kb.min.json shipped with the model.
 //
 // Deployed layout (the zip's root; edge-bench.mjs builds it from this file):
-//   index.mjs  package.json  node_modules/onnxruntime-{node,common}
+//   index.mjs  common.mjs  package.json  node_modules/onnxruntime-{node,common}
 //   magika/model.onnx  magika/config.min.json  magika/content_types_kb.min.json
 // Lambda handler: `index.handler`. A request that cannot be classified
 // (truncated body, a model error) is passed on unchanged, as verge's
@@ -22,7 +22,7 @@ import { fileURLToPath } from 'node:url';
 
 import ort from 'onnxruntime-node';
 
-import { f32String, lambdaHandler, log, passOnError } from '../common.mjs';
+import { bodyHandler, f32String, lazySession, lambdaHandler, withHeaders } from '../common.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -83,8 +83,6 @@ export function decide(scores, cfg, kb) {
   return { label, score };
 }
 
-
-
 /**
  * A handler over a Magika model and its config. Options: `dir` (the folder
  * holding magika/), or explicit `model`, `config`, `kb` paths;
@@ -94,11 +92,7 @@ export function createHandler(opts = {}) {
   const dir = opts.dir ?? here;
   const cfg = JSON.parse(readFileSync(opts.config ?? join(dir, 'magika/config.min.json'), 'utf8'));
   const kb = JSON.parse(readFileSync(opts.kb ?? join(dir, 'magika/content_types_kb.min.json'), 'utf8'));
-  const modelPath = opts.model ?? join(dir, 'magika/model.onnx');
-  // Module scope in Lambda terms: created on the first invocation, reused while warm.
-  let session = null;
-  const sessionOf = () =>
-    (session ??= ort.InferenceSession.create(modelPath, { executionProviders: ['cpu'], ...opts.sessionOptions }));
+  const sessionOf = lazySession(opts.model ?? join(dir, 'magika/model.onnx'), opts.sessionOptions);
 
   async function classify(body) {
     const prepared = prepare(body, cfg);
@@ -109,36 +103,18 @@ export function createHandler(opts = {}) {
     return decide(out[s.outputNames[0]].data, cfg, kb);
   }
 
-  return async function handler(event) {
-    const started = process.hrtime.bigint();
-    const ms = () => Number(process.hrtime.bigint() - started) / 1e6;
-    const cf = event.Records[0].cf;
-    const request = cf.request;
-    const body = request.body;
-    if (typeof body?.data !== 'string' || body.inputTruncated) {
-      // Magika needs the end of the file too: a cut body is left to the origin.
-      log('info', { kind: 'pass', reason: body?.inputTruncated ? 'truncated body' : 'no body', ms: ms() });
-      return request;
-    }
-    try {
-      const bytes = Buffer.from(body.data, body.encoding === 'text' ? 'utf8' : 'base64');
-      const { label, score } = await classify(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.length));
-      const ct = kb[label] ?? {};
-      const add = {
-        'x-file-type': label,
-        'x-file-type-group': ct.group ?? '',
-        'x-file-type-mime': ct.mime_type ?? '',
-        'x-file-type-score': f32String(Math.fround(score)),
-      };
-      const headers = { ...request.headers };
-      for (const [key, value] of Object.entries(add)) headers[key] = [{ key, value }];
-      request.headers = headers;
-      log('info', { kind: 'annotate', label, ms: ms() });
-      return request;
-    } catch (e) {
-      return passOnError(request, e, ms());
-    }
-  };
+  // Magika needs the end of the file too: a cut body is left to the origin (bodyHandler).
+  return bodyHandler(async (bytes, request) => {
+    const { label, score } = await classify(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.length));
+    const ct = kb[label] ?? {};
+    const reply = withHeaders(request, {
+      'x-file-type': label,
+      'x-file-type-group': ct.group ?? '',
+      'x-file-type-mime': ct.mime_type ?? '',
+      'x-file-type-score': f32String(Math.fround(score)),
+    });
+    return { reply, log: { kind: 'annotate', label } };
+  });
 }
 
 /** The Lambda handler: `index.handler`. */

@@ -12,7 +12,7 @@
 //   the same result).
 //
 // Deployed layout (the zip's root; edge-bench.mjs builds it from this file):
-//   index.mjs  package.json  config.json ({"low": 0.3, "high": 0.8}, optional)
+//   index.mjs  common.mjs  package.json  config.json ({"low": 0.3, "high": 0.8}, optional)
 //   node_modules/onnxruntime-{node,common}  model/fraud-score.onnx
 // Lambda handler: `index.handler`. An invalid body or a model error passes the
 // request on unchanged (verge's `--on-error pass`); every invocation logs one
@@ -23,13 +23,14 @@ import { fileURLToPath } from 'node:url';
 
 import ort from 'onnxruntime-node';
 
-import { InvalidInput, f32String, lambdaHandler, log, passOnError, readConfig } from '../common.mjs';
+import {
+  InvalidInput, bodyHandler, f32String, jsonResponse, lambdaHandler, lazySession, readConfig, withHeaders,
+} from '../common.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
 /** The model's inputs, in its order (FEATURES in models/fraud_score.py). */
 export const FEATURES = ['amount', 'hour', 'distance_km', 'merchant_risk', 'card_age_days', 'txn_last_24h', 'foreign', 'card_present'];
-
 
 /** The feature vector from a JSON object of named numbers (booleans count as 0/1). */
 export function parseFeatures(text) {
@@ -55,8 +56,6 @@ export function parseFeatures(text) {
   return out;
 }
 
-
-
 /**
  * A handler over the fraud model. Options: `dir` (the folder holding model/
  * and config.json), or explicit `model`; `low`, `high` (else config.json, else
@@ -68,56 +67,24 @@ export function createHandler(opts = {}) {
   const low = Math.fround(Number(opts.low ?? cfg.low ?? 0.3));
   const high = Math.fround(Number(opts.high ?? cfg.high ?? 0.8));
   if (!(low >= 0 && high <= 1 && low <= high)) throw new Error(`low = ${low}, high = ${high}: need 0 <= low <= high <= 1`);
-  const modelPath = opts.model ?? join(dir, 'model/fraud-score.onnx');
-  let session = null;
-  const sessionOf = () =>
-    (session ??= ort.InferenceSession.create(modelPath, { executionProviders: ['cpu'], ...opts.sessionOptions }));
+  const sessionOf = lazySession(opts.model ?? join(dir, 'model/fraud-score.onnx'), opts.sessionOptions);
 
-  return async function handler(event) {
-    const started = process.hrtime.bigint();
-    const ms = () => Number(process.hrtime.bigint() - started) / 1e6;
-    const request = event.Records[0].cf.request;
-    const body = request.body;
-    if (typeof body?.data !== 'string' || body.inputTruncated) {
-      log('info', { kind: 'pass', reason: body?.inputTruncated ? 'truncated body' : 'no body', ms: ms() });
-      return request;
+  return bodyHandler(async (bytes, request) => {
+    const features = parseFeatures(bytes.toString('utf8'));
+    const s = await sessionOf();
+    const out = await s.run({ features: new ort.Tensor('float32', features, [1, FEATURES.length]) }, ['probabilities']);
+    const proba = out.probabilities;
+    if (proba.dims.join() !== '1,2') throw new Error(`probabilities of shape [${proba.dims}], expected [1,2]`);
+    const score = proba.data[1];
+    const s32 = f32String(score);
+    if (score >= high) {
+      const body = `{"decision":"block","fraud_score":${s32},"threshold":${f32String(high)}}`;
+      return { reply: jsonResponse('403', body, { 'x-fraud-score': s32 }), log: { kind: 'respond', score } };
     }
-    try {
-      const text = Buffer.from(body.data, body.encoding === 'text' ? 'utf8' : 'base64').toString('utf8');
-      const features = parseFeatures(text);
-      const s = await sessionOf();
-      const out = await s.run({ features: new ort.Tensor('float32', features, [1, FEATURES.length]) }, ['probabilities']);
-      const proba = out.probabilities;
-      if (proba.dims.join() !== '1,2') throw new Error(`probabilities of shape [${proba.dims}], expected [1,2]`);
-      const score = proba.data[1];
-      const s32 = f32String(score);
-      const headers = { ...request.headers };
-      if (score >= high) {
-        log('info', { kind: 'respond', score, ms: ms() });
-        return {
-          status: '403',
-          headers: {
-            'content-type': [{ key: 'Content-Type', value: 'application/json' }],
-            'x-fraud-score': [{ key: 'x-fraud-score', value: s32 }],
-          },
-          body: `{"decision":"block","fraud_score":${s32},"threshold":${f32String(high)}}`,
-          bodyEncoding: 'text',
-        };
-      }
-      if (score < low) {
-        headers['x-fraud-score'] = [{ key: 'x-fraud-score', value: s32 }];
-        log('info', { kind: 'annotate', score, ms: ms() });
-      } else {
-        const reason = `fraud score ${s32} is between ${f32String(low)} and ${f32String(high)}: the origin decides`;
-        headers['x-verge-deferred'] = [{ key: 'x-verge-deferred', value: reason }];
-        log('info', { kind: 'defer', score, ms: ms() });
-      }
-      request.headers = headers;
-      return request;
-    } catch (e) {
-      return passOnError(request, e, ms());
-    }
-  };
+    if (score < low) return { reply: withHeaders(request, { 'x-fraud-score': s32 }), log: { kind: 'annotate', score } };
+    const reason = `fraud score ${s32} is between ${f32String(low)} and ${f32String(high)}: the origin decides`;
+    return { reply: withHeaders(request, { 'x-verge-deferred': reason }), log: { kind: 'defer', score } };
+  });
 }
 
 /** The Lambda handler: `index.handler`. */

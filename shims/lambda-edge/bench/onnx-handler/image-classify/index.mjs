@@ -16,7 +16,7 @@
 // antialiasing (rows, then columns, in f64), ImageNet mean/std, NCHW.
 //
 // Deployed layout (the zip's root; edge-bench.mjs builds it from this file):
-//   index.mjs  package.json  config.json ({"top_k": 5}, optional)
+//   index.mjs  common.mjs  package.json  config.json ({"top_k": 5}, optional)
 //   node_modules/{onnxruntime-node,onnxruntime-common,pngjs,jpeg-js}
 //   model/efficientnet-lite0.onnx  model/imagenet1k_clean_names.json
 // Lambda handler: `index.handler`. A truncated or invalid image or a model
@@ -29,9 +29,9 @@ import { fileURLToPath } from 'node:url';
 
 import jpeg from 'jpeg-js';
 import ort from 'onnxruntime-node';
-
-import { InvalidInput, f32String, lambdaHandler, log, passOnError, readConfig } from '../common.mjs';
 import pngjs from 'pngjs';
+
+import { InvalidInput, bodyHandler, f32String, jsonResponse, lambdaHandler, lazySession, readConfig } from '../common.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -40,7 +40,6 @@ const MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255];
 const STD = [0.229 * 255, 0.224 * 255, 0.225 * 255];
 /** Larger images are refused rather than decoded. */
 export const MAX_PIXELS = 40_000_000;
-
 
 function tooLarge(width, height) {
   if (!width || !height || width * height > MAX_PIXELS) {
@@ -132,8 +131,6 @@ export function topK(scores, k) {
   return idx.slice(0, k).map((i) => [i, scores[i]]);
 }
 
-
-
 /**
  * A handler over EfficientNet-Lite0. Options: `dir` (the folder holding
  * model/ and config.json), or explicit `model`, `labels`; `topK` (else
@@ -146,40 +143,18 @@ export function createHandler(opts = {}) {
   if (!(k >= 1 && k <= 20)) throw new Error(`top-k = ${k}: expected 1 to 20`);
   const labels = JSON.parse(readFileSync(opts.labels ?? join(dir, 'model/imagenet1k_clean_names.json'), 'utf8'));
   if (labels.length !== 1000) throw new Error(`expected 1000 class names, got ${labels.length}`);
-  const modelPath = opts.model ?? join(dir, 'model/efficientnet-lite0.onnx');
-  let session = null;
-  const sessionOf = () =>
-    (session ??= ort.InferenceSession.create(modelPath, { executionProviders: ['cpu'], ...opts.sessionOptions }));
+  const sessionOf = lazySession(opts.model ?? join(dir, 'model/efficientnet-lite0.onnx'), opts.sessionOptions);
 
-  return async function handler(event) {
-    const started = process.hrtime.bigint();
-    const ms = () => Number(process.hrtime.bigint() - started) / 1e6;
-    const request = event.Records[0].cf.request;
-    const body = request.body;
-    if (typeof body?.data !== 'string' || body.inputTruncated) {
-      log('info', { kind: 'pass', reason: body?.inputTruncated ? 'truncated body' : 'no body', ms: ms() });
-      return request;
-    }
-    try {
-      const bytes = Buffer.from(body.data, body.encoding === 'text' ? 'utf8' : 'base64');
-      const input = preprocess(decode(bytes));
-      const s = await sessionOf();
-      const out = await s.run({ input: new ort.Tensor('float32', input, [1, 3, SIZE, SIZE]) });
-      const scores = out.probabilities;
-      if (scores.dims.join() !== '1,1000') throw new Error(`probabilities of shape [${scores.dims}]`);
-      const top = topK(scores.data, k);
-      const json = `{"top":[${top.map(([i, p]) => `{"index":${i},"label":${JSON.stringify(labels[i])},"score":${f32String(p)}}`).join(',')}]}`;
-      log('info', { kind: 'respond', label: labels[top[0][0]], ms: ms() });
-      return {
-        status: '200',
-        headers: { 'content-type': [{ key: 'Content-Type', value: 'application/json' }] },
-        body: json,
-        bodyEncoding: 'text',
-      };
-    } catch (e) {
-      return passOnError(request, e, ms());
-    }
-  };
+  return bodyHandler(async (bytes) => {
+    const input = preprocess(decode(bytes));
+    const s = await sessionOf();
+    const out = await s.run({ input: new ort.Tensor('float32', input, [1, 3, SIZE, SIZE]) });
+    const scores = out.probabilities;
+    if (scores.dims.join() !== '1,1000') throw new Error(`probabilities of shape [${scores.dims}]`);
+    const top = topK(scores.data, k);
+    const json = `{"top":[${top.map(([i, p]) => `{"index":${i},"label":${JSON.stringify(labels[i])},"score":${f32String(p)}}`).join(',')}]}`;
+    return { reply: jsonResponse('200', json), log: { kind: 'respond', label: labels[top[0][0]] } };
+  });
 }
 
 /** The Lambda handler: `index.handler`. */

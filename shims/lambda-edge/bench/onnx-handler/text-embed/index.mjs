@@ -16,7 +16,7 @@
 // characters assigned since.
 //
 // Deployed layout (the zip's root; edge-bench.mjs builds it from this file):
-//   index.mjs  package.json  config.json ({"labels": {"name": ["sentence", …]}})
+//   index.mjs  common.mjs  package.json  config.json ({"labels": {"name": ["sentence", …]}})
 //   node_modules/onnxruntime-{node,common}  model/minilm.onnx  model/tokenizer.json
 // Lambda handler: `index.handler`. An empty or invalid body or a model error
 // passes the request on unchanged (verge's `--on-error pass`); every
@@ -28,7 +28,7 @@ import { fileURLToPath } from 'node:url';
 
 import ort from 'onnxruntime-node';
 
-import { InvalidInput, f32String, lambdaHandler, log, passOnError, readConfig } from '../common.mjs';
+import { InvalidInput, bodyHandler, f32String, jsonResponse, lambdaHandler, lazySession, readConfig } from '../common.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const DIM = 384;
@@ -148,7 +148,6 @@ export function encode(tok, text) {
   return { ids, truncated };
 }
 
-
 function cosine(a, b) {
   let dot = 0;
   let na = 0;
@@ -161,7 +160,25 @@ function cosine(a, b) {
   return Math.fround(dot / Math.max(Math.fround(Math.fround(Math.sqrt(na)) * Math.fround(Math.sqrt(nb))), 1e-12));
 }
 
-
+/** The body's text: UTF-8, or a JSON body's "text" field when the Content-Type says JSON. */
+function textOf(bytes, contentType) {
+  let text;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    throw new InvalidInput('the body is not UTF-8');
+  }
+  if (contentType.includes('json')) {
+    try {
+      text = JSON.parse(text)?.text;
+    } catch (e) {
+      throw new InvalidInput(`the body is not JSON: ${e.message}`);
+    }
+    if (typeof text !== 'string') throw new InvalidInput('expected a JSON object with a string field "text"');
+  }
+  if (!text.trim()) throw new InvalidInput('empty text: there is nothing to embed');
+  return text;
+}
 
 /**
  * A handler over MiniLM. Options: `dir` (the folder holding model/ and
@@ -173,10 +190,7 @@ export function createHandler(opts = {}) {
   const cfg = readConfig(dir);
   const labels = Object.entries(opts.labels ?? cfg.labels ?? {});
   const tok = loadTokenizer(opts.tokenizer ?? join(dir, 'model/tokenizer.json'));
-  const modelPath = opts.model ?? join(dir, 'model/minilm.onnx');
-  let session = null;
-  const sessionOf = () =>
-    (session ??= ort.InferenceSession.create(modelPath, { executionProviders: ['cpu'], ...opts.sessionOptions }));
+  const sessionOf = lazySession(opts.model ?? join(dir, 'model/minilm.onnx'), opts.sessionOptions);
   // The labels' reference embeddings, computed once per instance.
   const references = new Map();
 
@@ -207,59 +221,24 @@ export function createHandler(opts = {}) {
     return references.get(sentence);
   }
 
-  return async function handler(event) {
-    const started = process.hrtime.bigint();
-    const ms = () => Number(process.hrtime.bigint() - started) / 1e6;
-    const request = event.Records[0].cf.request;
-    const body = request.body;
-    if (typeof body?.data !== 'string' || body.inputTruncated) {
-      log('info', { kind: 'pass', reason: body?.inputTruncated ? 'truncated body' : 'no body', ms: ms() });
-      return request;
+  return bodyHandler(async (bytes, request) => {
+    const enc = encode(tok, textOf(bytes, request.headers['content-type']?.[0]?.value ?? ''));
+    const embedding = await embed(enc);
+    const similarities = [];
+    for (const [name, sentences] of labels) {
+      let best = -Infinity;
+      for (const s of sentences) best = Math.max(best, cosine(embedding, await reference(s)));
+      similarities.push([name, best]);
     }
-    try {
-      const bytes = Buffer.from(body.data, body.encoding === 'text' ? 'utf8' : 'base64');
-      const contentType = request.headers['content-type']?.[0]?.value ?? '';
-      let text;
-      try {
-        text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
-      } catch {
-        throw new InvalidInput('the body is not UTF-8');
-      }
-      if (contentType.includes('json')) {
-        try {
-          text = JSON.parse(text)?.text;
-        } catch (e) {
-          throw new InvalidInput(`the body is not JSON: ${e.message}`);
-        }
-        if (typeof text !== 'string') throw new InvalidInput('expected a JSON object with a string field "text"');
-      }
-      if (!text.trim()) throw new InvalidInput('empty text: there is nothing to embed');
-      const enc = encode(tok, text);
-      const embedding = await embed(enc);
-      const similarities = [];
-      for (const [name, sentences] of labels) {
-        let best = -Infinity;
-        for (const s of sentences) best = Math.max(best, cosine(embedding, await reference(s)));
-        similarities.push([name, best]);
-      }
-      let json = `{"tokens":${enc.ids.length},"truncated":${enc.truncated}`;
-      if (similarities.length) {
-        const [label, sim] = similarities.reduce((a, b) => (a[1] >= b[1] ? a : b));
-        json += `,"label":${JSON.stringify(label)},"similarity":${f32String(sim)},"similarities":{` +
-          similarities.map(([n, s]) => `${JSON.stringify(n)}:${f32String(s)}`).join(',') + '}';
-      }
-      json += `,"embedding":[${Array.from(embedding, f32String).join(',')}]}`;
-      log('info', { kind: 'respond', tokens: enc.ids.length, ms: ms() });
-      return {
-        status: '200',
-        headers: { 'content-type': [{ key: 'Content-Type', value: 'application/json' }] },
-        body: json,
-        bodyEncoding: 'text',
-      };
-    } catch (e) {
-      return passOnError(request, e, ms());
+    let json = `{"tokens":${enc.ids.length},"truncated":${enc.truncated}`;
+    if (similarities.length) {
+      const [label, sim] = similarities.reduce((a, b) => (a[1] >= b[1] ? a : b));
+      json += `,"label":${JSON.stringify(label)},"similarity":${f32String(sim)},"similarities":{` +
+        similarities.map(([n, s]) => `${JSON.stringify(n)}:${f32String(s)}`).join(',') + '}';
     }
-  };
+    json += `,"embedding":[${Array.from(embedding, f32String).join(',')}]}`;
+    return { reply: jsonResponse('200', json), log: { kind: 'respond', tokens: enc.ids.length } };
+  });
 }
 
 /** The Lambda handler: `index.handler`. */
