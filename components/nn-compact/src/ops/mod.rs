@@ -20,42 +20,63 @@ pub trait Op: Send + Sync {
 
 pub type Built = Result<Box<dyn Op>, String>;
 
-/// The operators this engine runs, by domain, as `(domain, op_type)`; each
-/// [`build`] arm below is one of them.
-pub const OPERATORS: &[(&str, &str)] = &[
-    ("", "Add"),
-    ("", "ArgMax"),
-    ("", "Cast"),
-    ("", "Clip"),
-    ("", "Concat"),
-    ("", "Constant"),
-    ("", "Div"),
-    ("", "Exp"),
-    ("", "Flatten"),
-    ("", "Gemm"),
-    ("", "Identity"),
-    ("", "Log"),
-    ("", "MatMul"),
-    ("", "Mul"),
-    ("", "Not"),
-    ("", "Relu"),
-    ("", "Reshape"),
-    ("", "Sigmoid"),
-    ("", "Softmax"),
-    ("", "Squeeze"),
-    ("", "Sub"),
-    ("", "Tanh"),
-    ("", "Unsqueeze"),
-    ("ai.onnx.ml", "ArrayFeatureExtractor"),
-    ("ai.onnx.ml", "Binarizer"),
-    ("ai.onnx.ml", "LinearClassifier"),
-    ("ai.onnx.ml", "LinearRegressor"),
-    ("ai.onnx.ml", "Normalizer"),
-    ("ai.onnx.ml", "Scaler"),
-    ("ai.onnx.ml", "TreeEnsemble"),
-    ("ai.onnx.ml", "TreeEnsembleClassifier"),
-    ("ai.onnx.ml", "TreeEnsembleRegressor"),
+/// Builds an operator from its node at load.
+type Builder = fn(&Node) -> Built;
+
+/// The ONNX-ML domain (`""` is the default ONNX domain), short so that each
+/// entry below fits one line.
+const ML: &str = "ai.onnx.ml";
+
+/// Every operator this engine runs, as `(domain, op_type, builder)`. This is
+/// the one list: [`OPERATORS`] and [`build`] both come from it, so adding an
+/// operator is one line here and the two cannot disagree.
+const TABLE: &[(&str, &str, Builder)] = &[
+    ("", "Add", core::arithmetic),
+    ("", "ArgMax", core::argmax),
+    ("", "Cast", core::cast),
+    ("", "Clip", core::clip),
+    ("", "Concat", core::concat),
+    ("", "Constant", core::constant),
+    ("", "Div", core::arithmetic),
+    ("", "Exp", core::unary),
+    ("", "Flatten", core::flatten),
+    ("", "Gemm", linalg::gemm),
+    ("", "Identity", core::identity),
+    ("", "Log", core::unary),
+    ("", "MatMul", linalg::matmul),
+    ("", "Mul", core::arithmetic),
+    ("", "Not", core::unary),
+    ("", "Relu", core::unary),
+    ("", "Reshape", core::reshape),
+    ("", "Sigmoid", core::unary),
+    ("", "Softmax", core::softmax),
+    ("", "Squeeze", core::squeeze),
+    ("", "Sub", core::arithmetic),
+    ("", "Tanh", core::unary),
+    ("", "Unsqueeze", core::unsqueeze),
+    (ML, "ArrayFeatureExtractor", ml::array_feature_extractor),
+    (ML, "Binarizer", ml::binarizer),
+    (ML, "LinearClassifier", ml::linear_classifier),
+    (ML, "LinearRegressor", ml::linear_regressor),
+    (ML, "Normalizer", ml::normalizer),
+    (ML, "Scaler", ml::scaler),
+    (ML, "TreeEnsemble", tree::ensemble),
+    (ML, "TreeEnsembleClassifier", tree::classifier),
+    (ML, "TreeEnsembleRegressor", tree::regressor),
 ];
+
+/// The operators this engine runs, by domain, as `(domain, op_type)`: the
+/// [`TABLE`] less its builders, worked out at compile time.
+pub const OPERATORS: &[(&str, &str)] = &{
+    // A `while` loop, since iterators cannot run in a const.
+    let mut names = [("", ""); TABLE.len()];
+    let mut i = 0;
+    while i < TABLE.len() {
+        names[i] = (TABLE[i].0, TABLE[i].1);
+        i += 1;
+    }
+    names
+};
 
 /// A node as its builder sees it: its attributes (each read marks it
 /// understood), the opset of its domain, and the problems found.
@@ -196,33 +217,8 @@ impl<'a> Node<'a> {
 /// does not run.
 pub fn build(domain: &str, node: &Node) -> Option<Built> {
     let op = node.proto.op_type.as_str();
-    Some(match (domain, op) {
-        ("", "Add" | "Sub" | "Mul" | "Div") => core::arithmetic(node),
-        ("", "Exp" | "Log" | "Relu" | "Sigmoid" | "Tanh" | "Not") => core::unary(node),
-        ("", "Identity") => core::identity(node),
-        ("", "Cast") => core::cast(node),
-        ("", "Clip") => core::clip(node),
-        ("", "Constant") => core::constant(node),
-        ("", "Reshape") => core::reshape(node),
-        ("", "Flatten") => core::flatten(node),
-        ("", "Concat") => core::concat(node),
-        ("", "Squeeze") => core::squeeze(node),
-        ("", "Unsqueeze") => core::unsqueeze(node),
-        ("", "ArgMax") => core::argmax(node),
-        ("", "Softmax") => core::softmax(node),
-        ("", "MatMul") => linalg::matmul(node),
-        ("", "Gemm") => linalg::gemm(node),
-        ("ai.onnx.ml", "ArrayFeatureExtractor") => ml::array_feature_extractor(node),
-        ("ai.onnx.ml", "Binarizer") => ml::binarizer(node),
-        ("ai.onnx.ml", "LinearClassifier") => ml::linear_classifier(node),
-        ("ai.onnx.ml", "LinearRegressor") => ml::linear_regressor(node),
-        ("ai.onnx.ml", "Normalizer") => ml::normalizer(node),
-        ("ai.onnx.ml", "Scaler") => ml::scaler(node),
-        ("ai.onnx.ml", "TreeEnsembleClassifier") => tree::classifier(node),
-        ("ai.onnx.ml", "TreeEnsembleRegressor") => tree::regressor(node),
-        ("ai.onnx.ml", "TreeEnsemble") => tree::ensemble(node),
-        _ => return None,
-    })
+    let &(_, _, builder) = TABLE.iter().find(|&&(d, o, _)| d == domain && o == op)?;
+    Some(builder(node))
 }
 
 // Helpers shared by the operators.
@@ -271,4 +267,32 @@ pub fn float_map(
         }
         d => return Err(format!("{} elements are not supported", d.datum())),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dispatches(domain: &str, op: &str) -> bool {
+        let proto = NodeProto {
+            op_type: op.to_string(),
+            ..Default::default()
+        };
+        build(domain, &Node::new(&proto, 1)).is_some()
+    }
+
+    // `build` reads only `TABLE`, so it cannot know a name that `OPERATORS`
+    // lacks; this checks the compile-time copy into `OPERATORS` and the lookup.
+    #[test]
+    fn every_listed_operator_is_dispatched_and_nothing_else() {
+        assert_eq!(OPERATORS.len(), TABLE.len());
+        for (&(domain, op), &(d, o, _)) in OPERATORS.iter().zip(TABLE) {
+            assert_eq!((domain, op), (d, o));
+            assert!(dispatches(domain, op), "{op} ({domain}) is not dispatched");
+        }
+        // Known names in the wrong domain, and a name in neither domain.
+        assert!(!dispatches(ML, "Add"));
+        assert!(!dispatches("", "TreeEnsemble"));
+        assert!(!dispatches(ML, "ZipMap"));
+    }
 }
