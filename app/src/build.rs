@@ -4,13 +4,14 @@
 //! Nothing here packs, composes or writes a recipe itself: the edge packages
 //! are `verge_edge::package::pack`, their template `cloudformation::stack`,
 //! the device's recipe `verge_device::recipe::write` over a daemon
-//! configuration that `verge_device::config::Config::load` has accepted.
+//! configuration built as a `verge_device::config::Config` and checked by it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
-use verge_device::config::{Config, Overrides};
+use verge_device::config::{Artifact, Config, Overrides, Route};
+use verge_device::nn::{Backend, ModelSettings};
 use verge_device::recipe::{self, Arch};
 use verge_edge::cloudformation::{self, Function};
 use verge_edge::package::{self, Engine, ModelSource, OnnxruntimeNode, PackError, PackOptions};
@@ -57,12 +58,13 @@ pub struct RoutePlan {
 }
 
 pub struct DevicePlan {
-    /// The daemon's configuration, paths absolute (the recipe makes them artifact names).
-    pub config: Value,
+    /// The daemon's configuration, paths as the manifest gives them, from its
+    /// folder (the recipe makes them artifact names).
+    pub config: Config,
     pub routes: Vec<RoutePlan>,
     pub binaries: Vec<(Arch, PathBuf)>,
     pub artifacts_uri: String,
-    pub backend: String,
+    pub backend: Backend,
 }
 
 pub struct Plan {
@@ -370,31 +372,24 @@ fn plan_device(
     if on_device.is_empty() {
         return None;
     }
-    let mut doc = match &app.device.daemon {
-        Some(t) => toml_to_json(&toml::Value::Table(t.clone())),
-        None => json!({}),
-    };
     let before = problems.len();
+    let daemon = app.device.daemon.clone().unwrap_or_default();
     for key in ["models", "components", "routes"] {
-        if doc.get(key).is_some() {
+        if daemon.contains_key(key) {
             problems.push(format!(
                 "device.daemon.{key}: the manifest's [models] and [components] make these; remove it"
             ));
         }
     }
-    let model_defaults = app
-        .device
-        .model
-        .as_ref()
-        .map(|t| toml_to_json(&toml::Value::Table(t.clone())))
-        .unwrap_or_else(|| json!({}));
-    let backend = model_defaults["backend"]
-        .as_str()
-        .unwrap_or("tract")
-        .to_string();
-    let mut models = serde_json::Map::new();
-    let mut components = serde_json::Map::new();
-    let mut routes = serde_json::Map::new();
+    let mut config: Config = match toml::Value::Table(daemon).try_into() {
+        Ok(c) => c,
+        Err(e) => {
+            problems.push(format!("device.daemon: {e}"));
+            Config::default()
+        }
+    };
+    let model_defaults = app.device.model.clone().unwrap_or_default();
+    let mut backend = Backend::default();
     let mut route_plans = Vec::new();
     for (name, c, table) in on_device {
         let at = format!("component '{name}' on the device");
@@ -405,9 +400,16 @@ fn plan_device(
                     match source {
                         ModelSource::File(path) => {
                             let mut entry = model_defaults.clone();
-                            entry["path"] = json!(path);
-                            entry["sha256"] = json!(app.models[&m].sha256.to_ascii_lowercase());
-                            models.insert(m, entry);
+                            entry.insert("path".into(), path.display().to_string().into());
+                            let sha256 = app.models[&m].sha256.to_ascii_lowercase();
+                            entry.insert("sha256".into(), sha256.into());
+                            match toml::Value::Table(entry).try_into::<ModelSettings>() {
+                                Ok(settings) => {
+                                    backend = settings.backend;
+                                    config.models.insert(m, settings);
+                                }
+                                Err(e) => problems.push(format!("device.model: {e}")),
+                            }
                         }
                         ModelSource::Url { url, .. } => problems.push(format!(
                             "{at}: model '{m}' is a URL ({url}); a device deployment ships its models as files"
@@ -420,39 +422,51 @@ fn plan_device(
         else {
             continue;
         };
-        components.insert(name.clone(), json!({ "path": path, "sha256": digest }));
-        let mut route = toml_to_json(&toml::Value::Table(table.clone()));
-        let route_name = match route.as_object_mut().and_then(|r| r.remove("route")) {
+        config.components.insert(
+            name.clone(),
+            Artifact {
+                path: path.clone(),
+                sha256: digest.clone(),
+            },
+        );
+        let mut table = table.clone();
+        let route_name = match table.remove("route") {
             None => name.clone(),
-            Some(Value::String(s)) => s,
+            Some(toml::Value::String(s)) => s,
             Some(other) => {
                 problems.push(format!("{at}: route must be a string, not {other}"));
                 continue;
             }
         };
-        let overrides: BTreeMap<String, String> =
-            match route.as_object_mut().and_then(|r| r.remove("config")) {
-                None => BTreeMap::new(),
-                Some(v) => match serde_json::from_value(v) {
-                    Ok(o) => o,
-                    Err(_) => {
-                        problems.push(format!("{at}: config must be a table of strings"));
-                        continue;
-                    }
-                },
-            };
+        let overrides: BTreeMap<String, String> = match table.remove("config") {
+            None => BTreeMap::new(),
+            Some(v) => match v.try_into() {
+                Ok(o) => o,
+                Err(_) => {
+                    problems.push(format!("{at}: config must be a table of strings"));
+                    continue;
+                }
+            },
+        };
         let (settings, unknown) = c.settings(&overrides);
         for k in unknown {
             problems.push(format!(
                 "{at}: setting '{k}' is not one of the component's ([components.{name}.config]); a placement overrides settings, it does not add them"
             ));
         }
-        if route.get("component").is_some() {
+        if table.contains_key("component") {
             problems.push(format!("{at}: component is implied: remove it"));
         }
-        route["component"] = json!(name);
-        route["config"] = json!(settings);
-        if routes.insert(route_name.clone(), route).is_some() {
+        table.insert("component".into(), name.clone().into());
+        let mut route: Route = match toml::Value::Table(table).try_into() {
+            Ok(r) => r,
+            Err(e) => {
+                problems.push(format!("{at}: {e}"));
+                continue;
+            }
+        };
+        route.config = settings.clone();
+        if config.routes.insert(route_name.clone(), route).is_some() {
             problems.push(format!("{at}: a second route named '{route_name}'"));
         }
         route_plans.push(RoutePlan {
@@ -461,14 +475,6 @@ fn plan_device(
             settings,
         });
     }
-    // The daemon's own relative paths (a CA file, say) are the manifest's.
-    if doc.get("artifacts_dir").is_none() {
-        doc["artifacts_dir"] =
-            json!(std::path::absolute(&app.dir).unwrap_or_else(|_| app.dir.clone()));
-    }
-    doc["models"] = Value::Object(models);
-    doc["components"] = Value::Object(components);
-    doc["routes"] = Value::Object(routes);
 
     let artifacts_uri = app.device.artifacts_uri.clone().unwrap_or_default();
     if artifacts_uri.is_empty() && !opts.check_only {
@@ -519,14 +525,20 @@ fn plan_device(
             ));
         }
     }
-    // The daemon's own parser judges the configuration, as it will on the device.
-    if problems.len() == before
-        && let Err(e) = validate_daemon_config(&doc)
-    {
-        problems.push(format!("the device configuration: {e}"));
+    // The daemon's own checks judge the configuration, as they will on the device.
+    if problems.len() == before {
+        let mut device = config.clone();
+        device.apply(&Overrides {
+            thing_name: Some("thing".into()),
+            state_dir: Some("/state".into()),
+            artifacts_dir: None,
+        });
+        if let Err(e) = device.check() {
+            problems.push(format!("the device configuration: {e}"));
+        }
     }
     Some(DevicePlan {
-        config: doc,
+        config,
         routes: route_plans,
         binaries,
         artifacts_uri,
@@ -552,61 +564,6 @@ fn default_binary(arch: Arch) -> Option<PathBuf> {
         .iter()
         .map(|p| dir.join("..").join(triple).join(p).join("verge-device"))
         .find(|p| p.is_file())
-}
-
-fn validate_daemon_config(doc: &Value) -> Result<(), String> {
-    let scratch = Scratch::new("config").map_err(|e| e.to_string())?;
-    let path = stage(doc, &scratch.0).map_err(|e| format!("staging the configuration: {e}"))?;
-    let overrides = Overrides {
-        thing_name: Some("thing".into()),
-        state_dir: Some(scratch.0.join("state")),
-        artifacts_dir: None,
-    };
-    Config::load(&path, &overrides)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
-}
-
-/// The daemon configuration written into `dir`, each model and component a
-/// link named after it (`<name>.onnx`, `<name>.wasm`): artifacts share one
-/// folder on the device, so two `model.onnx` files must not meet there.
-fn stage(doc: &Value, dir: &Path) -> std::io::Result<PathBuf> {
-    let mut doc = doc.clone();
-    for section in ["models", "components"] {
-        let Some(entries) = doc.get_mut(section).and_then(Value::as_object_mut) else {
-            continue;
-        };
-        for (name, entry) in entries.iter_mut() {
-            let Some(source) = entry["path"].as_str().map(PathBuf::from) else {
-                continue;
-            };
-            let ext = source
-                .extension()
-                .map_or(String::new(), |e| format!(".{}", e.to_string_lossy()));
-            let link = dir.join(format!("{name}{ext}"));
-            std::os::unix::fs::symlink(&source, &link)?;
-            entry["path"] = json!(link);
-        }
-    }
-    let path = dir.join("verge.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&doc).expect("JSON"))?;
-    Ok(path)
-}
-
-pub fn toml_to_json(v: &toml::Value) -> Value {
-    match v {
-        toml::Value::String(s) => json!(s),
-        toml::Value::Integer(i) => json!(i),
-        toml::Value::Float(f) => json!(f),
-        toml::Value::Boolean(b) => json!(b),
-        toml::Value::Datetime(d) => json!(d.to_string()),
-        toml::Value::Array(a) => Value::Array(a.iter().map(toml_to_json).collect()),
-        toml::Value::Table(t) => Value::Object(
-            t.iter()
-                .map(|(k, v)| (k.clone(), toml_to_json(v)))
-                .collect(),
-        ),
-    }
 }
 
 /// A temporary folder, removed when dropped.
@@ -666,11 +623,13 @@ pub fn write(app: &App, plan: &Plan, opts: &Options, out: &Path) -> anyhow::Resu
         written.template = Some(path);
     }
     if let Some(device) = &plan.device {
-        let scratch = Scratch::new("build")?;
-        let config = stage(&device.config, &scratch.0)?;
         let dir = out.join("device");
         let w = recipe::write(&recipe::Options {
-            config,
+            config: device.config.clone(),
+            config_dir: std::path::absolute(&app.dir)?,
+            // Artifacts share one folder on the device: two `model.onnx`
+            // files must not meet there.
+            name_by_key: true,
             artifacts_uri: device.artifacts_uri.clone(),
             version: app.version.clone(),
             name: app.device_component(),

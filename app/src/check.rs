@@ -13,6 +13,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use serde_json::Value;
+use verge_device::config::Config;
 use verge_device::nn::{EngineSpec, Graphs, ModelSpec};
 use verge_device::report;
 use verge_device::runtime::{Deployment, Limits, Placement, Request, Runtime};
@@ -339,17 +340,13 @@ fn table(rows: &[Row]) -> String {
     )
 }
 
-/// A route's call bounds as the daemon derives them, from the configuration
-/// the plan made (already accepted by the daemon's parser).
-fn route_limits(config: &Value, route: &str) -> Result<Limits, String> {
-    let parsed: verge_device::config::Route =
-        serde_json::from_value(config["routes"][route].clone())
-            .map_err(|e| format!("route '{route}': {e}"))?;
-    let api: verge_device::config::Api = match config.get("api") {
-        Some(a) => serde_json::from_value(a.clone()).map_err(|e| format!("api: {e}"))?,
-        None => Default::default(),
-    };
-    Ok(parsed.limits(api.max_body_bytes))
+/// A route's call bounds as the daemon derives them.
+fn route_limits(config: &Config, route: &str) -> Result<Limits, String> {
+    let r = config
+        .routes
+        .get(route)
+        .ok_or_else(|| format!("route '{route}': not in the device configuration"))?;
+    Ok(r.limits(config.api.max_body_bytes))
 }
 
 #[cfg(test)]

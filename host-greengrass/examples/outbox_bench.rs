@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use verge_device::config::Policy;
+use verge_device::outbox::Policy;
 use verge_device::outbox::{Outbox, new_id};
 
 fn main() -> anyhow::Result<()> {

@@ -14,6 +14,8 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -22,6 +24,7 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue};
 use hyper::{Method, Request as HttpRequest, Response, StatusCode};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::metrics::Metrics;
@@ -30,6 +33,138 @@ use crate::outbox::{self, Outbox};
 use crate::pool::{Pool, PoolError};
 use crate::report;
 use crate::runtime::{CallError, Deployment, Prepared, Request, Runtime};
+
+/// `[api]`: where and how the local API listens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Loopback TCP by default: the API is for applications on the device.
+    /// `unix:PATH` listens on a Unix domain socket instead (a relative PATH
+    /// is in `state_dir`), which file permissions guard.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<Listen>,
+    /// The Unix socket's permissions, in octal: who may connect (default
+    /// "660": the daemon's user and group).
+    #[serde(default = "default_socket_mode")]
+    pub socket_mode: String,
+    /// Largest request body accepted, in bytes.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Calls run at once; more wait. Defaults to the number of cores.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workers: Option<usize>,
+    /// How long a shutdown waits for in-flight requests.
+    #[serde(default = "default_drain")]
+    pub shutdown_grace_s: u64,
+    /// A file holding a token callers must send as `Authorization: Bearer <token>`
+    /// (every path but `/healthz`); none: no authentication (keep the API on loopback).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+}
+
+fn default_listen() -> Listen {
+    Listen::Tcp(SocketAddr::from(([127, 0, 0, 1], 8470)))
+}
+fn default_socket_mode() -> String {
+    "660".into()
+}
+
+/// Where the API listens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Listen {
+    Tcp(SocketAddr),
+    /// A Unix domain socket at this path.
+    Unix(PathBuf),
+}
+
+impl TryFrom<String> for Listen {
+    type Error = String;
+    fn try_from(s: String) -> Result<Listen, String> {
+        match s.strip_prefix("unix:") {
+            Some("") => Err("listen = \"unix:\" needs a path".into()),
+            Some(path) => Ok(Listen::Unix(path.into())),
+            None => s.parse().map(Listen::Tcp).map_err(|_| {
+                format!(
+                    "listen = {s:?}: expected an address and port (127.0.0.1:8470) or unix:PATH"
+                )
+            }),
+        }
+    }
+}
+
+impl From<Listen> for String {
+    fn from(l: Listen) -> String {
+        l.to_string()
+    }
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listen::Tcp(a) => write!(f, "{a}"),
+            Listen::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+impl Settings {
+    /// `socket_mode` as permission bits, if it is octal ones (checked when
+    /// the configuration loads, so a loaded one always is).
+    fn socket_mode_bits(&self) -> Option<u32> {
+        u32::from_str_radix(&self.socket_mode, 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+    }
+
+    /// Where the API listens: `listen`, else loopback TCP port 8470.
+    pub fn listen(&self) -> Listen {
+        self.listen.clone().unwrap_or_else(default_listen)
+    }
+
+    pub fn socket_mode(&self) -> u32 {
+        self.socket_mode_bits().unwrap_or(0o600)
+    }
+
+    /// The section's own checks.
+    pub fn check(&self) -> Result<(), String> {
+        if self.socket_mode_bits().is_none() {
+            return Err(format!(
+                "api.socket_mode {:?}: expected permission bits in octal, like \"660\"",
+                self.socket_mode
+            ));
+        }
+        if self.workers.is_some_and(|w| w == 0 || w > MAX_WORKERS) {
+            return Err(format!("api.workers is from 1 to {MAX_WORKERS}"));
+        }
+        if self.max_body_bytes == 0 {
+            return Err("api.max_body_bytes must be positive".into());
+        }
+        Ok(())
+    }
+}
+fn default_max_body() -> usize {
+    16 << 20
+}
+fn default_drain() -> u64 {
+    10
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            listen: None,
+            socket_mode: default_socket_mode(),
+            max_body_bytes: default_max_body(),
+            workers: None,
+            shutdown_grace_s: default_drain(),
+            token_file: None,
+        }
+    }
+}
+
+/// The most worker threads, and calls of one route at once.
+pub const MAX_WORKERS: usize = 1024;
 
 /// One configured route, ready to call.
 pub struct Route {
@@ -483,13 +618,11 @@ impl Listener {
     /// Binds `listen`; a Unix socket gets `mode` as its permissions. A stale
     /// socket left by a daemon that died is replaced; a socket another
     /// process answers on, or a file that is not a socket, is refused.
-    pub async fn bind(listen: &crate::config::Listen, mode: u32) -> std::io::Result<Listener> {
+    pub async fn bind(listen: &Listen, mode: u32) -> std::io::Result<Listener> {
         use std::os::unix::fs::{FileTypeExt, PermissionsExt};
         match listen {
-            crate::config::Listen::Tcp(addr) => {
-                Ok(Listener::Tcp(tokio::net::TcpListener::bind(addr).await?))
-            }
-            crate::config::Listen::Unix(path) => {
+            Listen::Tcp(addr) => Ok(Listener::Tcp(tokio::net::TcpListener::bind(addr).await?)),
+            Listen::Unix(path) => {
                 if let Ok(meta) = std::fs::symlink_metadata(path) {
                     let in_use = || std::os::unix::net::UnixStream::connect(path).is_ok();
                     if !meta.file_type().is_socket() {

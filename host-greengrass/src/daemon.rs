@@ -84,7 +84,9 @@ fn read_token(path: &std::path::Path) -> Result<String, DaemonError> {
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Runs the daemon until a termination signal; `Err` is a fatal error.
-pub async fn serve(config: Config) -> Result<(), DaemonError> {
+/// `under_nucleus`: the process runs as a Greengrass component (its IPC
+/// variables are set; read once, by the caller).
+pub async fn serve(config: Config, under_nucleus: bool) -> Result<(), DaemonError> {
     let started = Instant::now();
     log::info(
         "starting",
@@ -104,7 +106,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     let metrics = Arc::new(Metrics::new(config.routes.keys()));
     // Under a Greengrass nucleus, its IPC connection: made once, now (the SDK
     // allows no second attempt; a failure exits 1 and the nucleus restarts us).
-    let nucleus = if crate::nucleus::present() {
+    let nucleus = if under_nucleus {
         let m = metrics.clone();
         let n = tokio::task::spawn_blocking(move || Nucleus::connect(m))
             .await
@@ -125,13 +127,12 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     }
     // The uplink's settings checked (its TLS files read) now, not at the
     // first connection; an outbox only when something goes to the cloud.
-    let connector = AnyConnector::from_config(&config, nucleus.as_ref())?;
-    if nucleus.is_some() && config.mqtt.is_some() && config.uplink.kind.is_none() {
-        log::warn(
-            "under a Greengrass nucleus the outbox goes through IPC; [mqtt] is not used \
-             (set [uplink] type = \"mqtt\" to use it)",
-            json!({}),
-        );
+    let connector = AnyConnector::make(
+        &config.uplink_sections(nucleus.as_ref()),
+        config.sends_to_cloud(),
+    )?;
+    if let (Some(_), Some(why)) = (&nucleus, config.uplink.ignored_mqtt(config.mqtt.is_some())) {
+        log::warn(why, json!({}));
     }
     let outbox = match &connector {
         Some(c) => Some(Arc::new(Outbox::open(
@@ -144,7 +145,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     };
 
     if let Some(c) = &connector {
-        let _ = metrics.uplink.set(c.kind().as_str());
+        let _ = metrics.uplink.set(c.kind());
     }
     // Every component's state within its budget, and leaving the disk the
     // outbox may still need; refusals counted in /metrics.
@@ -185,10 +186,11 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         config.thing_name.clone(),
         token,
     ));
-    let listener = api::Listener::bind(&config.api.listen, config.api.socket_mode())
+    let listen = config.api.listen();
+    let listener = api::Listener::bind(&listen, config.api.socket_mode())
         .await
         .map_err(|error| DaemonError::Listen {
-            addr: config.api.listen.to_string(),
+            addr: listen.to_string(),
             error,
         })?;
     let local = listener.address();
@@ -251,7 +253,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
 
     let sender = match (connector, &outbox) {
         (Some(connector), Some(outbox)) => {
-            let options = connector.sender_options(&config);
+            let options = connector.sender_options(&config.health);
             let (m, o, thing) = (metrics.clone(), outbox.clone(), config.thing_name.clone());
             let health = move || {
                 json!({

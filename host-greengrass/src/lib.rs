@@ -24,6 +24,7 @@ pub mod api;
 pub mod cache;
 pub mod config;
 pub mod daemon;
+pub mod limits;
 pub mod log;
 pub mod metrics;
 pub mod nn;

@@ -199,7 +199,9 @@ fn main() -> ExitCode {
 
 fn write_recipe(args: RecipeArgs) -> Result<ExitCode> {
     let written = recipe::write(&recipe::Options {
-        config: args.config,
+        config: Config::read(&args.config)?,
+        config_dir: verge_device::config::config_dir(&args.config).to_path_buf(),
+        name_by_key: false,
         artifacts_uri: args.artifacts_uri.clone(),
         version: args.version,
         name: args.name,
@@ -256,7 +258,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fatal(&e),
     };
-    let result = runtime.block_on(daemon::serve(config));
+    let result = runtime.block_on(daemon::serve(config, verge_device::nucleus::present()));
     // A load still running (an engine stuck on a model) must not hold the exit.
     runtime.shutdown_background();
     match result {

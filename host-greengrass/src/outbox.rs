@@ -15,8 +15,54 @@ use rusqlite::{Connection, TransactionBehavior, params};
 use serde_json::json;
 use tokio::sync::Notify;
 
-use crate::config::Policy;
+use serde::{Deserialize, Serialize};
+
 use crate::log;
+
+/// `[outbox]`: how much may wait for the cloud, and what gives when it is full.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Bytes queued at most (topics and payloads; default 64 MiB).
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+    #[serde(default = "default_policy")]
+    pub policy: Policy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Policy {
+    /// Make room by dropping the oldest messages.
+    DropOldest,
+    /// Keep what is queued; refuse the new message.
+    RejectNew,
+}
+
+fn default_max_bytes() -> u64 {
+    64 << 20
+}
+fn default_policy() -> Policy {
+    Policy::DropOldest
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            max_bytes: default_max_bytes(),
+            policy: default_policy(),
+        }
+    }
+}
+
+impl Settings {
+    pub fn check(&self) -> Result<(), String> {
+        if self.max_bytes == 0 {
+            return Err("outbox.max_bytes must be positive".into());
+        }
+        Ok(())
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {

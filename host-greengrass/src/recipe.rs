@@ -30,10 +30,9 @@ use std::str::FromStr;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::config::{self, Config, ConfigError, Overrides};
+use crate::api::Listen;
+use crate::config::{Config, ConfigError, Overrides, PathField, THING};
 
-/// The daemon's placeholder for the device's name in topics and the client id.
-const THING: &str = "{thing}";
 /// The daemon configuration's file name among the artifacts.
 pub const CONFIG_ARTIFACT: &str = "verge.json";
 /// The API's Unix socket under Greengrass, in the state folder
@@ -132,8 +131,15 @@ impl FromStr for Arch {
 /// What to generate.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// The daemon configuration (TOML, or JSON when it ends in .json).
-    pub config: PathBuf,
+    /// The daemon configuration as written ([`Config::read`], or built in
+    /// memory): paths as the daemon resolves them from `config_dir`.
+    pub config: Config,
+    /// The folder relative paths start from (a configuration file's folder).
+    pub config_dir: PathBuf,
+    /// Name each model's and component's artifact after its name in the
+    /// configuration (`NAME.onnx`, `NAME.wasm`) rather than its file's, so
+    /// two `model.onnx` files can ship side by side.
+    pub name_by_key: bool,
     /// Where the artifacts will be: `s3://BUCKET/PREFIX`.
     pub artifacts_uri: String,
     /// The component version (semantic versioning).
@@ -186,8 +192,9 @@ impl Files {
         path: &Path,
         what: &str,
         sha256: Option<&str>,
+        name: Option<String>,
     ) -> Result<String, RecipeError> {
-        let name = artifact_name(path, what)?;
+        let name = artifact_name(name.as_deref().map_or(path, Path::new), what)?;
         if name == CONFIG_ARTIFACT || Arch::ALL.iter().any(|a| a.binary_name() == name) {
             return Err(invalid(format!(
                 "{what} {} is named {name}, a name the recipe gives to its own artifacts: rename the file",
@@ -201,7 +208,7 @@ impl Files {
             e => e,
         })?;
         if let Some(expected) = sha256 {
-            let actual = hex(&digest);
+            let actual = format!("{digest:x}");
             if !actual.eq_ignore_ascii_case(expected) {
                 return Err(ConfigError::Digest {
                     what: what.into(),
@@ -213,7 +220,7 @@ impl Files {
             }
         }
         if let Some(other) = self.list.iter().find(|f| f.name == name) {
-            if other.digest == digest {
+            if other.digest == <[u8; 32]>::from(digest) {
                 return Ok(name);
             }
             return Err(invalid(format!(
@@ -226,7 +233,7 @@ impl Files {
         self.list.push(File {
             name: name.clone(),
             source: path.into(),
-            digest,
+            digest: digest.into(),
             what: what.into(),
         });
         Ok(name)
@@ -251,21 +258,17 @@ fn artifact_name(path: &Path, what: &str) -> Result<String, RecipeError> {
     Ok(name.to_string())
 }
 
-fn sha256_file(path: &Path) -> Result<[u8; 32], RecipeError> {
+fn sha256_file(path: &Path) -> Result<sha2::digest::Output<Sha256>, RecipeError> {
     let mut file = std::fs::File::open(path).map_err(io(path))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0; 1 << 16];
     loop {
         let n = file.read(&mut buf).map_err(io(path))?;
         if n == 0 {
-            return Ok(hasher.finalize().into());
+            return Ok(hasher.finalize());
         }
         hasher.update(&buf[..n]);
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 pub use crate::report::base64;
@@ -362,39 +365,6 @@ fn check_options(opts: &Options) -> Result<String, RecipeError> {
     Ok(uri.to_string())
 }
 
-/// Reads the configuration as a document, to rewrite it.
-fn read_document(path: &Path) -> Result<Value, RecipeError> {
-    let text = std::fs::read_to_string(path).map_err(io(path))?;
-    let doc: Result<Value, String> = if path.extension().is_some_and(|e| e == "json") {
-        serde_json::from_str(&text).map_err(|e| e.to_string())
-    } else {
-        toml::from_str(&text).map_err(|e| e.to_string())
-    };
-    doc.map_err(|message| {
-        ConfigError::Parse {
-            path: path.into(),
-            message,
-        }
-        .into()
-    })
-}
-
-fn field<'a>(doc: &'a mut Value, keys: &[&str]) -> Option<&'a mut Value> {
-    keys.iter().try_fold(doc, |v, k| v.get_mut(*k))
-}
-
-/// The string at `keys`, when it is a relative path.
-fn relative(doc: &mut Value, keys: &[&str]) -> Option<String> {
-    let s = field(doc, keys)?.as_str()?;
-    Path::new(s).is_relative().then(|| s.to_string())
-}
-
-fn set(doc: &mut Value, keys: &[&str], name: &str) {
-    if let Some(v) = field(doc, keys) {
-        *v = Value::String(name.into());
-    }
-}
-
 /// Writes `OUT/recipe.json` and `OUT/artifacts/` for the configuration.
 pub fn write(opts: &Options) -> Result<Written, RecipeError> {
     let uri = check_options(opts)?;
@@ -415,102 +385,90 @@ pub fn write(opts: &Options) -> Result<Written, RecipeError> {
     let mut binary_digests = Vec::new();
     for (arch, path) in &binaries {
         check_binary(*arch, path)?;
-        binary_digests.push(sha256_file(path)?);
+        binary_digests.push(<[u8; 32]>::from(sha256_file(path)?));
     }
 
-    // The configuration as the daemon reads it (paths resolved as it resolves
-    // them), with {thing} kept: the thing name and the state folder come from
-    // the recipe's command line on the device.
+    // The configuration checked as the daemon will check it on the device,
+    // with {thing} kept: the thing name and the state folder come from the
+    // recipe's command line there.
     let overrides = Overrides {
         thing_name: Some(THING.into()),
         state_dir: Some("{work:path}/state".into()),
         artifacts_dir: None,
     };
-    let config = Config::load(&opts.config, &overrides)?;
-    let mut doc = read_document(&opts.config)?;
+    let mut config = opts.config.clone();
+    config.apply(&overrides);
+    config.check()?;
+    let base = match &opts.config.artifacts_dir {
+        Some(d) => opts.config_dir.join(d),
+        None => opts.config_dir.clone(),
+    };
 
-    // Every component and model ships; in the copy of the configuration each
-    // path becomes a file name, relative to the artifacts folder.
+    // Every component and model ships; in the shipped copy each path
+    // becomes an artifact's file name. Other relative paths are files
+    // beside the configuration: the CA and the ONNX Runtime library ship; a
+    // certificate, a key or a token does not.
+    let mut shipped = opts.config.clone();
+    shipped.thing_name = None;
+    shipped.state_dir = None;
+    shipped.artifacts_dir = None;
     let mut files = Files { list: Vec::new() };
-    for (name, c) in &config.components {
-        let file = files.add(&c.path, &format!("component '{name}'"), Some(&c.sha256))?;
-        set(&mut doc, &["components", name, "path"], &file);
-    }
-    for (name, m) in &config.models {
-        let file = files.add(&m.path, &format!("model '{name}'"), Some(&m.sha256))?;
-        set(&mut doc, &["models", name, "path"], &file);
-    }
-    // Other relative paths are files beside the configuration: the CA and the
-    // ONNX Runtime library ship; a certificate, a key or a token does not.
-    for (keys, what) in [
-        (&["mqtt", "tls", "cert"][..], "mqtt.tls.cert"),
-        (&["mqtt", "tls", "key"][..], "mqtt.tls.key"),
-        (&["api", "token_file"][..], "api.token_file"),
-    ] {
-        if let Some(p) = relative(&mut doc, keys) {
-            return Err(invalid(format!(
-                "{what} '{p}' is relative, so it would ship as an artifact to every device: \
-                 a device's certificate, key or token belongs on the device; give its absolute path there"
-            )));
+    let mut refused = None;
+    shipped.visit_paths(|field, path| {
+        if refused.is_some() {
+            return;
         }
-    }
-    if relative(&mut doc, &["mqtt", "tls", "ca"]).is_some() {
-        let ca = &config
-            .mqtt
-            .as_ref()
-            .and_then(|m| m.tls.as_ref())
-            .expect("tls")
-            .ca;
-        let file = files.add(ca, "mqtt.tls.ca", None)?;
-        set(&mut doc, &["mqtt", "tls", "ca"], &file);
-    }
-    if let Some(p) = relative(&mut doc, &["onnxruntime", "library"]) {
-        if binaries.len() > 1 {
-            return Err(invalid(format!(
-                "onnxruntime.library '{p}' is relative, so it would ship as one artifact for every architecture: \
-                 give the library's absolute path on the device, or make one recipe per architecture"
-            )));
+        let source = base.join(&*path);
+        let what = field.to_string();
+        let shipped = match field {
+            PathField::Model { name, sha256 } | PathField::Component { name, sha256 } => {
+                let ext = path
+                    .extension()
+                    .map_or(String::new(), |e| format!(".{}", e.to_string_lossy()));
+                let key = opts.name_by_key.then(|| format!("{name}{ext}"));
+                files.add(&source, &what, Some(sha256), key)
+            }
+            _ if path.is_absolute() => return,
+            PathField::Secret(_) => Err(invalid(format!(
+                "{what} '{}' is relative, so it would ship as an artifact to every device: \
+                 a device's certificate, key or token belongs on the device; give its absolute path there",
+                path.display()
+            ))),
+            PathField::OnnxruntimeLibrary if binaries.len() > 1 => Err(invalid(format!(
+                "{what} '{}' is relative, so it would ship as one artifact for every architecture: \
+                 give the library's absolute path on the device, or make one recipe per architecture",
+                path.display()
+            ))),
+            PathField::OnnxruntimeLibrary | PathField::MqttCa => {
+                files.add(&source, &what, None, None)
+            }
+        };
+        match shipped {
+            Ok(name) => *path = name.into(),
+            Err(e) => refused = Some(e),
         }
-        let lib = config
-            .onnxruntime
-            .as_ref()
-            .and_then(|o| o.library.as_ref())
-            .expect("library");
-        let file = files.add(lib, "onnxruntime.library", None)?;
-        set(&mut doc, &["onnxruntime", "library"], &file);
-    }
-    if let Some(d) = doc.as_object_mut() {
-        for key in ["thing_name", "state_dir", "artifacts_dir"] {
-            d.remove(key);
-        }
+    });
+    if let Some(e) = refused {
+        return Err(e);
     }
     // Under Greengrass the API is a Unix socket in the component's state
     // folder unless the configuration says otherwise: file permissions, not
     // a port any local process can reach, decide who calls it.
     let mut warnings = Vec::new();
-    if doc.get("api").and_then(|a| a.get("listen")).is_none() {
-        if !doc.get("api").is_some_and(Value::is_object) {
-            doc["api"] = json!({});
+    match &shipped.api.listen {
+        None => shipped.api.listen = Some(Listen::Unix(API_SOCKET.into())),
+        Some(listen @ Listen::Tcp(_)) if shipped.api.token_file.is_none() => {
+            warnings.push(format!(
+                "api.listen is TCP ({listen}) with no api.token_file: any process on the device can call the API \
+                 (leave listen out for a Unix socket, or set a token file)"
+            ))
         }
-        doc["api"]["listen"] = json!(format!("unix:{API_SOCKET}"));
-    } else if matches!(config.api.listen, crate::config::Listen::Tcp(_))
-        && config.api.token_file.is_none()
-    {
-        warnings.push(format!(
-            "api.listen is TCP ({}) with no api.token_file: any process on the device can call the API \
-             (leave listen out for a Unix socket, or set a token file)",
-            config.api.listen
-        ));
+        Some(_) => {}
     }
-    if config.mqtt.is_some() && config.uplink.kind.is_none() {
-        warnings.push(
-            "the configuration has [mqtt], but under the nucleus the outbox goes through Greengrass IPC \
-             and [mqtt] is not used (set [uplink] type = \"mqtt\" for a connection of verge's own)"
-                .to_string(),
-        );
+    if let Some(why) = config.uplink.ignored_mqtt(config.mqtt.is_some()) {
+        warnings.push(why.to_string());
     }
-    let mut config_bytes = serde_json::to_vec_pretty(&doc).expect("JSON");
-    config_bytes.push(b'\n');
+    let config_bytes = shipped.to_json();
     let config_digest: [u8; 32] = Sha256::digest(&config_bytes).into();
 
     // The IPC policy for publishing the routes' outcomes and health through
@@ -520,7 +478,7 @@ pub fn write(opts: &Options) -> Result<Written, RecipeError> {
         .values()
         .filter_map(|r| r.cloud.as_ref().map(|c| c.topic.as_str()))
         .collect();
-    if config.uplink_kind().is_some() || !topics.is_empty() {
+    if config.has_uplink() || !topics.is_empty() {
         topics.push(&config.health.topic);
     }
     let mut resources: Vec<String> = Vec::new();
@@ -646,10 +604,10 @@ pub fn write(opts: &Options) -> Result<Written, RecipeError> {
     };
     let shipped = Config::load(&config_path, &device)?;
     for (name, c) in &shipped.components {
-        config::verify(&format!("component '{name}'"), &c.path, &c.sha256)?;
+        crate::config::verify(&format!("component '{name}'"), &c.path, &c.sha256)?;
     }
     for (name, m) in &shipped.models {
-        config::verify(&format!("model '{name}'"), &m.path, &m.sha256)?;
+        crate::config::verify(&format!("model '{name}'"), &m.path, &m.sha256)?;
     }
 
     let mut text = serde_json::to_string_pretty(&recipe).expect("JSON");

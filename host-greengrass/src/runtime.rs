@@ -14,6 +14,7 @@ use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_config::{WasiConfig, WasiConfigVariables};
 
+pub use crate::limits::{DEFAULT_MAX_RESOURCES, Limits, too_many_resources};
 use crate::nn::{self, Graphs};
 use crate::state::wit::{KeyValueView, StateCtx};
 use crate::state::{self, MemoryStore, QuotaStore, StateQuota, StateStore};
@@ -37,69 +38,6 @@ pub use bindings::verge::inference::types::{Error as GuestError, Outcome, Reques
 
 /// How often the deadline clock ticks.
 const TICK: Duration = Duration::from_millis(5);
-
-/// The bounds of one call.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub deadline: Duration,
-    /// Linear memories and tables, all of the component's together.
-    pub memory_bytes: usize,
-    pub max_body_bytes: usize,
-    /// Bytes of `wasi:nn` tensors the call may hold in the host, outside its
-    /// linear memory (inputs and outputs alike).
-    pub tensor_bytes: usize,
-    /// Host resources live at once: `wasi:nn` tensors, graphs, contexts and
-    /// errors, `wasi:keyvalue` buckets, WASI streams and pollables.
-    pub max_resources: usize,
-    /// Bytes of the outcome the call may hand back (body, headers, text):
-    /// the host answers with it, so it must not grow without end either.
-    pub max_output_bytes: usize,
-}
-
-/// The default of [`Limits::max_resources`].
-pub const DEFAULT_MAX_RESOURCES: usize = 4096;
-
-impl Limits {
-    /// A call's bounds with the host-side ones derived from its memory bound.
-    pub fn new(deadline: Duration, memory_bytes: usize, max_body_bytes: usize) -> Limits {
-        Limits {
-            deadline,
-            memory_bytes,
-            max_body_bytes,
-            tensor_bytes: memory_bytes,
-            max_resources: DEFAULT_MAX_RESOURCES,
-            max_output_bytes: memory_bytes / 4,
-        }
-    }
-}
-
-impl Limits {
-    /// These bounds with the host-side ones a deployment sets, in MiB (and a
-    /// count); `None` keeps the default derived from the memory bound.
-    pub fn overridden(
-        mut self,
-        tensor_mb: Option<usize>,
-        max_resources: Option<usize>,
-        output_mb: Option<usize>,
-    ) -> Limits {
-        if let Some(mb) = tensor_mb {
-            self.tensor_bytes = mb << 20;
-        }
-        if let Some(n) = max_resources {
-            self.max_resources = n;
-        }
-        if let Some(mb) = output_mb {
-            self.max_output_bytes = mb << 20;
-        }
-        self
-    }
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits::new(Duration::from_secs(10), 256 << 20, 64 << 20)
-    }
-}
 
 /// Bytes of host memory one table element takes (a function reference).
 const TABLE_ELEMENT_BYTES: usize = std::mem::size_of::<usize>();
@@ -447,14 +385,6 @@ fn outcome_bytes(o: &Outcome) -> usize {
         Outcome::Annotate(list) => pairs(list),
         Outcome::Defer(reason) => reason.len(),
     }
-}
-
-/// Why a call that holds `max` host resources may not take another.
-pub fn too_many_resources(max: usize) -> String {
-    format!(
-        "the component holds {max} host resources at once (wasi:nn tensors, graphs and contexts, \
-         keyvalue buckets, streams), the most a call may"
-    )
 }
 
 /// A component ready to instantiate.

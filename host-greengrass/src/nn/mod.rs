@@ -21,7 +21,17 @@ pub use onnxruntime::{available_providers, library_candidates};
 
 /// The engine that runs a model: one table for the configuration (serde)
 /// and the command line (clap).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     /// tract, compiled into the host: always there, pure Rust.
@@ -52,7 +62,9 @@ impl fmt::Display for Backend {
 
 /// An ONNX Runtime execution provider, for the `gpu` target (and `cpu`,
 /// ONNX Runtime's own).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Provider {
     Tensorrt,
@@ -86,7 +98,7 @@ impl fmt::Display for Provider {
 }
 
 /// `wasi:nn`'s execution target, chosen by the deployment for each model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Target {
     #[default]
@@ -125,6 +137,77 @@ pub struct EngineSpec {
     /// Writes ONNX Runtime's profile of every session to `PREFIX_<time>.json`
     /// when the session ends: each node's time and the provider that ran it.
     pub profile: Option<PathBuf>,
+}
+
+/// `[models.NAME]`: a model the deployment ships, checked by digest, and
+/// how to run it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSettings {
+    pub path: PathBuf,
+    pub sha256: String,
+    #[serde(default)]
+    pub backend: Backend,
+    #[serde(default)]
+    pub threads: usize,
+    #[serde(default)]
+    pub target: Target,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub providers: Vec<Provider>,
+    /// The providers' device: OpenVINO's device type ("CPU", "GPU", "NPU",
+    /// "AUTO:GPU,CPU", …), CUDA's and TensorRT's device id ("0"). What they
+    /// compile is kept under `state_dir/cache/<provider>/`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// The only fallback is tract, which is always there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<Backend>,
+}
+
+/// `[onnxruntime]`: the library every onnxruntime model shares.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnnxRuntimeSettings {
+    /// The `libonnxruntime` to load.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub library: Option<PathBuf>,
+}
+
+impl ModelSettings {
+    /// The model as the engines load it.
+    pub fn spec(
+        &self,
+        name: &str,
+        onnxruntime: Option<&OnnxRuntimeSettings>,
+        cache_dir: PathBuf,
+    ) -> ModelSpec {
+        ModelSpec {
+            name: name.to_string(),
+            path: self.path.clone(),
+            engine: EngineSpec {
+                backend: self.backend,
+                threads: self.threads,
+                target: self.target,
+                providers: self.providers.clone(),
+                library: onnxruntime.and_then(|o| o.library.clone()),
+                fallback_to_tract: self.fallback == Some(Backend::Tract),
+                device: self.device.clone(),
+                cache_dir: Some(cache_dir),
+                profile: None,
+            },
+        }
+    }
+
+    /// The section's own checks.
+    pub fn check(&self, name: &str) -> Result<(), String> {
+        if self.fallback == Some(Backend::Onnxruntime) {
+            return Err(format!("model '{name}': the only fallback is \"tract\""));
+        }
+        self.spec(name, None, PathBuf::new())
+            .engine
+            .validate()
+            .map_err(|e| format!("model '{name}': {e}"))
+    }
 }
 
 /// One model of the deployment.

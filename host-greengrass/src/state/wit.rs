@@ -98,7 +98,7 @@ impl store::Host for KeyValueView<'_> {
             .push(Bucket { name: identifier })
             .map_err(|e| match e {
                 wasmtime::component::ResourceTableError::Full => {
-                    other(crate::runtime::too_many_resources(max))
+                    other(crate::limits::too_many_resources(max))
                 }
                 e => other(e),
             })

@@ -20,7 +20,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{Connector, Event, Uplink, UplinkError};
+use super::{AnyConnector, Connector, Event, Kind, Uplink, UplinkError};
 use crate::log;
 use crate::nucleus::{Nucleus, Qos};
 use crate::outbox::Message;
@@ -45,6 +45,32 @@ enum Work {
 /// The latest health report not sent yet: a session busy retrying sends
 /// one fresh report when it is free, not every tick it missed.
 type HealthSlot = Arc<Mutex<Option<(String, Vec<u8>)>>>;
+
+/// `[uplink] type = "greengrass-ipc"`: PublishToIoTCore through the nucleus
+/// the daemon runs under (`retry_max_s` in `[uplink]`).
+pub const KIND: Kind = Kind {
+    name: "greengrass-ipc",
+    check: |s| s.uplink.no_options("greengrass-ipc"),
+    make: |s| {
+        let nucleus = s.nucleus.ok_or_else(|| {
+            UplinkError::Setup(format!(
+                "the greengrass-ipc uplink needs a Greengrass nucleus ({} and {} are not set): \
+                 run verge-device as a Greengrass component, or configure [mqtt]",
+                crate::nucleus::SOCKET_ENV,
+                crate::nucleus::TOKEN_ENV
+            ))
+        })?;
+        let connector = IpcConnector::new(nucleus.clone(), s.uplink.retry_max());
+        let (window, max_backoff) = connector.pacing();
+        Ok(AnyConnector::new(
+            KIND.name,
+            MAX_MESSAGE,
+            window,
+            max_backoff,
+            connector,
+        ))
+    },
+};
 
 pub struct IpcConnector {
     nucleus: Arc<Nucleus>,

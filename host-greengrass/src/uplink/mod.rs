@@ -1,8 +1,8 @@
 //! The uplink: what carries the outbox to the cloud. The [`Connector`] /
 //! [`Uplink`] traits are the seam (MQTT with rumqttc, Greengrass IPC's
-//! PublishToIoTCore), [`AnyConnector::from_config`] the one factory that
-//! picks one by `[uplink] type`, and [`run_sender`] the one loop that drains
-//! the outbox through any of them:
+//! PublishToIoTCore), [`KINDS`] the one list that `[uplink] type` picks
+//! from, and [`run_sender`] the one loop that drains the outbox through any
+//! of them:
 //!
 //! * messages go out oldest first, at most `window` unacknowledged at a time;
 //! * a message leaves the outbox only once the other side acknowledged it;
@@ -12,14 +12,15 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::config::{Config, UplinkKind};
 use crate::log;
 use crate::metrics::Metrics;
 use crate::nucleus::Nucleus;
@@ -64,81 +65,247 @@ pub trait Connector: Send + Sync + 'static {
     fn connect(&self) -> impl Future<Output = Result<Self::Uplink, UplinkError>> + Send;
 }
 
-/// The configured uplink, whichever it is: the one place that knows every
-/// kind ([`Connector::from_config`]); the daemon and the sender see only this.
-pub enum AnyConnector {
-    Mqtt(Box<mqtt::MqttConnector>),
-    GreengrassIpc(ipc::IpcConnector),
+/// One kind of uplink: its name in `[uplink] type`, the check of its
+/// settings (in memory, when the configuration is checked) and how it is
+/// made at start-up (files read, nucleus joined).
+pub struct Kind {
+    pub name: &'static str,
+    pub check: fn(&Sections) -> Result<(), String>,
+    pub make: fn(&Sections) -> Result<AnyConnector, UplinkError>,
 }
 
-/// A live connection of an [`AnyConnector`].
-pub enum AnyUplink {
-    Mqtt(mqtt::MqttUplink),
-    GreengrassIpc(ipc::IpcUplink),
+/// Every uplink verge knows. A new one is its module and a line here.
+pub const KINDS: &[Kind] = &[mqtt::KIND, ipc::KIND];
+
+/// The configuration an uplink is made from: `[uplink]` (its `type`, and the
+/// kind's own settings beside it), `[mqtt]` (the mqtt uplink's, a section of
+/// its own since the first release), and the nucleus the daemon runs under.
+#[derive(Clone, Copy)]
+pub struct Sections<'a> {
+    pub uplink: &'a Settings,
+    pub mqtt: Option<&'a mqtt::Settings>,
+    pub nucleus: Option<&'a Arc<Nucleus>>,
+}
+
+/// `[uplink]`: what carries the outbox to the cloud.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Settings {
+    /// One of [`KINDS`]; none: see [`Settings::kind`].
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The longest wait between two tries of a message the other side did
+    /// not take (default 30 s; mqtt has `[mqtt] reconnect_max_s`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_max_s: Option<u64>,
+    /// The kind's own settings, read by its module ([`Settings::options`]).
+    #[serde(flatten)]
+    pub options: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Settings {
+    /// The uplink that carries the outbox, if any: `type`; else Greengrass
+    /// IPC under a nucleus (when something goes to the cloud); else MQTT when
+    /// there is an `[mqtt]` section; else IPC again when a route sends to the
+    /// cloud (the one uplink that needs no settings: the daemon refuses to
+    /// start outside a nucleus). Whether there is one at all does not depend
+    /// on the nucleus.
+    pub fn kind(&self, has_mqtt: bool, cloud: bool, nucleus: bool) -> Option<&'static str> {
+        if let Some(kind) = &self.kind {
+            KINDS.iter().find(|k| k.name == kind).map(|k| k.name)
+        } else if nucleus && (cloud || has_mqtt) {
+            Some(ipc::KIND.name)
+        } else if has_mqtt {
+            Some(mqtt::KIND.name)
+        } else {
+            cloud.then_some(ipc::KIND.name)
+        }
+    }
+
+    /// The longest wait between two tries of a message.
+    pub fn retry_max(&self) -> Duration {
+        Duration::from_secs(self.retry_max_s.unwrap_or(30).max(1))
+    }
+
+    /// The kind's own settings beside `type`, as its module declares them.
+    pub fn options<T: serde::de::DeserializeOwned>(&self, kind: &str) -> Result<T, String> {
+        serde_json::from_value(serde_json::Value::Object(self.options.clone()))
+            .map_err(|e| format!("[uplink] for type \"{kind}\": {e}"))
+    }
+
+    /// For a kind with no settings of its own in `[uplink]`.
+    pub fn no_options(&self, kind: &str) -> Result<(), String> {
+        match self.options.keys().next() {
+            Some(key) => Err(format!("[uplink] {key}: not a setting of type \"{kind}\"")),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks `[uplink]` in memory: a known type, settings it accepts, and
+    /// the same for each kind the daemon may pick on its own.
+    pub fn check(&self, mqtt: Option<&mqtt::Settings>, cloud: bool) -> Result<(), String> {
+        if self.retry_max_s == Some(0) {
+            return Err("uplink.retry_max_s must be positive".into());
+        }
+        if let Some(kind) = &self.kind
+            && !KINDS.iter().any(|k| k.name == kind)
+        {
+            let known: Vec<&str> = KINDS.iter().map(|k| k.name).collect();
+            return Err(format!(
+                "[uplink] type \"{kind}\": unknown variant, expected one of {}",
+                known.join(", ")
+            ));
+        }
+        let sections = Sections {
+            uplink: self,
+            mqtt,
+            nucleus: None,
+        };
+        for nucleus in [false, true] {
+            if let Some(name) = self.kind(mqtt.is_some(), cloud, nucleus) {
+                let kind = KINDS.iter().find(|k| k.name == name).expect("a known kind");
+                (kind.check)(&sections)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Why `[mqtt]` would go unused under a nucleus, if it would.
+    pub fn ignored_mqtt(&self, has_mqtt: bool) -> Option<&'static str> {
+        (has_mqtt && self.kind.is_none()).then_some(
+            "the configuration has [mqtt], but under a Greengrass nucleus the outbox goes through \
+             Greengrass IPC and [mqtt] is not used (set [uplink] type = \"mqtt\" for a connection of verge's own)",
+        )
+    }
+}
+
+/// `[health]`: the periodic report the uplink sends (QoS 0).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    #[serde(default = "default_health_interval")]
+    pub interval_s: u64,
+    #[serde(default = "default_health_topic")]
+    pub topic: String,
+}
+
+fn default_health_interval() -> u64 {
+    60
+}
+fn default_health_topic() -> String {
+    "verge/{thing}/health".into()
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            interval_s: default_health_interval(),
+            topic: default_health_topic(),
+        }
+    }
+}
+
+impl Health {
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs(self.interval_s.max(1))
+    }
+}
+
+/// The configured uplink, whichever kind it is; the daemon and the sender see only this.
+pub struct AnyConnector {
+    kind: &'static str,
+    max_message: usize,
+    window: usize,
+    max_backoff: Duration,
+    inner: Box<dyn DynConnector>,
 }
 
 impl AnyConnector {
-    /// The uplink the configuration names, its settings checked (TLS files
-    /// read); `None` when nothing goes to the cloud. `nucleus`: the
-    /// connection to the Greengrass nucleus, when the daemon runs under one.
-    pub fn from_config(
-        config: &Config,
-        nucleus: Option<&Arc<Nucleus>>,
-    ) -> Result<Option<AnyConnector>, UplinkError> {
-        Ok(match config.uplink_kind() {
-            None => None,
-            Some(UplinkKind::Mqtt) => {
-                let mqtt = config.mqtt.as_ref().ok_or_else(|| {
-                    UplinkError::Setup("the mqtt uplink needs an [mqtt] section".into())
-                })?;
-                Some(AnyConnector::Mqtt(Box::new(mqtt::MqttConnector::new(
-                    mqtt,
-                )?)))
-            }
-            Some(UplinkKind::GreengrassIpc) => {
-                let nucleus = nucleus.ok_or_else(|| {
-                    UplinkError::Setup(format!(
-                        "the greengrass-ipc uplink needs a Greengrass nucleus ({} and {} are not set): \
-                         run verge-device as a Greengrass component, or configure [mqtt]",
-                        crate::nucleus::SOCKET_ENV,
-                        crate::nucleus::TOKEN_ENV
-                    ))
-                })?;
-                Some(AnyConnector::GreengrassIpc(ipc::IpcConnector::new(
-                    nucleus.clone(),
-                    config.uplink_retry_max(),
-                )))
-            }
-        })
+    /// Wraps a kind's connector: `max_message` is the largest message it
+    /// carries, `window` its unacknowledged messages at most, `max_backoff`
+    /// the longest wait between attempts.
+    pub fn new(
+        kind: &'static str,
+        max_message: usize,
+        window: usize,
+        max_backoff: Duration,
+        connector: impl Connector,
+    ) -> AnyConnector {
+        AnyConnector {
+            kind,
+            max_message,
+            window,
+            max_backoff,
+            inner: Box::new(connector),
+        }
     }
 
-    pub fn kind(&self) -> UplinkKind {
-        match self {
-            AnyConnector::Mqtt(_) => UplinkKind::Mqtt,
-            AnyConnector::GreengrassIpc(_) => UplinkKind::GreengrassIpc,
+    /// The uplink the configuration names, its settings checked (TLS files
+    /// read); `None` when nothing goes to the cloud.
+    pub fn make(sections: &Sections, cloud: bool) -> Result<Option<AnyConnector>, UplinkError> {
+        let name = sections
+            .uplink
+            .kind(sections.mqtt.is_some(), cloud, sections.nucleus.is_some());
+        match KINDS.iter().find(|k| Some(k.name) == name) {
+            Some(kind) => (kind.make)(sections).map(Some),
+            None => Ok(None),
         }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        self.kind
     }
 
     /// The largest message this uplink carries (the outbox refuses larger).
     pub fn max_message(&self) -> usize {
-        match self {
-            AnyConnector::Mqtt(_) => mqtt::MAX_PACKET,
-            AnyConnector::GreengrassIpc(_) => ipc::MAX_MESSAGE,
-        }
+        self.max_message
     }
 
     /// How the sender drains the outbox through it.
-    pub fn sender_options(&self, config: &Config) -> SenderOptions {
-        let (window, max_backoff) = match self {
-            AnyConnector::Mqtt(c) => c.pacing(),
-            AnyConnector::GreengrassIpc(c) => c.pacing(),
-        };
+    pub fn sender_options(&self, health: &Health) -> SenderOptions {
         SenderOptions {
-            window,
-            max_backoff,
-            health_topic: config.health.topic.clone(),
-            health_interval: config.health_interval(),
+            window: self.window,
+            max_backoff: self.max_backoff,
+            health_topic: health.topic.clone(),
+            health_interval: health.interval(),
         }
+    }
+}
+
+/// A live connection of an [`AnyConnector`].
+pub type AnyUplink = Box<dyn DynUplink>;
+
+type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// [`Connector`] behind a pointer: what lets [`KINDS`] hold any kind.
+trait DynConnector: Send + Sync {
+    fn connect(&self) -> Boxed<'_, Result<AnyUplink, UplinkError>>;
+}
+
+impl<C: Connector> DynConnector for C {
+    fn connect(&self) -> Boxed<'_, Result<AnyUplink, UplinkError>> {
+        Box::pin(async move {
+            let up = Connector::connect(self).await?;
+            Ok(Box::new(up) as AnyUplink)
+        })
+    }
+}
+
+/// [`Uplink`] behind a pointer.
+pub trait DynUplink: Send {
+    fn send(&mut self, msg: &Message) -> Result<(), UplinkError>;
+    fn notify(&mut self, topic: &str, payload: Vec<u8>) -> Result<(), UplinkError>;
+    fn events(&mut self) -> Boxed<'_, Vec<Event>>;
+}
+
+impl<U: Uplink> DynUplink for U {
+    fn send(&mut self, msg: &Message) -> Result<(), UplinkError> {
+        Uplink::send(self, msg)
+    }
+    fn notify(&mut self, topic: &str, payload: Vec<u8>) -> Result<(), UplinkError> {
+        Uplink::notify(self, topic, payload)
+    }
+    fn events(&mut self) -> Boxed<'_, Vec<Event>> {
+        Box::pin(Uplink::events(self))
     }
 }
 
@@ -146,33 +313,21 @@ impl Connector for AnyConnector {
     type Uplink = AnyUplink;
 
     async fn connect(&self) -> Result<AnyUplink, UplinkError> {
-        match self {
-            AnyConnector::Mqtt(c) => c.connect().await.map(AnyUplink::Mqtt),
-            AnyConnector::GreengrassIpc(c) => c.connect().await.map(AnyUplink::GreengrassIpc),
-        }
+        self.inner.connect().await
     }
 }
 
 impl Uplink for AnyUplink {
     fn send(&mut self, msg: &Message) -> Result<(), UplinkError> {
-        match self {
-            AnyUplink::Mqtt(u) => u.send(msg),
-            AnyUplink::GreengrassIpc(u) => u.send(msg),
-        }
+        (**self).send(msg)
     }
 
     fn notify(&mut self, topic: &str, payload: Vec<u8>) -> Result<(), UplinkError> {
-        match self {
-            AnyUplink::Mqtt(u) => u.notify(topic, payload),
-            AnyUplink::GreengrassIpc(u) => u.notify(topic, payload),
-        }
+        (**self).notify(topic, payload)
     }
 
     async fn events(&mut self) -> Vec<Event> {
-        match self {
-            AnyUplink::Mqtt(u) => u.events().await,
-            AnyUplink::GreengrassIpc(u) => u.events().await,
-        }
+        (**self).events().await
     }
 }
 
@@ -322,7 +477,7 @@ mod tests {
     use tokio::sync::mpsc;
 
     use super::*;
-    use crate::config::Policy;
+    use crate::outbox::Policy;
 
     /// Every connection attempt takes the next script: `None` refuses,
     /// `Some(n)` accepts, acknowledges the first `n` messages it is sent, then drops.

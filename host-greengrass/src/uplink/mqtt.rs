@@ -8,7 +8,7 @@
 //! sender can wait on it without cancelling a poll halfway.
 
 use std::collections::{HashMap, VecDeque};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,13 +22,97 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{Connector, Event, Uplink, UplinkError};
-use crate::config;
+use serde::{Deserialize, Serialize};
+
+use super::{AnyConnector, Connector, Event, Kind, Uplink, UplinkError};
 use crate::outbox::Message;
 
 /// Largest message AWS IoT Core accepts (128 KiB), used as the packet bound.
 pub const MAX_PACKET: usize = 128 << 10;
 const CONNECT_TIMEOUT_S: u64 = 10;
+
+/// `[mqtt]`: the broker the `mqtt` uplink connects to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    #[serde(default = "default_client_id")]
+    pub client_id: String,
+    #[serde(default = "default_keep_alive")]
+    pub keep_alive_s: u64,
+    /// Mutual TLS (as AWS IoT Core requires); plain TCP when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Tls>,
+    /// Messages published and not yet acknowledged, at most.
+    #[serde(default = "default_inflight")]
+    pub max_inflight: u16,
+    /// Longest wait between reconnection attempts, in seconds.
+    #[serde(default = "default_reconnect")]
+    pub reconnect_max_s: u64,
+}
+
+fn default_reconnect() -> u64 {
+    30
+}
+
+fn default_port() -> u16 {
+    8883
+}
+fn default_client_id() -> String {
+    "{thing}".into()
+}
+fn default_keep_alive() -> u64 {
+    30
+}
+fn default_inflight() -> u16 {
+    32
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Settings {
+    /// The section's own checks (after `{thing}` is filled in).
+    pub fn check(&self) -> Result<(), String> {
+        if self.client_id.is_empty() || self.max_inflight == 0 {
+            return Err("mqtt: client_id and max_inflight must not be empty".into());
+        }
+        Ok(())
+    }
+}
+
+/// `[uplink] type = "mqtt"`: a connection of the daemon's own to `[mqtt]`.
+pub const KIND: Kind = Kind {
+    name: "mqtt",
+    check: |s| {
+        s.uplink.no_options("mqtt")?;
+        match s.mqtt {
+            Some(_) => Ok(()),
+            None => Err("[uplink] type = \"mqtt\" needs an [mqtt] section".into()),
+        }
+    },
+    make: |s| {
+        let settings = s
+            .mqtt
+            .ok_or_else(|| UplinkError::Setup("the mqtt uplink needs an [mqtt] section".into()))?;
+        let connector = MqttConnector::new(settings)?;
+        let (window, max_backoff) = connector.pacing();
+        Ok(AnyConnector::new(
+            KIND.name,
+            MAX_PACKET,
+            window,
+            max_backoff,
+            connector,
+        ))
+    },
+};
 
 pub struct MqttConnector {
     options: MqttOptions,
@@ -37,7 +121,7 @@ pub struct MqttConnector {
 }
 
 /// Builds the TLS client configuration (ring crypto), reading the PEM files.
-pub fn tls_config(tls: &config::Tls) -> Result<ClientConfig, UplinkError> {
+pub fn tls_config(tls: &Tls) -> Result<ClientConfig, UplinkError> {
     let setup = |what: &str, path: &Path, e: &dyn std::fmt::Display| {
         UplinkError::Setup(format!("mqtt tls {what} {}: {e}", path.display()))
     };
@@ -71,7 +155,7 @@ pub fn tls_config(tls: &config::Tls) -> Result<ClientConfig, UplinkError> {
 
 impl MqttConnector {
     /// Checks the settings (and reads the TLS files) once, at start-up.
-    pub fn new(mqtt: &config::Mqtt) -> Result<MqttConnector, UplinkError> {
+    pub fn new(mqtt: &Settings) -> Result<MqttConnector, UplinkError> {
         let mut options = MqttOptions::new(&mqtt.client_id, &mqtt.host, mqtt.port);
         options
             .set_keep_alive(Duration::from_secs(mqtt.keep_alive_s.max(5)))

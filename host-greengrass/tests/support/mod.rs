@@ -45,7 +45,10 @@ pub fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
 }
 
 pub fn sha256(path: &Path) -> String {
-    verge_device::config::sha256_hex(&std::fs::read(path).unwrap())
+    format!(
+        "{:x}",
+        <sha2::Sha256 as sha2::Digest>::digest(std::fs::read(path).unwrap())
+    )
 }
 
 // ---------------------------------------------------------------- certificates
@@ -246,7 +249,7 @@ impl Subscriber {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let subscribed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let tls = certs.map(|certs| {
-            verge_device::uplink::mqtt::tls_config(&verge_device::config::Tls {
+            verge_device::uplink::mqtt::tls_config(&verge_device::uplink::mqtt::Tls {
                 ca: certs.path("ca.pem"),
                 cert: certs.path("client.pem"),
                 key: certs.path("client.key"),
