@@ -248,8 +248,8 @@ fn plan_edge(
                     "{at}: setting '{k}' is not one of the component's ([components.{name}.config]); a placement overrides settings, it does not add them"
                 ));
             }
-            let engine = f.engine.unwrap_or_else(|| Engine::default_for(trigger));
-            let file = engine.provider_file();
+            let engine = f.engine.unwrap_or_else(|| package::default_engine(trigger));
+            let file = package::provider_file(engine);
             let provider = providers
                 .entry(file)
                 .or_insert_with(|| match package::find_provider(file) {

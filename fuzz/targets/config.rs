@@ -74,5 +74,5 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         assert!(spec.engine.validate().is_ok());
     }
     assert!(config.outbox.max_bytes > 0 && config.api.max_body_bytes > 0);
-    let _ = config.health_interval();
+    let _ = config.health.interval();
 });

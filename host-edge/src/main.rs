@@ -142,8 +142,10 @@ fn main() -> ExitCode {
 fn pack(args: PackArgs) -> Result<()> {
     let trigger = args.trigger.context("--trigger is needed")?;
     let out = args.out.clone().context("--out is needed")?;
-    let engine = args.engine.unwrap_or_else(|| Engine::default_for(trigger));
-    let file = engine.provider_file();
+    let engine = args
+        .engine
+        .unwrap_or_else(|| package::default_engine(trigger));
+    let file = package::provider_file(engine);
     let provider_path = args
         .provider
         .or_else(|| package::find_provider(file))
@@ -229,14 +231,14 @@ fn dry_run(args: PackArgs) -> Result<bool> {
                 .with_context(|| format!("model '{name}': {}", path.display()))?;
         }
     }
-    let chosen = args.engine.or(args.trigger.map(Engine::default_for));
+    let chosen = args.engine.or(args.trigger.map(package::default_engine));
     if args.provider.is_some() && chosen.is_none() {
         anyhow::bail!("--provider is one engine's provider: name the engine with --engine");
     }
     let providers: Vec<(Engine, Result<Vec<u8>, String>)> = Engine::ALL
         .iter()
         .map(|&engine| {
-            let file = engine.provider_file();
+            let file = package::provider_file(engine);
             let path = match &args.provider {
                 Some(p) if chosen == Some(engine) => Some(p.clone()),
                 _ => package::find_provider(file),

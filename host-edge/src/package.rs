@@ -48,47 +48,28 @@ const SHIM: &[(&str, &str)] = &[
     ),
 ];
 
-/// The `wasi:nn` engine a package runs its models on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum Engine {
-    /// ONNX Runtime's Node binding, native and multi-threaded (origin triggers: 17 MB).
-    Onnxruntime,
-    /// tract compiled into the provider component: no native code (2.5 MB).
-    Tract,
-    /// verge's compact engine in the provider component: trees, linear models
-    /// and small MLPs in a few hundred KB, for viewer triggers.
-    Compact,
+/// The `wasi:nn` engine a package runs its models on: ONNX Runtime's Node
+/// binding (origin triggers: 17 MB), tract in the provider component (no
+/// native code, 2.5 MB), or the compact engine there (a few hundred KB, for
+/// viewer triggers).
+pub use verge_nn::EngineKind as Engine;
+
+/// The provider component that brings verge's wasi:nn for `engine`.
+pub fn provider_file(engine: Engine) -> &'static str {
+    match engine {
+        Engine::Onnxruntime => "nn_provider_host.wasm",
+        Engine::Tract => "nn_provider.wasm",
+        Engine::Compact => "nn_provider_compact.wasm",
+    }
 }
 
-impl Engine {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Engine::Onnxruntime => "onnxruntime",
-            Engine::Tract => "tract",
-            Engine::Compact => "compact",
-        }
-    }
-
-    pub const ALL: [Engine; 3] = [Engine::Compact, Engine::Tract, Engine::Onnxruntime];
-
-    /// The provider component that brings verge's wasi:nn for this engine.
-    pub fn provider_file(self) -> &'static str {
-        match self {
-            Engine::Onnxruntime => "nn_provider_host.wasm",
-            Engine::Tract => "nn_provider.wasm",
-            Engine::Compact => "nn_provider_compact.wasm",
-        }
-    }
-
-    /// What a trigger gets when the user names no engine: native speed at
-    /// origin; at the viewer nothing native (nor tract) fits the 1 MB zip.
-    pub fn default_for(trigger: Trigger) -> Engine {
-        if trigger.is_viewer() {
-            Engine::Compact
-        } else {
-            Engine::Onnxruntime
-        }
+/// What a trigger gets when the user names no engine: native speed at
+/// origin; at the viewer nothing native (nor tract) fits the 1 MB zip.
+pub fn default_engine(trigger: Trigger) -> Engine {
+    if trigger.is_viewer() {
+        Engine::Compact
+    } else {
+        Engine::Onnxruntime
     }
 }
 
@@ -147,7 +128,7 @@ impl OnnxruntimeNode {
     }
 }
 
-/// An engine's provider component ([`Engine::provider_file`]):
+/// An engine's provider component ([`provider_file`]):
 /// `$VERGE_NN_PROVIDER_DIR/<file>`, else the file beside this program or in
 /// the cargo target folder it was built in.
 pub fn find_provider(file: &str) -> Option<PathBuf> {
@@ -204,7 +185,7 @@ pub enum OnError {
 #[derive(Clone)]
 pub struct PackOptions {
     pub component: PathBuf,
-    /// The wasi:nn provider component of the engine (Engine::provider_file).
+    /// The wasi:nn provider component of the engine ([`provider_file`]).
     pub provider: Vec<u8>,
     pub engine: Engine,
     /// For `Engine::Onnxruntime`: the binding to pack, or why there is none.

@@ -1,5 +1,6 @@
 //! Outcomes and call errors as JSON, the form every host interface prints.
 
+use base64::prelude::{BASE64_STANDARD, Engine as _};
 use serde_json::{Map, Value, json};
 
 use crate::runtime::{CallError, Outcome};
@@ -13,7 +14,7 @@ fn body(content_type: &str, bytes: &[u8]) -> Value {
     }
     match std::str::from_utf8(bytes) {
         Ok(text) => Value::String(text.to_string()),
-        Err(_) => json!({ "base64": base64(bytes) }),
+        Err(_) => json!({ "base64": BASE64_STANDARD.encode(bytes) }),
     }
 }
 
@@ -144,43 +145,4 @@ pub fn table(rows: &[Value]) -> String {
 fn short_path(p: &str) -> String {
     let parts: Vec<&str> = p.rsplit('/').take(2).collect();
     parts.into_iter().rev().collect::<Vec<_>>().join("/")
-}
-
-/// Standard base64 with padding (RFC 4648): binary bodies in reports, and
-/// the artifact `Digest`s of a Greengrass recipe.
-pub fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &b)| n | (b as u32) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn base64_matches_rfc4648_vectors() {
-        for (plain, coded) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(super::base64(plain.as_bytes()), coded);
-        }
-    }
 }

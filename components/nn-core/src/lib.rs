@@ -16,6 +16,7 @@
 //! everywhere.
 
 mod check;
+mod kind;
 mod signature;
 mod tensor;
 
@@ -23,6 +24,7 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use check::Context;
+pub use kind::EngineKind;
 pub use signature::{Dim, Port, Signature};
 pub use tensor::{Datum, ElementType, RawTensor, Tensor};
 

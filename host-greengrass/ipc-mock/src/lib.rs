@@ -14,6 +14,7 @@ use std::ffi::{CString, c_char, c_int};
 use std::path::Path;
 
 // The SDK's static library holds the mock; link it.
+use base64::prelude::{BASE64_STANDARD, Engine as _};
 use gg_sdk as _;
 
 unsafe extern "C" {
@@ -139,7 +140,11 @@ impl Mock {
         answer: Answer,
         timeout: u32,
     ) -> Result {
-        let (topic, b64, qos) = (cs(topic), cs(&base64(payload)), cs(&qos.to_string()));
+        let (topic, b64, qos) = (
+            cs(topic),
+            cs(&BASE64_STANDARD.encode(payload)),
+            cs(&qos.to_string()),
+        );
         let (topic, b64, qos, t) = (topic.as_ptr(), b64.as_ptr(), qos.as_ptr(), secs(timeout));
         let what = format!("PublishToIoTCore on stream {stream}, {answer:?}");
         check(what, unsafe {
@@ -186,7 +191,7 @@ impl Mock {
             verge_mock_expect_publish_local(
                 stream,
                 cs(topic).as_ptr(),
-                cs(&base64(payload)).as_ptr(),
+                cs(&BASE64_STANDARD.encode(payload)).as_ptr(),
                 secs(timeout),
             )
         })
@@ -208,41 +213,5 @@ impl Mock {
 impl Drop for Mock {
     fn drop(&mut self) {
         unsafe { verge_mock_close() };
-    }
-}
-
-/// Standard base64 with padding: how the SDK carries a payload in IPC JSON.
-pub fn base64(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for c in data.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            out.push(if i <= c.len() {
-                T[(n >> (18 - 6 * i) & 63) as usize] as char
-            } else {
-                '='
-            });
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn base64_matches_the_rfc_4648_vectors() {
-        let cases = [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foobar", "Zm9vYmFy"),
-        ];
-        for (plain, encoded) in cases {
-            assert_eq!(super::base64(plain.as_bytes()), encoded);
-        }
     }
 }

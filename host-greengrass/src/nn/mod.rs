@@ -19,46 +19,8 @@ pub use verge_nn::{ElementType, ErrorCode, Graph, Id, NnError, Tensor};
 
 pub use onnxruntime::{available_providers, library_candidates};
 
-/// The engine that runs a model: one table for the configuration (serde)
-/// and the command line (clap).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    serde::Serialize,
-    serde::Deserialize,
-    clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    /// tract, compiled into the host: always there, pure Rust.
-    #[default]
-    Tract,
-    /// ONNX Runtime, loaded from the device's `libonnxruntime` at start-up.
-    Onnxruntime,
-    /// verge's compact engine, compiled into the host: tree ensembles, linear
-    /// models and small MLPs (what the edge's viewer triggers run).
-    Compact,
-}
-
-impl Backend {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Backend::Tract => "tract",
-            Backend::Onnxruntime => "onnxruntime",
-            Backend::Compact => "compact",
-        }
-    }
-}
-
-impl fmt::Display for Backend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// The engine that runs a model (`backend` in the configuration).
+pub use verge_nn::EngineKind as Backend;
 
 /// An ONNX Runtime execution provider, for the `gpu` target (and `cpu`,
 /// ONNX Runtime's own).
