@@ -299,3 +299,19 @@ tls = {{ ca = "{ca}", cert = "{cert}", key = "{key}" }}
         key = certs.path(&format!("{client}.key")).display(),
     )
 }
+
+/// For a JSON configuration (a recipe's `verge.json`): its `mqtt` pointed at
+/// the broker on `port` with mutual TLS as `client`, the rest of it (the
+/// client id, say) as it was; the same settings as [`mqtt_section`].
+pub fn point_mqtt(config: &mut Value, port: u16, certs: &Certs, client: &str) {
+    let mqtt = &mut config["mqtt"];
+    mqtt["host"] = "127.0.0.1".into();
+    mqtt["port"] = port.into();
+    mqtt["reconnect_max_s"] = 1.into();
+    mqtt["keep_alive_s"] = 5.into();
+    mqtt["tls"] = serde_json::json!({
+        "ca": certs.path("ca.pem"),
+        "cert": certs.path(&format!("{client}.pem")),
+        "key": certs.path(&format!("{client}.key")),
+    });
+}

@@ -1,6 +1,7 @@
 //! Harness for the daemon's tests: a real `verge-device serve` process (the
-//! one Cargo built), a minimal HTTP client, and the configurations the tests
-//! serve. Every process is killed on drop; every wait is bounded.
+//! one Cargo built, or a recipe's artifacts run as Greengrass runs them), a
+//! minimal HTTP client, and the configurations the tests serve. Every process
+//! is killed on drop; every wait is bounded.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -87,6 +88,45 @@ fn serve_command(config: &Path) -> Command {
     let mut command = Command::new(device_bin());
     command.arg("serve").arg("--config").arg(config);
     command
+}
+
+/// A Greengrass component's artifacts folder (what `verge-device recipe` and
+/// `verge build` write) served as its recipe's run script serves it on a core
+/// device: the folder's `verge-device-ARCH` for this machine, `serve --config
+/// verge.json --thing-name THING --state-dir DIR/state --artifacts-dir
+/// ARTIFACTS`. The configuration is a copy in `dir` (the artifacts stay as
+/// built) with the API on a loopback port the system picks, since the
+/// recipe's default is a Unix socket, which [`Daemon::post`] does not speak;
+/// then `edit` changes it further (an `[mqtt]` pointed at a test broker, say).
+pub fn start_artifacts(
+    artifacts: &Path,
+    dir: &Path,
+    thing: &str,
+    edit: impl FnOnce(&mut Value),
+) -> Daemon {
+    use verge_device::recipe::{Arch, CONFIG_ARTIFACT};
+    let arch = Arch::current().expect("this machine's architecture has a Greengrass name");
+    let shipped = artifacts.join(CONFIG_ARTIFACT);
+    let text = std::fs::read(&shipped).unwrap_or_else(|e| panic!("{}: {e}", shipped.display()));
+    let mut config: Value = serde_json::from_slice(&text).unwrap();
+    config["api"]["listen"] = "127.0.0.1:0".into();
+    edit(&mut config);
+    std::fs::create_dir_all(dir).unwrap();
+    // .json: the daemon reads the file by its extension, as it reads the shipped one.
+    let copy = dir.join(CONFIG_ARTIFACT);
+    std::fs::write(&copy, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    let mut command = Command::new(artifacts.join(arch.binary_name()));
+    command
+        .arg("serve")
+        .arg("--config")
+        .arg(&copy)
+        .arg("--thing-name")
+        .arg(thing)
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--artifacts-dir")
+        .arg(artifacts);
+    Daemon::start_command(command)
 }
 
 /// A `verge-device serve` process; its stdout (JSON lines) is collected.
