@@ -4,12 +4,20 @@
 //! Needs what ./dev makes: VERGE_WASM_DIR (the components and providers),
 //! VERGE_MODELS_DIR (the models), VERGE_ONNXRUNTIME_NODE (the binding the
 //! onnxruntime engine packs), VERGE_CFN_LINT (cfn-lint), and node. Without them
-//! the tests say so and pass, unless VERGE_REQUIRE_ALL=1.
+//! the tests say so and pass, unless VERGE_REQUIRE_ALL=1. The shop's device
+//! half is then served with verge-device's own harness (verge-testkit), beside
+//! a mosquitto broker: `verge build` ships the verge-device Cargo built beside
+//! `verge`, so build it too (`cargo test -p verge-app -p verge-device`, or the
+//! whole workspace).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use serde_json::Value;
+use verge_testkit::mqtt::{Broker, Certs, Subscriber, point_mqtt};
+use verge_testkit::serve::{start_artifacts, wait_until};
+use verge_testkit::{scratch, sha256};
 
 const NEEDED: [&str; 4] = [
     "VERGE_WASM_DIR",
@@ -42,13 +50,6 @@ fn repo() -> PathBuf {
 
 fn shop() -> PathBuf {
     repo().join("examples/shop/verge.app.toml")
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("verge-app-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// A scratch folder holding `verge.app.toml` with `text`.
@@ -241,6 +242,8 @@ fn builds_the_shop_for_the_device_and_one_cloudfront_stack() {
         "warm durations measured:\n{stdout}"
     );
 
+    serves_the_device_half(&out.join("device/artifacts"), &dir.join("device"));
+
     // A second build into the same folder is refused, not mixed in.
     let again = verge(&[
         "build",
@@ -298,7 +301,7 @@ edge = [
 ]
 "#,
             zeros = "0".repeat(64),
-            fraud = sha256_file(&Path::new(&models).join("fraud-score/model.onnx")),
+            fraud = sha256(&Path::new(&models).join("fraud-score/model.onnx")),
         ),
     );
     let out = dir.join("dist");
@@ -421,11 +424,60 @@ timeout_s = 30
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn sha256_file(p: &Path) -> String {
-    use sha2::Digest;
-    let bytes = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    sha2::Sha256::digest(bytes)
+/// The built artifacts served as the recipe's run script serves them on a
+/// core device (the harness moves the API to loopback TCP), the uplink
+/// pointed at a broker here instead of AWS IoT Core: each of fraud-score's
+/// decisions with the shop's device thresholds, and its outcomes delivered.
+fn serves_the_device_half(artifacts: &Path, dir: &Path) {
+    let certs = Certs::generate(dir);
+    let mut broker = Broker::new(dir, Some(&certs));
+    broker.start();
+    let subscriber = Subscriber::start(broker.port, Some(&certs), "verge/shop-test/#");
+    let daemon = start_artifacts(artifacts, dir, "shop-test", |config| {
+        point_mqtt(config, broker.port, &certs, "client")
+    });
+    let inputs = repo().join("examples/shop/inputs");
+    let score = |input: &str| {
+        let body = std::fs::read(inputs.join(input)).unwrap();
+        let reply = daemon.post("fraud-score", "application/json", &body);
+        assert_eq!(reply.status, 200, "{input}: {}", reply.text());
+        let outcome = reply.json();
+        assert_eq!(
+            outcome["outbox"]["topic"], "verge/shop-test/fraud-score",
+            "{input}: {outcome}"
+        );
+        outcome
+    };
+    // Over the device's high (0.4): blocked.
+    let risky = score("tx-late-risky.json");
+    assert_eq!(risky["respond"]["status"], 403, "{risky}");
+    assert_eq!(risky["respond"]["body"]["threshold"], 0.4, "{risky}");
+    // Under its low (0.2): passed on, annotated.
+    let groceries = score("tx-groceries.json");
+    let annotated = groceries["annotate"]["x-fraud-score"].as_str();
+    assert!(
+        annotated
+            .and_then(|s| s.parse::<f64>().ok())
+            .is_some_and(|s| s < 0.2),
+        "{groceries}"
+    );
+    // In between: the origin decides.
+    let evening = score("tx-evening-online.json");
+    assert!(evening["defer"].is_string(), "{evening}");
+
+    let sent: Vec<String> = [&risky, &groceries, &evening]
         .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+        .map(|o| o["outbox"]["id"].as_str().unwrap().to_string())
+        .collect();
+    wait_until(
+        "the outcomes at the broker",
+        Duration::from_secs(30),
+        || subscriber.ids("/fraud-score").len() >= sent.len(),
+    );
+    assert_eq!(subscriber.ids("/fraud-score"), sent, "once each, in order");
+    println!(
+        "served {}: fraud-score blocked, annotated and deferred; {} outcomes delivered over MQTT",
+        artifacts.display(),
+        sent.len()
+    );
 }

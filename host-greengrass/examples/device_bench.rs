@@ -25,7 +25,6 @@ use serde::Deserialize;
 use serde_json::json;
 use verge_device::nn::{ElementType, EngineSpec, Graphs, ModelSpec, Tensor};
 use verge_device::runtime::{Deployment, Limits, Outcome, Placement, Prepared, Request, Runtime};
-use verge_device::testkit;
 use wasmtime::component::Component;
 
 #[derive(Deserialize)]
@@ -180,7 +179,7 @@ fn push(series: &mut Series, system: &str, v: f64) {
 const TRACT: &str = "tract, native Rust, 1 thread";
 
 fn inference(a: &Args, w: &Workload, rows: &mut Vec<serde_json::Value>) -> Result<()> {
-    let models = testkit::models_dir();
+    let models = verge_testkit::models_dir();
     let model = models.join(&w.model);
     let body_path = match w.body.strip_prefix("models:") {
         Some(p) => models.join(p),
@@ -188,8 +187,8 @@ fn inference(a: &Args, w: &Workload, rows: &mut Vec<serde_json::Value>) -> Resul
     };
     let body = std::fs::read(&body_path).with_context(|| body_path.display().to_string())?;
     let wasm = Wasm {
-        component: std::fs::read(testkit::wasm(&w.component))?,
-        probe: std::fs::read(testkit::wasm("probe"))?,
+        component: std::fs::read(verge_testkit::wasm(&w.component))?,
+        probe: std::fs::read(verge_testkit::wasm("probe"))?,
     };
     let inputs: Vec<(String, Tensor)> = w
         .inputs
@@ -216,11 +215,11 @@ fn inference(a: &Args, w: &Workload, rows: &mut Vec<serde_json::Value>) -> Resul
         ("tract, native Rust, 2 threads", tract(2)),
         (
             "onnxruntime, native Rust, 1 thread",
-            testkit::onnxruntime(1),
+            verge_testkit::onnxruntime(1),
         ),
         (
             "onnxruntime, native Rust, default threads",
-            testkit::onnxruntime(0),
+            verge_testkit::onnxruntime(0),
         ),
     ];
     let mut sessions: Vec<(&str, verge_nn::Context)> = Vec::new();
@@ -241,11 +240,11 @@ fn inference(a: &Args, w: &Workload, rows: &mut Vec<serde_json::Value>) -> Resul
         ),
         (
             "verge-device (onnxruntime, 1 thread)",
-            Host::new(w, &model, testkit::onnxruntime(1), &wasm)?,
+            Host::new(w, &model, verge_testkit::onnxruntime(1), &wasm)?,
         ),
         (
             "verge-device (onnxruntime, default threads)",
-            Host::new(w, &model, testkit::onnxruntime(0), &wasm)?,
+            Host::new(w, &model, verge_testkit::onnxruntime(0), &wasm)?,
         ),
     ];
 
@@ -327,14 +326,14 @@ fn inference(a: &Args, w: &Workload, rows: &mut Vec<serde_json::Value>) -> Resul
 }
 
 fn startup(a: &Args, rows: &mut Vec<serde_json::Value>) -> Result<()> {
-    let models = testkit::models_dir();
+    let models = verge_testkit::models_dir();
     let graphs = Graphs::load(&[ModelSpec::tract(
         "magika",
         models.join("magika-standard-v3-3/model.onnx"),
     )])?;
     let runtime = Runtime::new(graphs)?;
-    let ft = std::fs::read(testkit::wasm("file_type"))?;
-    let probe_bytes = std::fs::read(testkit::wasm("probe"))?;
+    let ft = std::fs::read(verge_testkit::wasm("file_type"))?;
+    let probe_bytes = std::fs::read(verge_testkit::wasm("probe"))?;
     let probe = runtime.prepare(
         &Component::new(runtime.engine(), &probe_bytes).map_err(|e| anyhow::anyhow!("{e:#}"))?,
     )?;

@@ -13,7 +13,6 @@ use std::time::Instant;
 
 use verge_device::nn::{ElementType, EngineSpec, Graphs, ModelSpec, Tensor};
 use verge_device::runtime::{Deployment, Limits, Outcome, Placement, Request, Runtime};
-use verge_device::testkit;
 use wasmtime::component::Component;
 
 fn main() -> anyhow::Result<()> {
@@ -27,7 +26,7 @@ fn main() -> anyhow::Result<()> {
     let inputs = vec![("a".to_string(), t(1.0)), ("b".to_string(), t(2.0))];
     for (engine, spec) in [
         ("tract", EngineSpec::default()),
-        ("onnxruntime", testkit::onnxruntime(1)),
+        ("onnxruntime", verge_testkit::onnxruntime(1)),
     ] {
         let graphs = Graphs::load(&[ModelSpec {
             name: "add".into(),
@@ -52,7 +51,7 @@ fn main() -> anyhow::Result<()> {
         let runtime = Runtime::new(graphs)?;
         let probe = runtime.prepare(&Component::from_file(
             runtime.engine(),
-            testkit::wasm("probe"),
+            verge_testkit::wasm("probe"),
         )?)?;
         let deployment = Deployment::new(Placement::Local, Limits::default(), &[]);
         let request = Request {

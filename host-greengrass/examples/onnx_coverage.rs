@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use verge_device::nn::{Graphs, LoadError, ModelSpec};
 use verge_device::runtime::{Deployment, Limits, Placement, Runtime};
-use verge_device::testkit;
 use verge_nn_suite::Outcome as Got;
 use wasmtime::component::Component;
 
@@ -39,7 +38,7 @@ fn main() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!(e))?;
     // Engines panic on some malformed graphs; one model must not stop the count.
     std::panic::set_hook(Box::new(|_| {}));
-    for (engine, spec) in testkit::engines() {
+    for (engine, spec) in verge_testkit::engines() {
         if only.as_deref().is_some_and(|o| o != engine) {
             continue;
         }
@@ -73,7 +72,7 @@ fn main() -> anyhow::Result<()> {
         let runtime = Runtime::new(Graphs::load(&good)?)?;
         let probe = runtime.prepare(&Component::from_file(
             runtime.engine(),
-            testkit::wasm("probe"),
+            verge_testkit::wasm("probe"),
         )?)?;
         let deployment = Deployment::new(
             Placement::Device,
@@ -88,7 +87,7 @@ fn main() -> anyhow::Result<()> {
                 continue;
             }
             let answer = catch_unwind(AssertUnwindSafe(|| {
-                testkit::probe_nn_case(&runtime, &probe, &deployment, &case.json)
+                verge_testkit::probe_nn_case(&runtime, &probe, &deployment, &case.json)
             }));
             match answer {
                 Ok(Ok(())) => passed += 1,

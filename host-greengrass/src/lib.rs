@@ -4,7 +4,6 @@
 //! * [`runtime`]: the engine, per-call stores with memory and deadline bounds;
 //! * [`state`]: component state behind `wasi:keyvalue` (in memory, or durable in SQLite);
 //! * [`report`]: outcomes and errors as JSON;
-//! * [`testkit`]: helpers for tests of components against the device host;
 //!
 //! and the daemon (`verge-device serve`):
 //!
@@ -35,5 +34,4 @@ pub mod recipe;
 pub mod report;
 pub mod runtime;
 pub mod state;
-pub mod testkit;
 pub mod uplink;

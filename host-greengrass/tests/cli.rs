@@ -1,7 +1,5 @@
 //! `verge-device run` as a user types it.
 
-mod common;
-
 use std::process::Command;
 
 use serde_json::Value;
@@ -15,9 +13,9 @@ fn run_prints_one_json_line_per_input() {
     let script = std::env::current_exe().unwrap();
     let out = verge_device()
         .arg("run")
-        .arg(common::wasm("file_type"))
+        .arg(verge_testkit::wasm("file_type"))
         .arg("--model")
-        .arg(format!("magika={}", common::magika().display()))
+        .arg(format!("magika={}", verge_testkit::magika().display()))
         .args([
             "--input",
             concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cli.rs"),
@@ -47,7 +45,7 @@ fn failures_are_reported_with_a_nonzero_exit() {
     // A component error: exit 2, the error as JSON.
     let out = verge_device()
         .arg("run")
-        .arg(common::wasm("probe"))
+        .arg(verge_testkit::wasm("probe"))
         .args(["--input", "/dev/null"])
         .output()
         .unwrap();
@@ -58,7 +56,7 @@ fn failures_are_reported_with_a_nonzero_exit() {
     // A missing model file, a malformed --model and a missing component: exit 1 or clap's 2, a message.
     let out = verge_device()
         .arg("run")
-        .arg(common::wasm("file_type"))
+        .arg(verge_testkit::wasm("file_type"))
         .args([
             "--model",
             "magika=/nonexistent.onnx",
@@ -97,7 +95,7 @@ fn run_probe_peak(command: &str, extra: &[&str]) -> (Option<i32>, Value, u64) {
     #[allow(clippy::zombie_processes)]
     let mut child = verge_device()
         .arg("run")
-        .arg(common::wasm("probe"))
+        .arg(verge_testkit::wasm("probe"))
         .arg("--input")
         .arg(&input)
         .args(extra)
@@ -123,7 +121,7 @@ fn hostile_calls_end_with_their_error_within_the_bounds_of_run() {
     // The allocator's slack and the copies of the answer.
     const OVERHEAD: u64 = 32 << 20;
     let (_, _, baseline) = run_probe_peak("echo", &["--memory-mb", "64"]);
-    for (command, kind, message) in common::HOSTILE_64_MIB {
+    for (command, kind, message) in verge_testkit::HOSTILE_64_MIB {
         let (code, line, peak) = run_probe_peak(command, &["--memory-mb", "64"]);
         assert_eq!(code, Some(2), "{command}: {line}");
         assert_eq!(line["error"]["kind"], kind, "{command}: {line}");

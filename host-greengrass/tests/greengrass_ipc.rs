@@ -12,15 +12,14 @@
 //! The mock is one per process and sets the IPC variables in this process's
 //! environment, so this file is a test binary of its own with one test.
 
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use support::{Daemon, config, scratch, wait_until};
 use verge_ipc_mock::Answer::{self, Accepted, Refused};
 use verge_ipc_mock::Mock;
+use verge_testkit::scratch;
+use verge_testkit::serve::{Daemon, config, wait_until};
 
 const TOPIC: &str = "verge/test-thing/probe";
 const BOTH: &str = "verge/test-thing/both";
@@ -187,7 +186,7 @@ fn the_outbox_goes_through_the_nucleus_in_order_and_survives_it() {
         &format!(
             "[components.probe]\npath = \"{}\"\nsha256 = \"{}\"",
             bad.display(),
-            support::sha256(&bad)
+            verge_testkit::sha256(&bad)
         ),
     );
     let cfg_broken = broken.join("verge.toml");

@@ -3,17 +3,15 @@
 //! reference labels come from `tests/reference/magika_reference.py`, whose
 //! JSON lines `./dev test` writes and names in VERGE_MAGIKA_REFERENCE.
 
-mod common;
-
 use std::time::Duration;
 
 use serde_json::Value;
 use verge_device::nn::{ElementType, EngineSpec, Tensor};
 use verge_device::runtime::Outcome;
-use verge_device::testkit::{self, Host};
+use verge_testkit::Host;
 
 fn rows() -> Vec<Value> {
-    testkit::reference("VERGE_MAGIKA_REFERENCE", "./dev test writes them")
+    verge_testkit::reference("VERGE_MAGIKA_REFERENCE", "./dev test writes them")
 }
 
 /// The corpus through the component, on `backend`, against Python magika.
@@ -25,10 +23,10 @@ fn agreement(backend: &str, engine: EngineSpec) {
         rows.len()
     );
 
-    let wasm = common::wasm("file_type");
+    let wasm = verge_testkit::wasm("file_type");
     let host = Host::with_engine(
         "magika",
-        common::magika(),
+        verge_testkit::magika(),
         wasm,
         Duration::from_secs(30),
         engine,
@@ -78,7 +76,7 @@ fn file_type_on_tract_agrees_with_python_magika() {
 
 #[test]
 fn file_type_on_onnxruntime_agrees_with_python_magika() {
-    agreement("onnxruntime", testkit::onnxruntime(0));
+    agreement("onnxruntime", verge_testkit::onnxruntime(0));
 }
 
 /// The corpus files that reach the model, as its input.
@@ -101,11 +99,12 @@ fn model_inputs() -> Vec<Vec<(String, Tensor)>> {
 
 #[test]
 fn openvino_and_the_cpu_provider_agree_on_magika() {
-    let Some(lib) = testkit::openvino_child("openvino_and_the_cpu_provider_agree_on_magika") else {
+    let Some(lib) = verge_testkit::openvino_child("openvino_and_the_cpu_provider_agree_on_magika")
+    else {
         return;
     };
     let cases = model_inputs();
-    let a = testkit::openvino_agrees(&lib, &common::magika(), &cases);
+    let a = verge_testkit::openvino_agrees(&lib, &verge_testkit::magika(), &cases);
     a.assert_agree("magika", cases.len());
     // One OpenVINO subgraph: the whole model.
     assert_eq!(
@@ -117,6 +116,6 @@ fn openvino_and_the_cpu_provider_agree_on_magika() {
 #[test]
 fn tract_and_onnxruntime_agree_on_magika() {
     let cases = model_inputs();
-    let a = testkit::backends_agree(&common::magika(), &cases);
+    let a = verge_testkit::backends_agree(&verge_testkit::magika(), &cases);
     a.assert_agree("magika", cases.len());
 }

@@ -9,14 +9,11 @@
 //! The models are written by components/nn-suite/models.py into
 //! `$VERGE_NN_SUITE_MODELS` (`./dev test` does it).
 
-mod common;
-
 use std::path::PathBuf;
 use std::time::Duration;
 
 use verge_device::nn::{EngineSpec, Graphs, LoadError, ModelSpec};
 use verge_device::runtime::{Deployment, Limits, Placement, Runtime};
-use verge_device::testkit;
 use verge_nn::{NnError, Tensor};
 use verge_nn_suite::{Case, Coverage, Load, Outcome, Report};
 use wasmtime::component::{Component, Linker, ResourceAny};
@@ -61,7 +58,7 @@ fn start_refusal(case: &Case, refused: &[(String, NnError)]) -> Option<Outcome> 
 
 #[test]
 fn every_engine_natively() {
-    for (engine, spec) in testkit::engines() {
+    for (engine, spec) in verge_testkit::engines() {
         let (graphs, refused) = load(&spec);
         let mut report = Report::new(&format!("{engine}, natively"));
         for case in verge_nn_suite::cases() {
@@ -89,10 +86,11 @@ fn every_engine_natively() {
 
 #[test]
 fn the_device_host_on_every_engine() {
-    for (engine, spec) in testkit::engines() {
+    for (engine, spec) in verge_testkit::engines() {
         let (graphs, refused) = load(&spec);
         let runtime = Runtime::new(graphs).unwrap();
-        let component = Component::from_file(runtime.engine(), common::wasm("probe")).unwrap();
+        let component =
+            Component::from_file(runtime.engine(), verge_testkit::wasm("probe")).unwrap();
         let probe = runtime.prepare(&component).unwrap();
         let deployment = Deployment::new(
             Placement::Device,
@@ -108,7 +106,7 @@ fn the_device_host_on_every_engine() {
                 report.record(&case, &got);
                 continue;
             }
-            match testkit::probe_nn_case(&runtime, &probe, &deployment, &case.json) {
+            match verge_testkit::probe_nn_case(&runtime, &probe, &deployment, &case.json) {
                 Ok(()) => report.passed += 1,
                 Err(why) => report.failed.push(format!("{}: {why}", case.name)),
             }
@@ -165,7 +163,7 @@ fn through_provider(
     mut record: impl FnMut(&Case, &Outcome),
 ) -> wasmtime::Result<()> {
     let engine = Engine::default();
-    let component = Component::from_file(&engine, common::wasm(file))?;
+    let component = Component::from_file(&engine, verge_testkit::wasm(file))?;
     let mut linker = Linker::<Models>::new(&engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
     provider::verge::inference::models::add_to_linker::<Models, HasModels>(&mut linker, |m| m)?;

@@ -7,19 +7,16 @@
 //! library is loaded once per process, so a failed load must not be followed
 //! by a good one in the same test binary.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
 use verge_device::nn::{ElementType, EngineSpec, Graphs, ModelSpec, Tensor};
-use verge_device::testkit;
 
 fn run(model: &Path, flags: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_verge-device"))
         .arg("run")
-        .arg(common::wasm("file_type"))
+        .arg(verge_testkit::wasm("file_type"))
         .arg("--model")
         .arg(format!("magika={}", model.display()))
         .args([
@@ -42,13 +39,13 @@ fn label(o: &Output) -> String {
 }
 
 fn lib() -> String {
-    testkit::onnxruntime_lib().display().to_string()
+    verge_testkit::onnxruntime_lib().display().to_string()
 }
 
 #[test]
 fn runs_on_onnxruntime() {
     let o = run(
-        &common::magika(),
+        &verge_testkit::magika(),
         &["--backend", "onnxruntime", "--onnxruntime-lib", &lib()],
     );
     assert!(o.status.success(), "{}", stderr(&o));
@@ -63,7 +60,7 @@ fn a_missing_library_is_a_clear_error_or_a_fallback() {
         "--onnxruntime-lib",
         "/nonexistent/libonnxruntime.so",
     ];
-    let o = run(&common::magika(), &flags);
+    let o = run(&verge_testkit::magika(), &flags);
     assert_eq!(o.status.code(), Some(1));
     let e = stderr(&o);
     assert!(
@@ -76,7 +73,7 @@ fn a_missing_library_is_a_clear_error_or_a_fallback() {
     );
 
     let o = run(
-        &common::magika(),
+        &verge_testkit::magika(),
         &[&flags[..], &["--fallback-to-tract"]].concat(),
     );
     assert!(o.status.success(), "{}", stderr(&o));
@@ -100,7 +97,7 @@ fn a_missing_gpu_provider_is_a_clear_error_or_a_fallback() {
         "--provider",
         "cuda",
     ];
-    let o = run(&common::magika(), &flags);
+    let o = run(&verge_testkit::magika(), &flags);
     assert_eq!(o.status.code(), Some(1));
     let e = stderr(&o);
     assert!(
@@ -115,7 +112,7 @@ fn a_missing_gpu_provider_is_a_clear_error_or_a_fallback() {
 /// runs on tract, and says so.
 fn falls_back_to_tract(flags: &[&str]) {
     let o = run(
-        &common::magika(),
+        &verge_testkit::magika(),
         &[flags, &["--fallback-to-tract"]].concat(),
     );
     assert!(o.status.success(), "{}", stderr(&o));
@@ -146,7 +143,7 @@ fn files(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
 #[test]
 fn openvino_runs_magika_and_keeps_its_compiled_model_under_the_cache_dir() {
     let test = "openvino_runs_magika_and_keeps_its_compiled_model_under_the_cache_dir";
-    let Some(lib) = testkit::openvino_child(test) else {
+    let Some(lib) = verge_testkit::openvino_child(test) else {
         return;
     };
     let dir = std::env::temp_dir().join(format!("verge-openvino-{}", std::process::id()));
@@ -154,18 +151,18 @@ fn openvino_runs_magika_and_keeps_its_compiled_model_under_the_cache_dir() {
     let cache_dir = dir.join("cache");
     let engine = EngineSpec {
         profile: Some(dir.join("profile")),
-        ..testkit::openvino(&lib, "CPU", 0, Some(cache_dir.clone()))
+        ..verge_testkit::openvino(&lib, "CPU", 0, Some(cache_dir.clone()))
     };
     let spec = |name: &str, engine: EngineSpec| ModelSpec {
         name: name.into(),
-        path: common::magika(),
+        path: verge_testkit::magika(),
         engine,
     };
     let cpu = spec(
         "cpu",
         EngineSpec {
             library: Some(lib.clone()),
-            ..testkit::onnxruntime(0)
+            ..verge_testkit::onnxruntime(0)
         },
     );
     let cpu = Graphs::load(&[cpu]).unwrap();
@@ -221,7 +218,7 @@ fn openvino_runs_magika_and_keeps_its_compiled_model_under_the_cache_dir() {
             "round {round}: openvino and cpu differ by {diff}"
         );
         drop(graphs); // ends the session: its profile is written
-        let runs = testkit::node_runs_by_provider(&dir);
+        let runs = verge_testkit::node_runs_by_provider(&dir);
         println!(
             "round {round}: load {:?}, max |diff| with the cpu provider {diff:.2e}, node runs by provider {runs:?}",
             loads[round]
@@ -271,9 +268,9 @@ fn openvino_runs_magika_and_keeps_its_compiled_model_under_the_cache_dir() {
 /// fallback to tract.
 #[test]
 fn an_openvino_device_that_is_absent_is_a_clear_error_or_a_fallback() {
-    let Some(lib) =
-        testkit::openvino_lib("an_openvino_device_that_is_absent_is_a_clear_error_or_a_fallback")
-    else {
+    let Some(lib) = verge_testkit::openvino_lib(
+        "an_openvino_device_that_is_absent_is_a_clear_error_or_a_fallback",
+    ) else {
         return;
     };
     let lib = lib.display().to_string();
@@ -288,7 +285,7 @@ fn an_openvino_device_that_is_absent_is_a_clear_error_or_a_fallback() {
         "--device",
         "NPU",
     ];
-    let o = run(&common::magika(), &flags);
+    let o = run(&verge_testkit::magika(), &flags);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let e = stderr(&o);
     println!("{e}");
@@ -309,7 +306,7 @@ fn floats(data: &[u8]) -> Vec<f32> {
 /// Magika's model claiming ONNX IR version 99: ONNX Runtime refuses it, tract
 /// (which reads the graph, not the version) does not.
 fn future_ir_model() -> PathBuf {
-    let mut bytes = std::fs::read(common::magika()).unwrap();
+    let mut bytes = std::fs::read(verge_testkit::magika()).unwrap();
     // ModelProto field 1 (ir_version) is a one-byte varint at the start.
     assert_eq!(bytes[0], 0x08, "ir_version comes first");
     assert!(bytes[1] < 0x80);
@@ -342,8 +339,8 @@ fn a_model_onnxruntime_refuses_is_a_clear_error_or_a_fallback() {
 fn concurrent_calls_share_one_model() {
     let graphs = Graphs::load(&[ModelSpec {
         name: "magika".into(),
-        path: common::magika(),
-        engine: testkit::onnxruntime(1),
+        path: verge_testkit::magika(),
+        engine: verge_testkit::onnxruntime(1),
     }])
     .unwrap();
     let input = Tensor::new(vec![1, 2048], ElementType::I32, vec![0; 8192]);
@@ -412,7 +409,7 @@ fn settings_that_cannot_be_meant_are_refused_before_loading() {
         ),
     ];
     for (flags, expected) in cases {
-        let o = run(&common::magika(), flags);
+        let o = run(&verge_testkit::magika(), flags);
         assert_eq!(o.status.code(), Some(1), "{flags:?}: {}", stderr(&o));
         assert!(stderr(&o).contains(expected), "{flags:?}: {}", stderr(&o));
     }

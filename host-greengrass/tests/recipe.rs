@@ -39,8 +39,6 @@
 //! validator (no bare `?`; `${` only as `${*}`, `${?}`, `${$}`); the recipe
 //! fits the 8196 bytes lite reads of a recipe file.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -49,23 +47,10 @@ use base64::prelude::{BASE64_STANDARD, Engine as _};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use verge_device::config::{Config, Overrides};
+use verge_testkit::{scratch, sha256};
 
 fn verge_device() -> Command {
     Command::new(env!("CARGO_BIN_EXE_verge-device"))
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("verge-recipe-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn sha256_hex(path: &Path) -> String {
-    format!(
-        "{:x}",
-        <sha2::Sha256 as sha2::Digest>::digest(std::fs::read(path).unwrap())
-    )
 }
 
 /// The first bytes of an ELF executable for `machine` (all the generator
@@ -367,7 +352,7 @@ fn readme_configuration(dir: &Path) -> String {
         }
         if line.starts_with("sha256 = ") {
             let file = dir.join(path.take().expect("a path before its sha256"));
-            out.push_str(&format!("sha256 = \"{}\"\n", sha256_hex(&file)));
+            out.push_str(&format!("sha256 = \"{}\"\n", sha256(&file)));
         } else {
             out.push_str(line);
             out.push('\n');
@@ -380,8 +365,9 @@ fn readme_configuration(dir: &Path) -> String {
 fn the_readme_configuration_makes_a_recipe_for_both_nuclei() {
     let dir = scratch("readme");
     // The demo's files, under the names the configuration gives them.
-    std::os::unix::fs::symlink(common::wasm("file_type"), dir.join("file_type.wasm")).unwrap();
-    std::os::unix::fs::symlink(common::magika(), dir.join("model.onnx")).unwrap();
+    std::os::unix::fs::symlink(verge_testkit::wasm("file_type"), dir.join("file_type.wasm"))
+        .unwrap();
+    std::os::unix::fs::symlink(verge_testkit::magika(), dir.join("model.onnx")).unwrap();
     let config = dir.join("verge.toml");
     std::fs::write(&config, readme_configuration(&dir)).unwrap();
     fake_elf(&dir.join("amd64"), 0x3e);
@@ -550,7 +536,7 @@ fn small(dir: &Path, extra: &str) -> PathBuf {
     std::fs::write(dir.join("other/m.onnx"), "other model bytes").unwrap();
     std::fs::write(dir.join("ca.pem"), "a CA").unwrap();
     std::fs::write(dir.join("libonnxruntime.so"), "a library").unwrap();
-    let sha = |p: &str| sha256_hex(&dir.join(p));
+    let sha = |p: &str| sha256(&dir.join(p));
     let config = dir.join("small.toml");
     std::fs::write(
         &config,
@@ -756,7 +742,7 @@ fn what_cannot_ship_is_refused_with_the_reason() {
     check(
         variant("clash.toml", &|t| {
             t + "[models.other]\npath = \"other/m.onnx\"\nsha256 = \""
-                + &sha256_hex(&dir.join("other/m.onnx"))
+                + &sha256(&dir.join("other/m.onnx"))
                 + "\"\n"
         }),
         "are both named m.onnx",
@@ -764,7 +750,7 @@ fn what_cannot_ship_is_refused_with_the_reason() {
     // A digest that is not the file's.
     check(
         variant("digest.toml", &|t| {
-            t.replacen(&sha256_hex(&dir.join("a.wasm")), &"0".repeat(64), 1)
+            t.replacen(&sha256(&dir.join("a.wasm")), &"0".repeat(64), 1)
         }),
         "the configuration expects 0000",
     );
@@ -783,8 +769,8 @@ fn what_cannot_ship_is_refused_with_the_reason() {
         variant("own.toml", &|t| {
             t.replace("path = \"lib/m.onnx\"", "path = \"verge.json\"")
                 .replace(
-                    &sha256_hex(&dir.join("lib/m.onnx")),
-                    &sha256_hex(&dir.join("verge.json")),
+                    &sha256(&dir.join("lib/m.onnx")),
+                    &sha256(&dir.join("verge.json")),
                 )
         }),
         "a name the recipe gives to its own artifacts",

@@ -1,8 +1,6 @@
 //! The device host against the probe component: outcomes, every way a call
 //! can fail, and the host still serving after each.
 
-mod common;
-
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -22,9 +20,10 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let graphs = Graphs::load(&[ModelSpec::tract("magika", common::magika())]).unwrap();
+        let graphs = Graphs::load(&[ModelSpec::tract("magika", verge_testkit::magika())]).unwrap();
         let runtime = Runtime::new(graphs).unwrap();
-        let component = Component::from_file(runtime.engine(), common::wasm("probe")).unwrap();
+        let component =
+            Component::from_file(runtime.engine(), verge_testkit::wasm("probe")).unwrap();
         let probe = runtime.prepare(&component).unwrap();
         Fixture { runtime, probe }
     })
@@ -215,7 +214,7 @@ fn corrupt_and_missing_models_are_clear_load_errors() {
     assert!(e.to_string().contains("model 'bad'"), "{e}");
     assert!(e.to_string().contains("invalid-encoding"), "{e}");
     // A truncated copy of a real model.
-    let real = std::fs::read(common::magika()).unwrap();
+    let real = std::fs::read(verge_testkit::magika()).unwrap();
     std::fs::write(&corrupt, &real[..real.len() / 3]).unwrap();
     assert!(Graphs::load(&[ModelSpec::tract("bad", corrupt)]).is_err());
     let e = Graphs::load(&[ModelSpec::tract("gone", dir.join("gone.onnx"))])

@@ -2,11 +2,10 @@
 //! its answers to bad requests and failing components, durable state, the
 //! precompile cache and a clean shutdown. (The MQTT side is in `uplink.rs`.)
 
-mod support;
-
 use std::time::Duration;
 
-use support::{Daemon, config, config_with, raw, scratch};
+use verge_testkit::scratch;
+use verge_testkit::serve::{Daemon, config, config_with, raw};
 
 #[test]
 fn answers_outcomes_and_refuses_bad_requests_while_serving_on() {
@@ -55,7 +54,7 @@ fn answers_outcomes_and_refuses_bad_requests_while_serving_on() {
     assert_eq!(d.get("/v1/infer/local").status, 405);
     assert_eq!(d.post("..", "", b"").status, 404);
     assert_eq!(
-        support::http(d.addr, "POST", "/metrics", &[], b"").status,
+        verge_testkit::serve::http(d.addr, "POST", "/metrics", &[], b"").status,
         405
     );
     assert_eq!(d.get("/nowhere").status, 404);
@@ -111,8 +110,9 @@ fn failing_components_get_5xx_and_the_daemon_keeps_serving() {
 
     // An endless call does not hold up others.
     let addr = d.addr;
-    let endless =
-        std::thread::spawn(move || support::http(addr, "POST", "/v1/infer/local", &[], b"loop"));
+    let endless = std::thread::spawn(move || {
+        verge_testkit::serve::http(addr, "POST", "/v1/infer/local", &[], b"loop")
+    });
     assert_eq!(d.get("/healthz").status, 200);
     assert_eq!(d.post("local", "", b"echo").status, 200);
     let endless = endless.join().unwrap();
@@ -194,10 +194,11 @@ fn sigterm_lets_the_request_in_flight_finish() {
     let dir = scratch("sigterm");
     let mut d = Daemon::start(&config(&dir, ""));
     let addr = d.addr;
-    let slow =
-        std::thread::spawn(move || support::http(addr, "POST", "/v1/infer/local", &[], b"loop"));
-    support::wait_until("the call to start", Duration::from_secs(10), || {
-        support::http(addr, "GET", "/metrics", &[], b"")
+    let slow = std::thread::spawn(move || {
+        verge_testkit::serve::http(addr, "POST", "/v1/infer/local", &[], b"loop")
+    });
+    verge_testkit::serve::wait_until("the call to start", Duration::from_secs(10), || {
+        verge_testkit::serve::http(addr, "GET", "/metrics", &[], b"")
             .text()
             .contains("verge_requests_in_flight 1")
     });
@@ -214,7 +215,7 @@ fn a_fatal_configuration_error_exits_non_zero_with_a_json_line() {
     let dir = scratch("fatal");
     let cfg = config(&dir, "");
     let text = std::fs::read_to_string(&cfg).unwrap();
-    let probe_sha = support::sha256(&support::wasm("probe"));
+    let probe_sha = verge_testkit::sha256(&verge_testkit::wasm("probe"));
     std::fs::write(&cfg, text.replace(&probe_sha, &"0".repeat(64))).unwrap();
     let mut d = Daemon::spawn(&cfg);
     let status = d.wait(Duration::from_secs(120));
@@ -242,7 +243,7 @@ fn models_run_on_onnxruntime_or_fall_back_to_tract_when_allowed() {
     };
     // ONNX Runtime from the configured library.
     let dir = scratch("onnxruntime");
-    let library = verge_device::testkit::onnxruntime_lib();
+    let library = verge_testkit::onnxruntime_lib();
     let ort = format!("[onnxruntime]\nlibrary = \"{}\"", library.display());
     let d = Daemon::start(&config_with(
         &dir,
@@ -330,11 +331,11 @@ fn a_hanging_route_leaves_workers_for_the_others() {
     let hung: Vec<_> = (0..4)
         .map(|_| {
             std::thread::spawn(move || {
-                support::http(addr, "POST", "/v1/infer/slow", &[], b"loop").status
+                verge_testkit::serve::http(addr, "POST", "/v1/infer/slow", &[], b"loop").status
             })
         })
         .collect();
-    support::wait_until("four slow calls in flight", Duration::from_secs(10), || {
+    verge_testkit::serve::wait_until("four slow calls in flight", Duration::from_secs(10), || {
         d.metric("verge_requests_in_flight") >= 4.0
     });
     // Answered while the slow calls are still outstanding, not after them.
@@ -360,7 +361,7 @@ fn with_a_token_the_api_answers_only_callers_who_send_it() {
     std::fs::create_dir_all(&dir).unwrap();
     let token = dir.join("api.token");
     std::fs::write(&token, "s3cret-token\n").unwrap();
-    let d = Daemon::start(&support::config_full(
+    let d = Daemon::start(&verge_testkit::serve::config_full(
         &dir,
         &format!("token_file = \"{}\"", token.display()),
         "",
@@ -373,10 +374,10 @@ fn with_a_token_the_api_answers_only_callers_who_send_it() {
         ("/metrics", "GET"),
         ("/readyz", "GET"),
     ] {
-        let none = support::http(d.addr, method, path, &[], b"echo");
+        let none = verge_testkit::serve::http(d.addr, method, path, &[], b"echo");
         assert_eq!(none.status, 401, "{path}: {}", none.text());
         assert_eq!(none.json()["error"]["kind"], "unauthorised");
-        let wrong = support::http(
+        let wrong = verge_testkit::serve::http(
             d.addr,
             method,
             path,
@@ -385,7 +386,7 @@ fn with_a_token_the_api_answers_only_callers_who_send_it() {
         );
         assert_eq!(wrong.status, 401, "{path}");
     }
-    let ok = support::http(
+    let ok = verge_testkit::serve::http(
         d.addr,
         "POST",
         "/v1/infer/local",
@@ -401,7 +402,7 @@ fn an_empty_token_file_stops_the_start() {
     std::fs::create_dir_all(&dir).unwrap();
     let token = dir.join("api.token");
     std::fs::write(&token, "  \n").unwrap();
-    let mut d = Daemon::spawn(&support::config_full(
+    let mut d = Daemon::spawn(&verge_testkit::serve::config_full(
         &dir,
         &format!("token_file = \"{}\"", token.display()),
         "",
@@ -415,10 +416,10 @@ fn an_empty_token_file_stops_the_start() {
 }
 
 /// One request over the daemon's Unix socket.
-fn over_socket(path: &std::path::Path, request: &str) -> support::Reply {
+fn over_socket(path: &std::path::Path, request: &str) -> verge_testkit::serve::Reply {
     let s = std::os::unix::net::UnixStream::connect(path).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    support::exchange(s, request.as_bytes())
+    verge_testkit::serve::exchange(s, request.as_bytes())
 }
 
 #[test]
@@ -430,7 +431,7 @@ fn the_api_can_listen_on_a_unix_socket_that_permissions_guard() {
     // daemon that died is replaced.
     let socket = dir.join("state").join("api.sock");
     drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
-    let config = support::config_full(
+    let config = verge_testkit::serve::config_full(
         &dir,
         "listen = \"unix:api.sock\"\nsocket_mode = \"600\"",
         "",
@@ -509,11 +510,17 @@ fn hostile_calls_stay_within_what_the_deployment_granted() {
     );
     let settled = proc_status_bytes(d.pid(), "VmRSS");
     let addr = d.addr;
-    for (command, kind, message) in support::common::HOSTILE_64_MIB {
+    for (command, kind, message) in verge_testkit::HOSTILE_64_MIB {
         let calls: Vec<_> = (0..2)
             .map(|_| {
                 std::thread::spawn(move || {
-                    support::http(addr, "POST", "/v1/infer/hostile", &[], command.as_bytes())
+                    verge_testkit::serve::http(
+                        addr,
+                        "POST",
+                        "/v1/infer/hostile",
+                        &[],
+                        command.as_bytes(),
+                    )
                 })
             })
             .collect();
@@ -568,13 +575,13 @@ fn a_model_that_never_finishes_loading_ends_the_start() {
         env!("CARGO_MANIFEST_DIR"),
         "/../fuzz/findings/onnx_ort-einsum-equation-timeout"
     );
-    let library = verge_device::testkit::onnxruntime_lib();
+    let library = verge_testkit::onnxruntime_lib();
     let path = config(
         &dir,
         &format!(
             "[models.stuck]\npath = \"{stuck}\"\nsha256 = \"{}\"\nbackend = \"onnxruntime\"\n\n\
              [onnxruntime]\nlibrary = \"{}\"\n",
-            support::sha256(std::path::Path::new(stuck)),
+            verge_testkit::sha256(std::path::Path::new(stuck)),
             library.display()
         ),
     );

@@ -4,15 +4,12 @@
 //! a crash loses nothing; a full outbox applies its policy; a client without
 //! a valid certificate is refused.
 
-mod support;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
-use support::{
-    Broker, Certs, Daemon, Subscriber, config, mqtt_section, plain_mqtt_section, scratch,
-    wait_until,
-};
+use verge_testkit::mqtt::{Broker, Certs, Subscriber, mqtt_section, plain_mqtt_section};
+use verge_testkit::scratch;
+use verge_testkit::serve::{Daemon, config, wait_until};
 
 /// Posts `n` requests to the cloud route; returns the outbox ids, in order.
 fn post_many(d: &Daemon, n: usize) -> Vec<String> {

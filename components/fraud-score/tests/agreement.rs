@@ -8,18 +8,18 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use verge_device::nn::EngineSpec;
 use verge_device::runtime::{CallError, GuestError, Outcome};
-use verge_device::testkit::{self, Host};
 use verge_nn::{ElementType, Tensor};
+use verge_testkit::Host;
 
 fn reference() -> Vec<Value> {
-    testkit::reference(
+    verge_testkit::reference(
         "VERGE_FRAUD_REFERENCE",
         "python models/fraud_score.py --reference FILE",
     )
 }
 
 fn model() -> std::path::PathBuf {
-    testkit::model("fraud-score", "model.onnx", "python models/fraud_score.py")
+    verge_testkit::model("fraud-score", "model.onnx", "python models/fraud_score.py")
 }
 
 fn host() -> Host {
@@ -27,7 +27,7 @@ fn host() -> Host {
 }
 
 fn host_on(engine: EngineSpec) -> Host {
-    let wasm = testkit::wasm("fraud_score");
+    let wasm = verge_testkit::wasm("fraud_score");
     Host::with_engine(
         "fraud-score",
         model(),
@@ -110,7 +110,7 @@ fn tract_and_onnxruntime_agree() {
         .iter()
         .map(|row| vec![("features".to_string(), features(&row["features"]))])
         .collect();
-    let a = testkit::backends_agree(&model(), &inputs);
+    let a = verge_testkit::backends_agree(&model(), &inputs);
     a.assert_close("fraud-score", inputs.len());
     // The component reads `probabilities`. tract's TreeEnsembleClassifier
     // `label` output disagrees with ONNX Runtime's (and scikit-learn's) on a
@@ -125,14 +125,14 @@ fn tract_and_onnxruntime_agree() {
 
 #[test]
 fn openvino_and_the_cpu_provider_agree() {
-    let Some(lib) = testkit::openvino_child("openvino_and_the_cpu_provider_agree") else {
+    let Some(lib) = verge_testkit::openvino_child("openvino_and_the_cpu_provider_agree") else {
         return;
     };
     let inputs: Vec<_> = reference()
         .iter()
         .map(|row| vec![("features".to_string(), features(&row["features"]))])
         .collect();
-    let a = testkit::openvino_agrees(&lib, &model(), &inputs);
+    let a = verge_testkit::openvino_agrees(&lib, &model(), &inputs);
     a.assert_agree("fraud-score", inputs.len());
     // OpenVINO has no ai.onnx.ml TreeEnsembleClassifier: with the provider
     // registered, the whole model still runs on ONNX Runtime's CPU provider.
@@ -201,7 +201,7 @@ fn bad_inputs_are_invalid_input() {
 
 #[test]
 fn the_component_scores_the_same_on_onnxruntime() {
-    let (tract, ort) = (host(), host_on(testkit::onnxruntime(0)));
+    let (tract, ort) = (host(), host_on(verge_testkit::onnxruntime(0)));
     let mut worst = 0f64;
     for row in &reference() {
         let d = (score(&tract, &row["features"]) - score(&ort, &row["features"])).abs();

@@ -8,18 +8,18 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use verge_device::nn::EngineSpec;
 use verge_device::runtime::{CallError, GuestError, Outcome};
-use verge_device::testkit::{self, Host};
 use verge_nn::{ElementType, Tensor};
+use verge_testkit::Host;
 
 fn reference() -> Vec<Value> {
-    testkit::reference(
+    verge_testkit::reference(
         "VERGE_IMAGE_REFERENCE",
         "tests/reference/image_classify_reference.py",
     )
 }
 
 fn model() -> std::path::PathBuf {
-    testkit::model(
+    verge_testkit::model(
         "efficientnet-lite0",
         "model.onnx",
         "python models/efficientnet_lite0.py",
@@ -31,7 +31,7 @@ fn host() -> Host {
 }
 
 fn host_on(engine: EngineSpec) -> Host {
-    let wasm = testkit::wasm("image_classify");
+    let wasm = verge_testkit::wasm("image_classify");
     Host::with_engine(
         "efficientnet-lite0",
         model(),
@@ -153,20 +153,20 @@ fn tract_and_onnxruntime_agree() {
         .iter()
         .map(|row| vec![("input".to_string(), tensor(row))])
         .collect();
-    let a = testkit::backends_agree(&model(), &inputs);
+    let a = verge_testkit::backends_agree(&model(), &inputs);
     a.assert_agree("efficientnet-lite0", inputs.len());
 }
 
 #[test]
 fn openvino_and_the_cpu_provider_agree() {
-    let Some(lib) = testkit::openvino_child("openvino_and_the_cpu_provider_agree") else {
+    let Some(lib) = verge_testkit::openvino_child("openvino_and_the_cpu_provider_agree") else {
         return;
     };
     let inputs: Vec<_> = reference()
         .iter()
         .map(|row| vec![("input".to_string(), tensor(row))])
         .collect();
-    let a = testkit::openvino_agrees(&lib, &model(), &inputs);
+    let a = verge_testkit::openvino_agrees(&lib, &model(), &inputs);
     a.assert_agree("efficientnet-lite0", inputs.len());
     // One OpenVINO subgraph: the whole model.
     assert_eq!(
@@ -178,7 +178,7 @@ fn openvino_and_the_cpu_provider_agree() {
 #[test]
 fn photographs_make_sense() {
     let host = host();
-    let dir = testkit::models_dir();
+    let dir = verge_testkit::models_dir();
     // ImageNet's cats (tabby, tiger cat, Persian, Siamese, Egyptian) and coffee (mug, espresso, cup).
     let cases: [(&str, &[u64]); 2] = [
         ("skimage-chelsea/chelsea.png", &[281, 282, 283, 284, 285]),
@@ -229,7 +229,7 @@ fn bad_inputs_are_invalid_input() {
 
 #[test]
 fn the_component_classifies_the_same_on_onnxruntime() {
-    let (tract, ort) = (host(), host_on(testkit::onnxruntime(0)));
+    let (tract, ort) = (host(), host_on(verge_testkit::onnxruntime(0)));
     let top = |h: &Host, body: &[u8]| -> Vec<Value> {
         match call(h, body, &[("top-k", "5")]) {
             Ok(Outcome::Respond(r)) => {

@@ -9,18 +9,18 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use verge_device::nn::EngineSpec;
 use verge_device::runtime::{CallError, GuestError, Outcome};
-use verge_device::testkit::{self, Host};
 use verge_nn::{ElementType, Tensor};
+use verge_testkit::Host;
 
 fn reference() -> Vec<Value> {
-    testkit::reference(
+    verge_testkit::reference(
         "VERGE_TEXT_EMBED_REFERENCE",
         "tests/reference/text_embed_reference.py > FILE",
     )
 }
 
 fn model() -> std::path::PathBuf {
-    testkit::model(
+    verge_testkit::model(
         "minilm-l6-v2-int8",
         "model-gather-first.onnx",
         "python models/gather_first.py (./dev test runs it)",
@@ -32,7 +32,7 @@ fn host() -> Host {
 }
 
 fn host_on(engine: EngineSpec) -> Host {
-    let wasm = testkit::wasm("text_embed");
+    let wasm = verge_testkit::wasm("text_embed");
     Host::with_engine("minilm", model(), wasm, Duration::from_secs(60), engine)
 }
 
@@ -137,17 +137,17 @@ fn agrees_with_tokenizers_and_onnxruntime() {
 #[test]
 fn tract_and_onnxruntime_agree() {
     let cases: Vec<_> = reference().iter().map(inputs).collect();
-    let a = testkit::backends_agree(&model(), &cases);
+    let a = verge_testkit::backends_agree(&model(), &cases);
     a.assert_agree("minilm", cases.len());
 }
 
 #[test]
 fn openvino_and_the_cpu_provider_agree() {
-    let Some(lib) = testkit::openvino_child("openvino_and_the_cpu_provider_agree") else {
+    let Some(lib) = verge_testkit::openvino_child("openvino_and_the_cpu_provider_agree") else {
         return;
     };
     let cases: Vec<_> = reference().iter().map(inputs).collect();
-    let a = testkit::openvino_agrees(&lib, &model(), &cases);
+    let a = verge_testkit::openvino_agrees(&lib, &model(), &cases);
     a.assert_agree("minilm", cases.len());
     // OpenVINO runs the model in seven subgraphs; ONNX Runtime's CPU provider
     // the six IsNaN nodes between them (OpenVINO does not take IsNaN).
@@ -244,7 +244,7 @@ fn bad_inputs_are_invalid_input() {
 
 #[test]
 fn the_component_embeds_the_same_on_onnxruntime() {
-    let (tract, ort) = (host(), host_on(testkit::onnxruntime(0)));
+    let (tract, ort) = (host(), host_on(verge_testkit::onnxruntime(0)));
     let mut worst = 1f64;
     for row in &reference() {
         let text = row["text"].as_str().unwrap();

@@ -1,0 +1,120 @@
+//! A runtime with one component prepared, called in-process; the probe
+//! component's commands.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+use verge_device::nn::{EngineSpec, Graphs, ModelSpec};
+use verge_device::runtime::{
+    CallError, Deployment, Limits, Outcome, Placement, Prepared, Request, Runtime,
+};
+use wasmtime::component::Component;
+
+/// A runtime with one model loaded and one component prepared.
+pub struct Host {
+    pub runtime: Runtime,
+    pub prepared: Prepared,
+    deadline: Duration,
+}
+
+impl Host {
+    /// Loads `model` as the graph `graph`, prepares the component at `wasm`;
+    /// each call gets `deadline`.
+    pub fn new(graph: &str, model: PathBuf, wasm: PathBuf, deadline: Duration) -> Host {
+        Self::with_engine(graph, model, wasm, deadline, EngineSpec::default())
+    }
+
+    /// [`Host::new`] with the model on the given engine.
+    pub fn with_engine(
+        graph: &str,
+        model: PathBuf,
+        wasm: PathBuf,
+        deadline: Duration,
+        engine: EngineSpec,
+    ) -> Host {
+        let spec = ModelSpec {
+            name: graph.into(),
+            path: model,
+            engine,
+        };
+        let graphs = Graphs::load(&[spec]).unwrap_or_else(|e| panic!("{e}"));
+        let runtime = Runtime::new(graphs).unwrap();
+        let component = Component::from_file(runtime.engine(), wasm).unwrap();
+        let prepared = runtime.prepare(&component).unwrap();
+        Host {
+            runtime,
+            prepared,
+            deadline,
+        }
+    }
+
+    /// Calls the component, placed locally, with a body, its content type and
+    /// the deployment's settings.
+    pub fn call(
+        &self,
+        content_type: &str,
+        body: &[u8],
+        settings: &[(&str, &str)],
+    ) -> Result<Outcome, CallError> {
+        let settings: Vec<(String, String)> = settings
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let limits = Limits {
+            deadline: self.deadline,
+            ..Limits::default()
+        };
+        let deployment = Deployment::new(Placement::Local, limits, &settings);
+        let request = Request {
+            content_type: content_type.into(),
+            body: body.to_vec(),
+            attributes: vec![],
+            truncated: false,
+        };
+        self.runtime.call(&self.prepared, &deployment, &request)
+    }
+}
+
+/// One wasi:nn behaviour-suite case (its JSON) through the probe component's
+/// `nn-case` command: `Ok` when the probe's own check passed, else why not.
+pub fn probe_nn_case(
+    runtime: &Runtime,
+    probe: &Prepared,
+    deployment: &Deployment,
+    case_json: &str,
+) -> Result<(), String> {
+    let request = Request {
+        content_type: "application/json".into(),
+        body: case_json.as_bytes().to_vec(),
+        attributes: vec![("probe".into(), "nn-case".into())],
+        truncated: false,
+    };
+    match runtime.call(probe, deployment, &request) {
+        Ok(Outcome::Respond(r)) => {
+            let v: Value = serde_json::from_slice(&r.body).map_err(|e| e.to_string())?;
+            match v["ok"].as_bool() {
+                Some(true) => Ok(()),
+                _ => Err(v["why"].to_string()),
+            }
+        }
+        other => Err(format!("{other:?}")),
+    }
+}
+
+/// The hostile probe's attacks under a 64 MiB bound: the command, the error
+/// kind it must end with, and a phrase of the message.
+pub const HOSTILE_64_MIB: [(&str, &str, &str); 6] = [
+    // 3 GiB of tensors in the host.
+    ("nn-hoard:3000:1048576", "quota", "a call may hold 67108864"),
+    // 20,000 tiny tensors: the resource bound.
+    ("nn-hoard:20000:1", "quota", "holds 4096 host resources"),
+    // 10,000 keyvalue buckets: the same bound, seen by the component.
+    ("kv-open:10000", "internal", "holds 4096 host resources"),
+    // Linear memory without end.
+    ("alloc", "memory", "67108864"),
+    // 300 MiB of state: over the component's state budget.
+    ("kv-fill:300:1048576", "internal", "state quota"),
+    // A 20 MB answer: over the outcome bound (a quarter of the memory bound).
+    ("big:20000000", "quota", "a call may return 16777216"),
+];
