@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Train small scikit-learn models, convert them to ONNX and write behaviour-suite cases for them.
 
-Reference models and cases for an engine of tabular and small models (components/nn-compact): the
+Reference models and cases for an engine of tabular and small models (components/nn/compact): the
 ai.onnx.ml operators skl2onnx emits (TreeEnsembleClassifier/Regressor, LinearClassifier/Regressor,
 Scaler, ...) and the small standard graphs of an MLP.
 
@@ -27,7 +27,7 @@ nodes need (ai.onnx.ml 1, so no `*_as_tensor` attributes; all attributes are flo
 
 CASES: per model, one case with all held-out rows as one batch [N, F] and one with a single row
 [1, F]; expected outputs are onnxruntime's (CPUExecutionProvider), in the format of
-components/nn-suite/onnx_node_cases.py (bool/int8/int16/uint16 widened to int32, uint32 to int64),
+components/nn/suite/onnx_node_cases.py (bool/int8/int16/uint16 widened to int32, uint32 to int64),
 tolerance rtol 0, atol 1e-5. Before anything is written, onnxruntime is checked against
 scikit-learn's predict_proba / predict (max abs diff printed; above 1e-3, or any label differing,
 is an error). Labels are compared exactly: the closest top-2 probability gap is printed, and
@@ -70,8 +70,8 @@ N_ROWS = 50
 TOLERANCE = {"rtol": 0, "atol": 1e-5}
 WARN, FAIL = 1e-4, 1e-3
 
-# The suite's case format, written once (components/nn-suite/onnx_node_cases.py).
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "components", "nn-suite"))
+# The suite's case format, written once (components/nn/suite/onnx_node_cases.py).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "components", "nn", "suite"))
 from onnx_node_cases import CARRIED, WIDENED, tensor  # noqa: E402
 
 R = dict(random_state=SEED)

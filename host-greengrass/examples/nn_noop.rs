@@ -5,7 +5,7 @@
 //!
 //!   nn_noop MODELS_DIR [--calls N]
 //!
-//! MODELS_DIR is where components/nn-suite/models.py wrote the suite's models;
+//! MODELS_DIR is where components/nn/suite/models.py wrote the suite's models;
 //! the probe comes from $VERGE_WASM_DIR, ONNX Runtime from $VERGE_ONNXRUNTIME_LIB.
 
 use std::path::PathBuf;

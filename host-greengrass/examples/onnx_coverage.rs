@@ -1,4 +1,4 @@
-//! Coverage: ONNX's own operator tests (components/nn-suite/onnx_node_cases.py
+//! Coverage: ONNX's own operator tests (components/nn/suite/onnx_node_cases.py
 //! turns the onnx wheel's node tests into behaviour-suite cases) through one
 //! component (the probe's `nn-case`) on the device host, on each engine:
 //! how many of them a device runs.

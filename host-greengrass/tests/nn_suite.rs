@@ -1,4 +1,4 @@
-//! The `wasi:nn` behaviour suite (components/nn-suite) on every engine and
+//! The `wasi:nn` behaviour suite (components/nn/suite) on every engine and
 //! host this crate reaches: tract, ONNX Runtime and compact natively, the device host
 //! (the probe component through `Runtime`) on each of them, and the tract
 //! and compact provider components under wasmtime, called through their
@@ -6,7 +6,7 @@
 //! scikit-learn models). The packed
 //! Lambda@Edge shim runs the same table in shims/lambda-edge/test.
 //!
-//! The models are written by components/nn-suite/models.py into
+//! The models are written by components/nn/suite/models.py into
 //! `$VERGE_NN_SUITE_MODELS` (`./dev test` does it).
 
 use std::path::PathBuf;
@@ -22,7 +22,7 @@ use wasmtime::{Engine, Store};
 fn models_dir() -> PathBuf {
     std::env::var_os("VERGE_NN_SUITE_MODELS")
         .map(PathBuf::from)
-        .expect("VERGE_NN_SUITE_MODELS must name the folder components/nn-suite/models.py wrote")
+        .expect("VERGE_NN_SUITE_MODELS must name the folder components/nn/suite/models.py wrote")
 }
 
 fn spec(name: &str, engine: &EngineSpec) -> ModelSpec {
@@ -266,7 +266,7 @@ fn cases_dir(var: &str) -> (PathBuf, Vec<Case>) {
 }
 
 /// The compact engine in Wasm against the independent references its
-/// native tests use (components/nn-compact/tests/references.rs): ONNX's
+/// native tests use (components/nn/compact/tests/references.rs): ONNX's
 /// node tests (every model it loads must pass) and the scikit-learn models.
 #[test]
 fn the_compact_provider_against_references() -> wasmtime::Result<()> {

@@ -1,7 +1,7 @@
 //! The ONNX Runtime backend's failures, as a user meets them: a missing
 //! library, a missing GPU provider and a model ONNX Runtime refuses are clear
 //! errors, or a logged fallback to tract when the deployment allows one. (Bad
-//! tensors are the behaviour suite's: components/nn-suite.)
+//! tensors are the behaviour suite's: components/nn/suite.)
 //!
 //! Each load-failure case runs `verge-device run` in its own process: the
 //! library is loaded once per process, so a failed load must not be followed

@@ -13,7 +13,7 @@
 //!   tensor as each INPUT (dims comma-separated, type f32|i32|i64|u8) and
 //!   respond with the output shapes;
 //! * `nn-case`: run the `wasi:nn` behaviour-suite case in the body (JSON, as
-//!   in `components/nn-suite/cases.json`) and check it with the suite's own
+//!   in `components/nn/suite/cases.json`) and check it with the suite's own
 //!   checker: respond `{"ok":true}` or `{"ok":false,"why":"…"}`;
 //! * `nn-repeat:N:GRAPH:INPUTS`: the same, N times on one context, and
 //!   respond with the nanoseconds per compute (tensors made and outputs read);

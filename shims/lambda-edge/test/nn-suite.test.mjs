@@ -1,4 +1,4 @@
-// The wasi:nn behaviour suite (components/nn-suite/cases.json) through the
+// The wasi:nn behaviour suite (components/nn/suite/cases.json) through the
 // packed Lambda@Edge shim: the probe component, packed with the suite's
 // models, runs each case inside Wasm and checks it with the suite's own
 // checker (the same Rust code the device host's tests use), so codes and
@@ -18,7 +18,7 @@
 //                           load. The test checks that refusal for each left-out model with
 //   VERGE_EDGE            the verge-edge binary,
 //   VERGE_WASM_DIR        the built components (probe.wasm), and
-//   VERGE_NN_SUITE_MODELS the suite's models (components/nn-suite/models.py writes them)
+//   VERGE_NN_SUITE_MODELS the suite's models (components/nn/suite/models.py writes them)
 //                         (skipped without them, a failure under VERGE_REQUIRE_ALL=1).
 
 import assert from 'node:assert/strict';
@@ -33,7 +33,7 @@ const { VERGE_EDGE_PACKAGES: PACKAGES, VERGE_EDGE, VERGE_NN_SUITE_MODELS } = pro
 const REQUIRE_ALL = process.env.VERGE_REQUIRE_ALL === '1';
 if (!PACKAGES && REQUIRE_ALL) throw new Error('set VERGE_EDGE_PACKAGES: the behaviour suite needs its packs');
 
-const { cases } = JSON.parse(readFileSync(new URL('../../../components/nn-suite/cases.json', import.meta.url), 'utf8'));
+const { cases } = JSON.parse(readFileSync(new URL('../../../components/nn/suite/cases.json', import.meta.url), 'utf8'));
 const fixtures = {
   'origin-request': JSON.parse(readFileSync(new URL('fixtures/origin-request.json', import.meta.url), 'utf8')),
   'viewer-request': JSON.parse(readFileSync(new URL('fixtures/viewer-request.json', import.meta.url), 'utf8')),

@@ -390,7 +390,7 @@ async function tests() {
       };
     }
     if (name === 'nn-suite-compact') {
-      const { cases } = JSON.parse(readFileSync(new URL('../../../components/nn-suite/cases.json', import.meta.url), 'utf8'));
+      const { cases } = JSON.parse(readFileSync(new URL('../../../components/nn/suite/cases.json', import.meta.url), 'utf8'));
       // Not corrupt.onnx and truncated.onnx, which the packer refuses (nn-suite.test.mjs).
       const run = cases.filter((c) => !['corrupt', 'truncated'].includes(c.model));
       return {

@@ -1,7 +1,7 @@
 //! The tract engine against small ONNX graphs built here: what is tract's own
 //! (arithmetic in every type, symbols bound per call, sharing across
 //! threads, refusing operators it lacks). The checks and wording every engine
-//! shares are the behaviour suite's (components/nn-suite), which the device
+//! shares are the behaviour suite's (components/nn/suite), which the device
 //! host's tests run on this engine too.
 
 use prost::Message;

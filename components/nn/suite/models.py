@@ -1,4 +1,4 @@
-"""The behaviour suite's models (components/nn-suite/cases.json names them),
+"""The behaviour suite's models (components/nn/suite/cases.json names them),
 written with the onnx package's own helpers, so that no verge code builds
 what verge is tested on.
 

@@ -17,7 +17,7 @@ use verge_nn::{ErrorCode as Code, Graph as NnGraph, NnError, policy};
 
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit",
+        path: "../../../wit",
         world: "verge:inference/nn-provider",
         pub_export_macro: true,
         default_bindings_module: "verge_nn_provider::bindings",

@@ -1,6 +1,6 @@
 //! The compact engine natively against independent references:
 //!
-//! * ONNX's own operator tests (components/nn-suite/onnx_node_cases.py into
+//! * ONNX's own operator tests (components/nn/suite/onnx_node_cases.py into
 //!   `$VERGE_ONNX_NODE_CASES`): every case whose model the engine loads must
 //!   pass, and the count per operator is printed; a model it refuses (an
 //!   operator, attribute or type it does not run) is skipped.

@@ -1,5 +1,5 @@
 //! The core's own checks, on an engine that echoes its inputs. The behaviour
-//! suite (`components/nn-suite`) runs the same checks on every real engine.
+//! suite (`components/nn/suite`) runs the same checks on every real engine.
 
 use super::*;
 
