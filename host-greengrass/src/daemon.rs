@@ -84,9 +84,12 @@ fn read_token(path: &std::path::Path) -> Result<String, DaemonError> {
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Runs the daemon until a termination signal; `Err` is a fatal error.
-/// `under_nucleus`: the process runs as a Greengrass component (its IPC
-/// variables are set; read once, by the caller).
-pub async fn serve(config: Config, under_nucleus: bool) -> Result<(), DaemonError> {
+/// `nucleus`: the Greengrass nucleus the process runs under, if any (its
+/// variables read once, by the caller).
+pub async fn serve(
+    config: Config,
+    nucleus: Option<crate::nucleus::Env>,
+) -> Result<(), DaemonError> {
     let started = Instant::now();
     log::info(
         "starting",
@@ -106,9 +109,9 @@ pub async fn serve(config: Config, under_nucleus: bool) -> Result<(), DaemonErro
     let metrics = Arc::new(Metrics::new(config.routes.keys()));
     // Under a Greengrass nucleus, its IPC connection: made once, now (the SDK
     // allows no second attempt; a failure exits 1 and the nucleus restarts us).
-    let nucleus = if under_nucleus {
+    let nucleus = if let Some(env) = nucleus {
         let m = metrics.clone();
-        let n = tokio::task::spawn_blocking(move || Nucleus::connect(m))
+        let n = tokio::task::spawn_blocking(move || Nucleus::connect(&env, m))
             .await
             .map_err(|e| DaemonError::Nucleus(e.to_string()))?
             .map_err(DaemonError::Nucleus)?;

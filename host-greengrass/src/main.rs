@@ -258,7 +258,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fatal(&e),
     };
-    let result = runtime.block_on(daemon::serve(config, verge_device::nucleus::present()));
+    let result = runtime.block_on(daemon::serve(
+        config,
+        verge_device::nucleus::Env::from_process(),
+    ));
     // A load still running (an engine stuck on a model) must not hold the exit.
     runtime.shutdown_background();
     match result {

@@ -48,9 +48,23 @@ const LOCAL_QUEUE: usize = 256;
 /// 7,324 did not. 7,000 leaves room for the request's own fields.
 pub const MAX_MESSAGE: usize = 7000;
 
-/// Does this process run under a Greengrass nucleus?
-pub fn present() -> bool {
-    std::env::var_os(SOCKET_ENV).is_some() && std::env::var_os(TOKEN_ENV).is_some()
+/// What a nucleus gives the process it runs: read once, at start-up.
+#[derive(Debug, Clone)]
+pub struct Env {
+    /// The nucleus's IPC socket (the SDK reads the variables itself; this
+    /// names the socket in errors).
+    pub socket: std::path::PathBuf,
+}
+
+impl Env {
+    /// The nucleus this process runs under, if any (both variables set).
+    pub fn from_process() -> Option<Env> {
+        let socket = std::env::var_os(SOCKET_ENV)?;
+        std::env::var_os(TOKEN_ENV)?;
+        Some(Env {
+            socket: socket.into(),
+        })
+    }
 }
 
 /// A publish for the IPC thread.
@@ -78,24 +92,16 @@ pub struct Nucleus {
 static CONNECTED: AtomicBool = AtomicBool::new(false);
 
 impl Nucleus {
-    /// Connects to the nucleus named by [`SOCKET_ENV`] and [`TOKEN_ENV`]
-    /// (blocking; once per process).
-    pub fn connect(metrics: Arc<Metrics>) -> Result<Arc<Nucleus>, String> {
-        if !present() {
-            return Err(format!(
-                "not under a Greengrass nucleus: {SOCKET_ENV} and {TOKEN_ENV} are not set \
-                 (run verge-device as a Greengrass component)"
-            ));
-        }
+    /// Connects to the nucleus `env` names (blocking; once per process).
+    pub fn connect(env: &Env, metrics: Arc<Metrics>) -> Result<Arc<Nucleus>, String> {
         if CONNECTED.swap(true, Ordering::SeqCst) {
             return Err("the Greengrass IPC connection is made once per process".into());
         }
-        let socket = std::env::var_os(SOCKET_ENV).unwrap_or_default();
         let sdk = Sdk::init();
         sdk.connect().map_err(|e| {
             format!(
                 "connecting to the Greengrass nucleus at {}: {e}",
-                std::path::Path::new(&socket).display()
+                env.socket.display()
             )
         })?;
         let (queue, rx) = mpsc::channel();

@@ -144,8 +144,8 @@ fn cache_folder(spec: &EngineSpec, provider: Provider, name: &str, onnx: &[u8]) 
     if !matches!(provider, Provider::Openvino | Provider::Tensorrt) {
         return None;
     }
-    let digest = Sha256::digest(onnx);
-    let prefix: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let digest = format!("{:x}", Sha256::digest(onnx));
+    let prefix = &digest[..16];
     Some(
         root.join(provider.as_str())
             .join(format!("{name}-{prefix}")),

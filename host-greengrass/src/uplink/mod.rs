@@ -160,13 +160,20 @@ impl Settings {
             mqtt,
             nucleus: None,
         };
+        let mut checked = false;
         for nucleus in [false, true] {
             if let Some(name) = self.kind(mqtt.is_some(), cloud, nucleus) {
                 let kind = KINDS.iter().find(|k| k.name == name).expect("a known kind");
                 (kind.check)(&sections)?;
+                checked = true;
             }
         }
-        Ok(())
+        match self.options.keys().next() {
+            Some(key) if !checked => Err(format!(
+                "[uplink] {key}: no uplink is used (nothing goes to the cloud), so it has no settings"
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Why `[mqtt]` would go unused under a nucleus, if it would.
@@ -531,6 +538,30 @@ mod tests {
                 out.push(e);
             }
             out
+        }
+    }
+
+    #[test]
+    fn every_kind_is_found_by_its_name_and_refuses_settings_it_lacks() {
+        for kind in KINDS {
+            assert_eq!(KINDS.iter().filter(|k| k.name == kind.name).count(), 1);
+            let mut settings = Settings {
+                kind: Some(kind.name.into()),
+                ..Default::default()
+            };
+            assert_eq!(settings.kind(false, false, false), Some(kind.name));
+            settings.options.insert("no-such-setting".into(), json!(1));
+            let sections = Sections {
+                uplink: &settings,
+                mqtt: None,
+                nucleus: None,
+            };
+            let refused = (kind.check)(&sections).unwrap_err();
+            assert!(
+                refused.contains("no-such-setting"),
+                "{}: {refused}",
+                kind.name
+            );
         }
     }
 
