@@ -60,11 +60,54 @@ pub enum DaemonError {
     Nucleus(String),
     #[error("signal handler: {0}")]
     Signal(std::io::Error),
+    #[error("state directory {}: {why}", path.display())]
+    Locked { path: PathBuf, why: String },
     #[error("API token {}: {why}", path.display())]
     Token {
         path: std::path::PathBuf,
         why: String,
     },
+}
+
+/// The file in the state folder whose lock a serving daemon holds.
+pub const LOCK_FILE: &str = "verge.lock";
+
+/// Takes the state folder's advisory lock (`flock`, released by the kernel
+/// when the process ends, however it ends) and writes this process's id in
+/// the file; a folder another process holds is refused, naming its pid.
+fn lock_state_dir(dir: &std::path::Path) -> Result<std::fs::File, DaemonError> {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    let path = dir.join(LOCK_FILE);
+    let fail = |why: String| DaemonError::Locked {
+        path: dir.to_path_buf(),
+        why,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| fail(format!("opening {LOCK_FILE}: {e}")))?;
+    // SAFETY: flock on a descriptor this function owns; no memory involved.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        let holder = holder.trim();
+        let pid = if holder.is_empty() { "unknown" } else { holder };
+        return Err(fail(format!(
+            "another verge-device (pid {pid}) serves from it; one daemon per state_dir"
+        )));
+    }
+    let pid = std::process::id().to_string();
+    let written = file
+        .set_len(0)
+        .and_then(|_| file.rewind())
+        .and_then(|_| file.write_all(pid.as_bytes()))
+        .and_then(|_| file.flush());
+    written.map_err(|e| fail(format!("writing {LOCK_FILE}: {e}")))?;
+    Ok(file)
 }
 
 /// The bearer token in `path`: its content, trimmed; refused when empty.
@@ -105,6 +148,9 @@ pub async fn serve(
         path: dir.clone(),
         error,
     })?;
+    // One daemon per state folder, for the process's life: a second one
+    // would drain the same outbox (duplicates, order lost).
+    let _lock = lock_state_dir(&dir)?;
     let store: Arc<dyn StateStore> = Arc::new(SqliteStore::open(&dir.join("state.db"))?);
     let metrics = Arc::new(Metrics::new(config.routes.keys()));
     // Under a Greengrass nucleus, its IPC connection: made once, now (the SDK

@@ -125,6 +125,22 @@ pub fn new_id() -> Result<String, OutboxError> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// `outbox.db`'s schema (see [`crate::state::Schema`] for the rule a change follows).
+const SCHEMA: crate::state::Schema = crate::state::Schema {
+    name: "outbox",
+    migrations: &[
+        // 1: the schema of verge-device 0.1, before versions were recorded.
+        "CREATE TABLE IF NOT EXISTS outbox (
+             seq INTEGER PRIMARY KEY AUTOINCREMENT,
+             id TEXT NOT NULL UNIQUE,
+             topic TEXT NOT NULL,
+             payload BLOB NOT NULL,
+             bytes INTEGER NOT NULL
+         );",
+    ],
+    readable_from: 1,
+};
+
 impl Outbox {
     pub fn open(
         path: &Path,
@@ -132,17 +148,7 @@ impl Outbox {
         max_message: u64,
         policy: Policy,
     ) -> Result<Outbox, OutboxError> {
-        let conn = crate::state::open_durable(
-            path,
-            "CREATE TABLE IF NOT EXISTS outbox (
-                 seq INTEGER PRIMARY KEY AUTOINCREMENT,
-                 id TEXT NOT NULL UNIQUE,
-                 topic TEXT NOT NULL,
-                 payload BLOB NOT NULL,
-                 bytes INTEGER NOT NULL
-             );",
-        )
-        .map_err(OutboxError::Store)?;
+        let conn = crate::state::open_durable(path, &SCHEMA).map_err(OutboxError::Store)?;
         let (depth, bytes): (u64, u64) = conn.query_row(
             "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM outbox",
             [],

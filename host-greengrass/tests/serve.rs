@@ -156,6 +156,28 @@ fn state_survives_a_restart_and_components_come_from_the_cache() {
 }
 
 #[test]
+fn a_second_daemon_on_the_same_state_dir_is_refused_naming_the_first() {
+    let dir = scratch("lock");
+    let cfg = config(&dir, "");
+    let mut first = Daemon::start(&cfg);
+    let mut second = Daemon::spawn(&cfg);
+    assert_eq!(second.wait(Duration::from_secs(60)).code(), Some(1));
+    let fatal = second.find("fatal").expect("a fatal log line");
+    let error = fatal["error"].as_str().unwrap();
+    assert!(
+        error.contains(&format!("pid {}", first.pid()))
+            && error.contains("one daemon per state_dir"),
+        "{fatal}"
+    );
+    // The first goes on serving; once it has stopped, the folder is free.
+    assert_eq!(first.post("local", "", b"count").status, 200);
+    assert!(first.terminate().success());
+    let mut again = Daemon::start(&cfg);
+    assert!(again.terminate().success());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn a_corrupt_state_database_is_moved_aside_and_the_daemon_starts() {
     let dir = scratch("corrupt-state");
     let cfg = config(&dir, "");
@@ -460,8 +482,16 @@ fn the_api_can_listen_on_a_unix_socket_that_permissions_guard() {
         .status,
         200
     );
-    // A second daemon on the same socket is refused: the first answers there.
-    let mut second = Daemon::spawn(&config);
+    // A second daemon (with a state folder of its own: one daemon per
+    // state_dir) on the same socket is refused: the first answers there.
+    let other = scratch("unix-second");
+    let second_config = verge_testkit::serve::config_full(
+        &other,
+        &format!("listen = \"unix:{}\"", socket.display()),
+        "",
+        "",
+    );
+    let mut second = Daemon::spawn(&second_config);
     assert_eq!(second.wait(Duration::from_secs(60)).code(), Some(1));
     assert!(
         second
@@ -478,6 +508,7 @@ fn the_api_can_listen_on_a_unix_socket_that_permissions_guard() {
     assert_eq!(refused.wait(Duration::from_secs(60)).code(), Some(1));
     assert_eq!(std::fs::read_to_string(&socket).unwrap(), "keep me");
     std::fs::remove_dir_all(&dir).ok();
+    std::fs::remove_dir_all(&other).ok();
 }
 
 /// A field of `/proc/PID/status` in bytes (VmRSS, VmHWM).

@@ -15,7 +15,7 @@ pub(crate) mod wit;
 pub use quota::{QuotaStore, StateQuota};
 pub use sqlite::MOVED_ASIDE;
 pub use sqlite::SqliteStore;
-pub(crate) use sqlite::open_durable;
+pub(crate) use sqlite::{Schema, open_durable};
 
 /// How many keys one `list-keys` page holds.
 pub const PAGE: usize = 1000;

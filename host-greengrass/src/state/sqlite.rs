@@ -10,18 +10,74 @@ use super::{PAGE, StateError, StateStore, incremented, page};
 
 pub struct SqliteStore(Mutex<Connection>);
 
+/// A durable database's schema, versioned. `migrations[i]` takes a
+/// database from version `i` to `i + 1`; version 0 is a new file, or one
+/// written before versions were recorded (its tables were created with `IF
+/// NOT EXISTS`, so migration 1 is their creation, again harmless).
+///
+/// The version is SQLite's `user_version`; `verge_meta` records
+/// `readable_from` and `written_by` (the verge version that last opened it
+/// for writing). **The rule for every schema change**, so that one rollback
+/// step always works:
+///
+/// * never edit a released migration: add one, and a fixture of the
+///   released schema in `tests/fixtures/` that the new binary must open;
+/// * a change that only adds (a table, an index, a column with a default)
+///   keeps `readable_from`: the previous binary reads and writes the new
+///   database and never sees what it does not know;
+/// * any other change sets `readable_from` to its own version: the previous
+///   binary then refuses the database, naming both versions, and leaves the
+///   file as it is (a rollback never loses queued messages to a misreading).
+pub(crate) struct Schema {
+    /// Which database, for messages.
+    pub name: &'static str,
+    pub migrations: &'static [&'static str],
+    /// The oldest schema version whose code may read and write a database of
+    /// the newest one.
+    pub readable_from: u32,
+}
+
+impl Schema {
+    fn version(&self) -> u32 {
+        self.migrations.len() as u32
+    }
+}
+
+/// Why a database did not open.
+enum OpenError {
+    Sqlite(rusqlite::Error),
+    /// Written by a newer verge-device, in a schema this one cannot use.
+    Newer(String),
+}
+
+impl From<rusqlite::Error> for OpenError {
+    fn from(e: rusqlite::Error) -> Self {
+        OpenError::Sqlite(e)
+    }
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Sqlite(e) => write!(f, "{e}"),
+            OpenError::Newer(why) => f.write_str(why),
+        }
+    }
+}
+
 /// Opens a durable database at `path` (WAL, `synchronous=FULL`, a busy
-/// timeout) and runs `schema` on it. The error is a message for the caller's
-/// own store error: an open failure names the path.
+/// timeout) and brings it to `schema`'s version in one transaction. The
+/// error is a message for the caller's own store error: an open failure
+/// names the path.
 ///
 /// A database SQLite reports corrupt (or not a database at all) is moved
 /// aside, with its WAL, to `<name>.corrupt-<unix seconds>` (kept for
 /// recovery, logged, counted in [`MOVED_ASIDE`]) and a fresh one is started:
 /// an unattended device comes back rather than failing every start, as
 /// Greengrass's own disk spooler does with a corrupt database.
-pub(crate) fn open_durable(path: &Path, schema: &str) -> Result<Connection, String> {
+pub(crate) fn open_durable(path: &Path, schema: &Schema) -> Result<Connection, String> {
     match open_checked(path, schema) {
-        Err(e) if corrupt(&e) => {
+        Err(OpenError::Sqlite(e)) if corrupt(&e) => {
             let aside = move_aside(path)?;
             crate::log::warn(
                 "database corrupt: moved aside, starting a fresh one",
@@ -37,8 +93,8 @@ pub(crate) fn open_durable(path: &Path, schema: &str) -> Result<Connection, Stri
 /// Databases moved aside as corrupt since the process started.
 pub static MOVED_ASIDE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-fn open_checked(path: &Path, schema: &str) -> rusqlite::Result<Connection> {
-    let conn = Connection::open(path)?;
+fn open_checked(path: &Path, schema: &Schema) -> Result<Connection, OpenError> {
+    let mut conn = Connection::open(path)?;
     conn.execute_batch(
         "PRAGMA journal_mode=WAL;
          PRAGMA synchronous=FULL;
@@ -47,13 +103,61 @@ fn open_checked(path: &Path, schema: &str) -> rusqlite::Result<Connection> {
     // quick_check reads every page once: corruption found now, not mid-write.
     let verdict: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
     if verdict != "ok" {
-        return Err(rusqlite::Error::SqliteFailure(
+        return Err(OpenError::Sqlite(rusqlite::Error::SqliteFailure(
             rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
             Some(verdict),
-        ));
+        )));
     }
-    conn.execute_batch(schema)?;
+    migrate(&mut conn, schema)?;
     Ok(conn)
+}
+
+/// Brings the database to `schema`'s version (every migration and the
+/// version record in one transaction), or refuses one a newer verge wrote
+/// in a schema this binary cannot use; a refusal changes nothing.
+fn migrate(conn: &mut Connection, schema: &Schema) -> Result<(), OpenError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS verge_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    )?;
+    let meta = |key: &str| -> rusqlite::Result<Option<String>> {
+        tx.query_row("SELECT value FROM verge_meta WHERE key = ?1", [key], |r| {
+            r.get(0)
+        })
+        .optional()
+    };
+    let on_disk: u32 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let ours = schema.version();
+    if on_disk > ours {
+        let readable_from = meta("readable_from")?
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(on_disk);
+        if readable_from > ours {
+            let by = meta("written_by")?.unwrap_or_else(|| "an unknown version".into());
+            return Err(OpenError::Newer(format!(
+                "the {} database has schema {on_disk} (written by verge-device {by}), which \
+                 verge-device {} (schema {ours}) cannot use: it is readable from schema \
+                 {readable_from} on. Run a newer verge-device; the file is left as it is",
+                schema.name,
+                env!("CARGO_PKG_VERSION"),
+            )));
+        }
+    } else {
+        for migration in &schema.migrations[on_disk as usize..] {
+            tx.execute_batch(migration)?;
+        }
+        tx.pragma_update(None, "user_version", ours)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO verge_meta (key, value) VALUES ('readable_from', ?1)",
+            [schema.readable_from.to_string()],
+        )?;
+    }
+    tx.execute(
+        "INSERT OR REPLACE INTO verge_meta (key, value) VALUES ('written_by', ?1)",
+        [env!("CARGO_PKG_VERSION")],
+    )?;
+    tx.commit()?;
+    Ok(())
 }
 
 fn corrupt(e: &rusqlite::Error) -> bool {
@@ -86,16 +190,22 @@ fn move_aside(path: &Path) -> Result<std::path::PathBuf, String> {
     Ok(aside)
 }
 
+/// `state.db`'s schema (see [`Schema`] for the rule a change follows).
+const SCHEMA: Schema = Schema {
+    name: "state",
+    migrations: &[
+        // 1: the schema of verge-device 0.1, before versions were recorded.
+        "CREATE TABLE IF NOT EXISTS kv (
+             ns TEXT NOT NULL, bucket TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,
+             PRIMARY KEY (ns, bucket, key)
+         ) WITHOUT ROWID;",
+    ],
+    readable_from: 1,
+};
+
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore, StateError> {
-        let conn = open_durable(
-            path,
-            "CREATE TABLE IF NOT EXISTS kv (
-                 ns TEXT NOT NULL, bucket TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,
-                 PRIMARY KEY (ns, bucket, key)
-             ) WITHOUT ROWID;",
-        )
-        .map_err(StateError::Store)?;
+        let conn = open_durable(path, &SCHEMA).map_err(StateError::Store)?;
         Ok(SqliteStore(Mutex::new(conn)))
     }
 
