@@ -1,16 +1,18 @@
 //! verge-device: the native device host.
 //!
-//! * [`nn`]: `wasi:nn` on `verge-nn` (tract or ONNX Runtime), its wasmtime glue, and the named-graph registry;
-//! * [`runtime`]: the engine, per-call stores with memory and deadline bounds;
+//! * [`nn`]: `wasi:nn` on `verge-nn` (tract, ONNX Runtime or compact), its wasmtime glue, and the named-graph registry;
+//! * [`runtime`]: the engine, per-call stores; [`limits`]: the bounds of one call;
 //! * [`state`]: component state behind `wasi:keyvalue` (in memory, or durable in SQLite);
 //! * [`report`]: outcomes and errors as JSON;
 //!
 //! and the daemon (`verge-device serve`):
 //!
-//! * [`config`]: the daemon's configuration file, checked;
+//! * [`config`]: the daemon's configuration as a value (each section's type
+//!   lives with its capability), read, checked in memory, written;
 //! * [`cache`]: components compiled once, kept precompiled on disk;
 //! * [`outbox`]: results bound for the cloud, durable until acknowledged;
-//! * [`uplink`]: the sender that drains the outbox (MQTT today);
+//! * [`uplink`]: the sender that drains the outbox, through one of its
+//!   [`uplink::KINDS`] (MQTT, Greengrass IPC); [`nucleus`]: the Greengrass nucleus's IPC connection;
 //! * [`api`]: the local HTTP API; [`metrics`]: its Prometheus counters;
 //!   [`pool`]: the threads calls run on;
 //! * [`daemon`]: wiring it all together, health, shutdown; [`log`]: JSON lines;

@@ -94,6 +94,55 @@ fn datum_of(dt: DatumType) -> Datum {
     }
 }
 
+/// tract 0.23 turns a LayerNormalization `axis` below minus the input's rank
+/// into a huge `usize` and writes an inference rule for every axis up to it:
+/// gigabytes and minutes before any error (a fuzzed model, kept in
+/// `fuzz/regressions/onnx_tract/`). Refused here, wherever the graph (or a
+/// subgraph) declares the input's rank.
+fn check_layer_norm_axes(graph: &pb::GraphProto) -> Result<()> {
+    let declared = graph
+        .input
+        .iter()
+        .chain(&graph.value_info)
+        .chain(&graph.output);
+    let mut ranks: HashMap<&str, usize> = declared
+        .filter_map(|v| Some((v.name.as_str(), port(v).dims?.len())))
+        .collect();
+    ranks.extend(
+        graph
+            .initializer
+            .iter()
+            .map(|t| (t.name.as_str(), t.dims.len())),
+    );
+    for node in &graph.node {
+        if node.op_type == "LayerNormalization" {
+            let axis = node
+                .attribute
+                .iter()
+                .find(|a| a.name == "axis")
+                .map_or(-1, |a| a.i);
+            let rank = node.input.first().and_then(|x| ranks.get(x.as_str()));
+            if let Some(&rank) = rank
+                && (axis < -(rank as i64) || axis >= rank as i64)
+            {
+                return Err(NnError::new(
+                    ErrorCode::InvalidEncoding,
+                    format!(
+                        "LayerNormalization '{}': axis {axis} is outside its rank-{rank} input",
+                        node.name
+                    ),
+                ));
+            }
+        }
+        for a in &node.attribute {
+            for g in a.g.iter().chain(&a.graphs) {
+                check_layer_norm_axes(g)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A port as the ONNX file declares it, so that every engine reports the
 /// same signature for the same file.
 fn port(v: &pb::ValueInfoProto) -> Port {
@@ -195,6 +244,9 @@ impl TractModel {
         let proto = onnx_format
             .proto_model_for_read(&mut &onnx[..])
             .map_err(not_onnx)?;
+        if let Some(graph) = &proto.graph {
+            check_layer_norm_axes(graph)?;
+        }
         let signature = signature(&proto);
         let inference = onnx_format.model_for_proto_model(&proto).map_err(|e| {
             NnError::unsupported(format!("tract cannot read this model: {}", chain(&e)))

@@ -7,7 +7,7 @@
 use prost::Message;
 use tract_onnx::pb::{self, tensor_proto::DataType, tensor_shape_proto::dimension};
 use verge_nn::{ElementType, ErrorCode, Graph, Tensor};
-use verge_nn_tract::Tract;
+use verge_nn_tract::{Options, Tract, TractModel};
 
 /// A dimension: a number, or a symbol fixed per call.
 enum D {
@@ -230,4 +230,23 @@ fn sessions_share_one_model_across_threads() {
         .collect();
     let got: Vec<f32> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     assert_eq!(got, [0., 2., 4., 6.]);
+}
+
+/// A LayerNormalization axis below minus its input's rank is refused at
+/// once: tract itself would spend minutes and gigabytes on it (a fuzzed model).
+#[test]
+fn a_layer_normalization_axis_below_the_rank_is_refused_at_once() {
+    let bytes = include_bytes!(
+        "../../../../fuzz/regressions/onnx_tract/layer-normalization-axis-below-rank"
+    );
+    let started = std::time::Instant::now();
+    let err = TractModel::load(bytes, Options::default())
+        .err()
+        .expect("refused");
+    assert!(
+        err.to_string()
+            .contains("axis -327683 is outside its rank-4 input"),
+        "{err}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
 }
