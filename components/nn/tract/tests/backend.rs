@@ -240,9 +240,9 @@ fn a_layer_normalization_axis_below_the_rank_is_refused_at_once() {
         "../../../../fuzz/regressions/onnx_tract/layer-normalization-axis-below-rank"
     );
     let started = std::time::Instant::now();
-    let err = TractModel::load(bytes, Options::default())
-        .err()
-        .expect("refused");
+    let Err(err) = TractModel::load(bytes, Options::default()) else {
+        panic!("the model loaded");
+    };
     assert!(
         err.to_string()
             .contains("axis -327683 is outside its rank-4 input"),
