@@ -100,13 +100,20 @@ fn lock_state_dir(dir: &std::path::Path) -> Result<std::fs::File, DaemonError> {
             "another verge-device (pid {pid}) serves from it; one daemon per state_dir"
         )));
     }
+    // The pid only names the holder in a second daemon's error: on a full
+    // disk the lock still holds, and the daemon still starts.
     let pid = std::process::id().to_string();
     let written = file
         .set_len(0)
         .and_then(|_| file.rewind())
         .and_then(|_| file.write_all(pid.as_bytes()))
         .and_then(|_| file.flush());
-    written.map_err(|e| fail(format!("writing {LOCK_FILE}: {e}")))?;
+    if let Err(e) = written {
+        log::warn(
+            "could not write the pid into the state folder's lock file",
+            json!({ "path": path, "error": e.to_string() }),
+        );
+    }
     Ok(file)
 }
 

@@ -142,7 +142,7 @@ fn migrate(conn: &mut Connection, schema: &Schema) -> Result<(), OpenError> {
                 env!("CARGO_PKG_VERSION"),
             )));
         }
-    } else {
+    } else if on_disk < ours {
         for migration in &schema.migrations[on_disk as usize..] {
             tx.execute_batch(migration)?;
         }
@@ -152,10 +152,14 @@ fn migrate(conn: &mut Connection, schema: &Schema) -> Result<(), OpenError> {
             [schema.readable_from.to_string()],
         )?;
     }
-    tx.execute(
-        "INSERT OR REPLACE INTO verge_meta (key, value) VALUES ('written_by', ?1)",
-        [env!("CARGO_PKG_VERSION")],
-    )?;
+    // Written only when it changes: reopening what this version wrote
+    // writes nothing (a daemon starts on a full disk, and serves).
+    if meta("written_by")?.as_deref() != Some(env!("CARGO_PKG_VERSION")) {
+        tx.execute(
+            "INSERT OR REPLACE INTO verge_meta (key, value) VALUES ('written_by', ?1)",
+            [env!("CARGO_PKG_VERSION")],
+        )?;
+    }
     tx.commit()?;
     Ok(())
 }
