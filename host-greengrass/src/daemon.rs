@@ -72,12 +72,12 @@ pub enum DaemonError {
 /// The file in the state folder whose lock a serving daemon holds.
 pub const LOCK_FILE: &str = "verge.lock";
 
-/// Takes the state folder's advisory lock (`flock`, released by the kernel
-/// when the process ends, however it ends) and writes this process's id in
-/// the file; a folder another process holds is refused, naming its pid.
+/// Takes the state folder's advisory lock (`File::try_lock`: `flock` on
+/// Linux, released by the kernel when the process ends, however it ends)
+/// and writes this process's id in the file; a folder another process
+/// holds is refused, naming its pid.
 fn lock_state_dir(dir: &std::path::Path) -> Result<std::fs::File, DaemonError> {
     use std::io::{Read, Seek, Write};
-    use std::os::fd::AsRawFd;
     let path = dir.join(LOCK_FILE);
     let fail = |why: String| DaemonError::Locked {
         path: dir.to_path_buf(),
@@ -90,15 +90,20 @@ fn lock_state_dir(dir: &std::path::Path) -> Result<std::fs::File, DaemonError> {
         .truncate(false)
         .open(&path)
         .map_err(|e| fail(format!("opening {LOCK_FILE}: {e}")))?;
-    // SAFETY: flock on a descriptor this function owns; no memory involved.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let mut holder = String::new();
-        let _ = file.read_to_string(&mut holder);
-        let holder = holder.trim();
-        let pid = if holder.is_empty() { "unknown" } else { holder };
-        return Err(fail(format!(
-            "another verge-device (pid {pid}) serves from it; one daemon per state_dir"
-        )));
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(fail(format!("locking {LOCK_FILE}: {e}")));
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            let pid = if holder.is_empty() { "unknown" } else { holder };
+            return Err(fail(format!(
+                "another verge-device (pid {pid}) serves from it; one daemon per state_dir"
+            )));
+        }
     }
     // The pid only names the holder in a second daemon's error: on a full
     // disk the lock still holds, and the daemon still starts.
