@@ -115,6 +115,28 @@ fn check_layer_norm_axes(graph: &pb::GraphProto) -> Result<()> {
             .map(|t| (t.name.as_str(), t.dims.len())),
     );
     for node in &graph.node {
+        // The same for a Transpose whose perm is not a permutation: tract
+        // builds it anyway and runs out of memory (a fuzzed [0, 2, 0]).
+        if node.op_type == "Transpose"
+            && let Some(perm) = node.attribute.iter().find(|a| a.name == "perm")
+        {
+            let mut seen = vec![false; perm.ints.len()];
+            let permutation = perm.ints.iter().all(|&p| {
+                usize::try_from(p)
+                    .ok()
+                    .and_then(|p| seen.get_mut(p))
+                    .is_some_and(|s| !std::mem::replace(s, true))
+            });
+            if !permutation {
+                return Err(NnError::new(
+                    ErrorCode::InvalidEncoding,
+                    format!(
+                        "Transpose '{}': perm {:?} is not a permutation of its axes",
+                        node.name, perm.ints
+                    ),
+                ));
+            }
+        }
         if node.op_type == "LayerNormalization" {
             let axis = node
                 .attribute

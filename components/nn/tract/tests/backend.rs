@@ -250,3 +250,19 @@ fn a_layer_normalization_axis_below_the_rank_is_refused_at_once() {
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
 }
+
+/// A Transpose whose perm repeats an axis is refused at once: tract itself
+/// runs out of memory on it (a fuzzed model).
+#[test]
+fn a_transpose_whose_perm_repeats_an_axis_is_refused_at_once() {
+    let bytes =
+        include_bytes!("../../../../fuzz/regressions/onnx_tract/transpose-perm-repeats-an-axis");
+    let Err(err) = TractModel::load(bytes, Options::default()) else {
+        panic!("the model loaded");
+    };
+    assert!(
+        err.to_string()
+            .contains("perm [0, 2, 0] is not a permutation"),
+        "{err}"
+    );
+}
