@@ -146,8 +146,10 @@ impl Settings {
 fn default_max_body() -> usize {
     16 << 20
 }
+/// Greengrass's classic nucleus sends SIGKILL 5 s after SIGTERM (not
+/// configurable): the grace, and the exit after it, stay inside that.
 fn default_drain() -> u64 {
-    10
+    3
 }
 
 impl Default for Settings {

@@ -136,7 +136,7 @@ fn read_token(path: &std::path::Path) -> Result<String, DaemonError> {
     Ok(token.to_string())
 }
 
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub use crate::VERSION;
 
 /// Runs the daemon until a termination signal; `Err` is a fatal error.
 /// `nucleus`: the Greengrass nucleus the process runs under, if any (its

@@ -37,3 +37,12 @@ pub mod report;
 pub mod runtime;
 pub mod state;
 pub mod uplink;
+
+/// This build's version, as the health report and the databases' `written_by`
+/// say it. The test-only `schema-next` build (see [`state`]'s schema rule)
+/// calls itself the next version.
+pub const VERSION: &str = if cfg!(feature = "schema-next") {
+    concat!(env!("CARGO_PKG_VERSION"), "+schema-next")
+} else {
+    env!("CARGO_PKG_VERSION")
+};

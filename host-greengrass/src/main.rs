@@ -16,7 +16,7 @@ use wasmtime::component::Component;
 
 #[derive(Parser)]
 #[command(
-    version,
+    version = verge_device::VERSION,
     about = "The verge device host: inference components on wasmtime, wasi:nn on tract or ONNX Runtime"
 )]
 struct Cli {

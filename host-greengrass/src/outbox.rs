@@ -138,6 +138,7 @@ const SCHEMA: crate::state::Schema = crate::state::Schema {
              bytes INTEGER NOT NULL
          );",
     ],
+    next: "ALTER TABLE outbox ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;",
     readable_from: 1,
 };
 

@@ -25,6 +25,8 @@
 //! * `kv-open:N`: open N keyvalue buckets and keep them all (host resources),
 //!   then respond with N;
 //! * `count`: increment `hits` in the keyvalue store and respond with it;
+//! * `kv-set:KEY=VALUE`, `kv-get:KEY`: write a value, or respond with
+//!   `{"key":…,"value":…}` (`null` when absent);
 //! * `config:KEY`: respond with the deployment setting KEY;
 //! * `big:N`: respond with N bytes of text (to test response quotas);
 //! * `prep:N`: run file-type's Magika preprocessing N times on the body and
@@ -46,6 +48,12 @@ use wasi::nn::tensor::TensorType;
 use wasi::nn::{graph, tensor};
 
 struct Probe;
+
+/// A string as JSON (Rust's `Debug` of a `str` is JSON for printable ASCII,
+/// which is what the tests store).
+fn json_string(s: &str) -> String {
+    format!("{s:?}")
+}
 
 fn respond(body: String) -> Outcome {
     Outcome::Respond(Response {
@@ -250,6 +258,28 @@ impl Guest for Probe {
                             .map_err(|e| Error::Internal(format!("set fill-{i}: {e:?}")))?;
                     }
                     Ok(respond(format!("{{\"written\":{n}}}")))
+                } else if let Some(spec) = other.strip_prefix("kv-set:") {
+                    let (key, value) = spec.split_once('=').ok_or_else(|| {
+                        Error::InvalidInput(format!("kv-set:KEY=VALUE, got {spec:?}"))
+                    })?;
+                    let bucket = wasi::keyvalue::store::open("")
+                        .map_err(|e| Error::Internal(format!("open: {e:?}")))?;
+                    bucket
+                        .set(key, value.as_bytes())
+                        .map_err(|e| Error::Internal(format!("set {key}: {e:?}")))?;
+                    Ok(respond(format!("{{\"set\":{}}}", json_string(key))))
+                } else if let Some(key) = other.strip_prefix("kv-get:") {
+                    let bucket = wasi::keyvalue::store::open("")
+                        .map_err(|e| Error::Internal(format!("open: {e:?}")))?;
+                    let value = bucket
+                        .get(key)
+                        .map_err(|e| Error::Internal(format!("get {key}: {e:?}")))?;
+                    let value =
+                        value.map_or("null".into(), |v| json_string(&String::from_utf8_lossy(&v)));
+                    Ok(respond(format!(
+                        "{{\"key\":{},\"value\":{value}}}",
+                        json_string(key)
+                    )))
                 } else if let Some(n) = other.strip_prefix("kv-open:") {
                     let n: usize = n.parse().map_err(|_| {
                         Error::InvalidInput(format!("kv-open:N needs a number, got {n:?}"))

@@ -32,6 +32,10 @@ pub(crate) struct Schema {
     /// Which database, for messages.
     pub name: &'static str,
     pub migrations: &'static [&'static str],
+    /// An additive change (it keeps `readable_from`) that only the test-only
+    /// `schema-next` build applies, as version `migrations.len() + 1`: the
+    /// next release, for the upgrade and rollback test (tests/upgrade.rs).
+    pub next: &'static str,
     /// The oldest schema version whose code may read and write a database of
     /// the newest one.
     pub readable_from: u32,
@@ -39,7 +43,12 @@ pub(crate) struct Schema {
 
 impl Schema {
     fn version(&self) -> u32 {
-        self.migrations.len() as u32
+        self.migrations().count() as u32
+    }
+
+    fn migrations(&self) -> impl Iterator<Item = &'static str> {
+        let next = cfg!(feature = "schema-next").then_some(self.next);
+        self.migrations.iter().copied().chain(next)
     }
 }
 
@@ -139,11 +148,11 @@ fn migrate(conn: &mut Connection, schema: &Schema) -> Result<(), OpenError> {
                  verge-device {} (schema {ours}) cannot use: it is readable from schema \
                  {readable_from} on. Run a newer verge-device; the file is left as it is",
                 schema.name,
-                env!("CARGO_PKG_VERSION"),
+                crate::VERSION,
             )));
         }
     } else if on_disk < ours {
-        for migration in &schema.migrations[on_disk as usize..] {
+        for migration in schema.migrations().skip(on_disk as usize) {
             tx.execute_batch(migration)?;
         }
         tx.pragma_update(None, "user_version", ours)?;
@@ -154,10 +163,10 @@ fn migrate(conn: &mut Connection, schema: &Schema) -> Result<(), OpenError> {
     }
     // Written only when it changes: reopening what this version wrote
     // writes nothing (a daemon starts on a full disk, and serves).
-    if meta("written_by")?.as_deref() != Some(env!("CARGO_PKG_VERSION")) {
+    if meta("written_by")?.as_deref() != Some(crate::VERSION) {
         tx.execute(
             "INSERT OR REPLACE INTO verge_meta (key, value) VALUES ('written_by', ?1)",
-            [env!("CARGO_PKG_VERSION")],
+            [crate::VERSION],
         )?;
     }
     tx.commit()?;
@@ -204,6 +213,7 @@ const SCHEMA: Schema = Schema {
              PRIMARY KEY (ns, bucket, key)
          ) WITHOUT ROWID;",
     ],
+    next: "ALTER TABLE kv ADD COLUMN written_ms INTEGER NOT NULL DEFAULT 0;",
     readable_from: 1,
 };
 

@@ -426,24 +426,7 @@ async fn drain<U: Uplink>(
         let full = inflight.len() >= options.window;
         tokio::select! {
             events = up.events() => {
-                let mut acked = Vec::new();
-                let mut lost = None;
-                for e in events {
-                    match e {
-                        Event::Acked(seq) => acked.push(seq),
-                        Event::Lost(why) => lost = Some(why),
-                    }
-                }
-                if !acked.is_empty() {
-                    inflight.retain(|s| !acked.contains(s));
-                    metrics.uplink_published.fetch_add(acked.len() as u64, Ordering::Relaxed);
-                    let o = outbox.clone();
-                    if let Err(e) = blocking(move || o.remove(&acked)).await {
-                        // They stay queued and go again: duplicates, never losses.
-                        log::error("removing acknowledged messages", json!({ "error": e }));
-                    }
-                }
-                if let Some(why) = lost {
+                if let Some(why) = settle(events, &mut inflight, outbox, metrics).await {
                     return Some(why);
                 }
             }
@@ -454,9 +437,56 @@ async fn drain<U: Uplink>(
                     return Some(e.to_string());
                 }
             }
-            _ = stopped(shutdown) => return None,
+            _ = stopped(shutdown) => {
+                // Acknowledgements already on their way are taken in, so the
+                // next start does not send those messages again; bounded, so
+                // the daemon still exits well before Greengrass's SIGKILL.
+                let _ = tokio::time::timeout(STOP_ACK_WAIT, async {
+                    while !inflight.is_empty() {
+                        let events = up.events().await;
+                        if settle(events, &mut inflight, outbox, metrics).await.is_some() {
+                            break;
+                        }
+                    }
+                })
+                .await;
+                return None;
+            }
         }
     }
+}
+
+/// How long a stopping sender waits for the acknowledgements of messages in flight.
+const STOP_ACK_WAIT: Duration = Duration::from_secs(1);
+
+/// Takes a connection's events in: acknowledged messages leave the outbox.
+/// Returns why the connection was lost, if it was.
+async fn settle(
+    events: Vec<Event>,
+    inflight: &mut VecDeque<u64>,
+    outbox: &Arc<Outbox>,
+    metrics: &Metrics,
+) -> Option<String> {
+    let mut acked = Vec::new();
+    let mut lost = None;
+    for e in events {
+        match e {
+            Event::Acked(seq) => acked.push(seq),
+            Event::Lost(why) => lost = Some(why),
+        }
+    }
+    if !acked.is_empty() {
+        inflight.retain(|s| !acked.contains(s));
+        metrics
+            .uplink_published
+            .fetch_add(acked.len() as u64, Ordering::Relaxed);
+        let o = outbox.clone();
+        if let Err(e) = blocking(move || o.remove(&acked)).await {
+            // They stay queued and go again: duplicates, never losses.
+            log::error("removing acknowledged messages", json!({ "error": e }));
+        }
+    }
+    lost
 }
 
 /// Resolves once `stop` turns true (or its sender is gone). Returns nothing

@@ -129,6 +129,12 @@ pub fn start_artifacts(
     Daemon::start_command(command)
 }
 
+/// How long the classic Greengrass nucleus waits after SIGTERM before it
+/// sends SIGKILL to a component's processes: `Exec.gracefulShutdownTimeout`,
+/// 5 s, not configurable (aws-greengrass-nucleus, `util/Exec.java`).
+/// Nucleus lite leaves it to systemd: the run step's `Timeout`, 120 s by default.
+pub const GREENGRASS_KILL_AFTER: Duration = Duration::from_secs(5);
+
 /// A `verge-device serve` process; its stdout (JSON lines) is collected.
 pub struct Daemon {
     child: Option<Child>,
@@ -237,6 +243,29 @@ impl Daemon {
         let status = wait_exit(&mut child, Duration::from_secs(60));
         self.all_lines_in();
         status
+    }
+
+    /// Stops the daemon as Greengrass's classic nucleus does: SIGTERM, then
+    /// SIGKILL if it is still running [`GREENGRASS_KILL_AFTER`] later.
+    /// Returns how long it took to exit, and `false` if it had to be killed.
+    pub fn stop_as_greengrass(&mut self) -> (Duration, bool) {
+        let mut child = self.child.take().unwrap();
+        let t = Instant::now();
+        signal(child.id(), "TERM");
+        let exited = loop {
+            if child.try_wait().unwrap().is_some() {
+                break true;
+            }
+            if t.elapsed() > GREENGRASS_KILL_AFTER {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let took = t.elapsed();
+        self.all_lines_in();
+        (took, exited)
     }
 
     /// SIGKILL, as a crash or a power cut would.
@@ -401,7 +430,6 @@ state_dir = "{state}"
 [api]
 {listen}
 max_body_bytes = 65536
-shutdown_grace_s = 20
 workers = 2
 {api}
 
