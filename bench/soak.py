@@ -155,8 +155,9 @@ class Subscriber(threading.Thread):
 
     KEEP_ALIVE = 10
 
-    def __init__(self, port, hard_stop):
+    def __init__(self, port, hard_stop, topics=TOPICS, client_id="verge-soak-subscriber"):
         super().__init__(daemon=True)
+        self.topics, self.client_id = topics, client_id
         self.hard_stop = hard_stop  # a bound whatever happens (monotonic time)
         self.port, self.received, self.lock = port, [], threading.Lock()
         self.subscribed, self.done = threading.Event(), threading.Event()
@@ -175,7 +176,7 @@ class Subscriber(threading.Thread):
         with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
             # CONNECT: protocol MQTT level 4, flags 0 (clean_session=0), keep-alive, client id
             s.sendall(mqtt_packet(0x10, mqtt_str("MQTT") + bytes([4, 0]) + struct.pack("!H", self.KEEP_ALIVE)
-                                  + mqtt_str("verge-soak-subscriber")))
+                                  + mqtt_str(self.client_id)))
             buf, last_sent = bytearray(), time.monotonic()
             s.settimeout(None)
             while not self.done.is_set() and time.monotonic() < self.hard_stop:
@@ -220,7 +221,7 @@ class Subscriber(threading.Thread):
                 raise OSError(f"broker refused the connection: code {body[1]}")
             self.connects += 1
             # SUBSCRIBE at every connect (a no-op for a session that has it)
-            filters = b"".join(mqtt_str(t) + b"\x01" for t in TOPICS)
+            filters = b"".join(mqtt_str(t) + b"\x01" for t in self.topics)
             return mqtt_packet(0x82, struct.pack("!H", 1) + filters)
         if kind == 9:  # SUBACK
             if any(q != 1 for q in body[2:]):
