@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -178,7 +178,84 @@ pub struct Route {
     /// The nucleus's local pub/sub topic its outcomes go to, if any.
     pub local_topic: Option<String>,
     /// Its calls at once (`concurrency`): a call takes a turn before a worker.
-    pub turns: Arc<tokio::sync::Semaphore>,
+    pub turns: Turns,
+}
+
+/// A route's turns: at most `concurrency` of its calls hold a worker at
+/// once, the rest wait in order. Waiting counts toward a call's deadline,
+/// and a call that cannot be answered in time is told so: at once when the
+/// calls already waiting ahead of it, at the route's recent pace, would
+/// take it past its deadline, else when the deadline comes.
+pub struct Turns {
+    turns: Arc<tokio::sync::Semaphore>,
+    concurrency: usize,
+    /// Calls waiting for a turn now.
+    waiting: AtomicUsize,
+    /// How long a call has taken lately (µs; a moving average), 0 until one has run.
+    pace_us: AtomicU64,
+}
+
+/// Why a call got no turn in time.
+enum NoTurn {
+    /// Refused on arrival: the calls ahead would take it past its deadline.
+    Ahead {
+        ahead: usize,
+        wait: Duration,
+    },
+    /// Its deadline came while it waited.
+    Waited(Duration),
+    Closed,
+}
+
+impl Turns {
+    pub fn new(concurrency: usize) -> Turns {
+        Turns {
+            turns: Arc::new(tokio::sync::Semaphore::new(concurrency.max(1))),
+            concurrency: concurrency.max(1),
+            waiting: AtomicUsize::new(0),
+            pace_us: AtomicU64::new(0),
+        }
+    }
+
+    /// Waits for a turn until `until`.
+    async fn take(
+        &self,
+        arrived: Instant,
+        until: Instant,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, NoTurn> {
+        let ahead = self.waiting.fetch_add(1, Ordering::AcqRel);
+        let _waiting = Countdown(&self.waiting);
+        let pace = Duration::from_micros(self.pace_us.load(Ordering::Relaxed));
+        // With no turn free: the calls running now end, then whole rounds of
+        // the calls waiting ahead, before this one's turn.
+        let wait = pace * ((ahead / self.concurrency) as u32 + 1);
+        if self.turns.available_permits() == 0 && !pace.is_zero() && arrived + wait >= until {
+            return Err(NoTurn::Ahead { ahead, wait });
+        }
+        let turn = self.turns.clone().acquire_owned();
+        match tokio::time::timeout_at(until.into(), turn).await {
+            Ok(Ok(turn)) => Ok(turn),
+            Ok(Err(_)) => Err(NoTurn::Closed),
+            Err(_) => Err(NoTurn::Waited(arrived.elapsed())),
+        }
+    }
+
+    /// A call of this route took `took` on its worker.
+    fn ran(&self, took: Duration) {
+        let took = took.as_micros().max(1) as u64;
+        let old = self.pace_us.load(Ordering::Relaxed);
+        let new = if old == 0 { took } else { (3 * old + took) / 4 };
+        self.pace_us.store(new, Ordering::Relaxed);
+    }
+}
+
+/// Decrements its counter when dropped.
+struct Countdown<'a>(&'a AtomicUsize);
+
+impl Drop for Countdown<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// What exists once loading has finished.
@@ -233,6 +310,15 @@ fn error_answer(status: StatusCode, kind: &str, message: impl Into<String>) -> A
 /// An answer given before the request's body was read: the connection
 /// cannot carry another request (the unread body is in the way), so the
 /// answer says it closes instead of the client finding out on its next one.
+/// A 503 for a route too busy to answer in time, with when to try again.
+fn busy(mut answer: Answer, after: Duration) -> Answer {
+    let secs = after.as_secs_f64().ceil().max(1.0) as u64;
+    answer
+        .headers_mut()
+        .insert(hyper::header::RETRY_AFTER, HeaderValue::from(secs));
+    answer
+}
+
 fn early(mut answer: Answer) -> Answer {
     answer
         .headers_mut()
@@ -478,25 +564,70 @@ impl Api {
             Err((kind, message)) => return fail(StatusCode::BAD_REQUEST, kind, message),
         };
         let started = Instant::now();
+        let deadline = loaded.routes[route].deployment.limits.deadline;
+        let until = started + deadline;
         let in_flight = InFlight::new(&self.metrics);
         let api = self.clone();
         let name = route.to_string();
         // Wait for this route's turn first: a route whose calls hang does not
         // take every worker from the others.
-        let Ok(turn) = loaded.routes[route].turns.clone().acquire_owned().await else {
-            return fail(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "stopping",
-                "the route is closed".into(),
-            );
+        let turns = &loaded.routes[route].turns;
+        let turn = match turns.take(started, until).await {
+            Ok(turn) => turn,
+            Err(NoTurn::Closed) => {
+                return fail(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "stopping",
+                    "the route is closed".into(),
+                );
+            }
+            Err(NoTurn::Ahead { ahead, wait }) => {
+                return busy(
+                    fail(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "busy",
+                        format!(
+                            "route '{route}' cannot answer within its {} ms deadline: its turns \
+                             are taken and {ahead} more calls wait ahead of this one (about {} ms)",
+                            deadline.as_millis(),
+                            wait.as_millis()
+                        ),
+                    ),
+                    wait,
+                );
+            }
+            Err(NoTurn::Waited(waited)) => {
+                return busy(
+                    fail(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "busy",
+                        format!(
+                            "route '{route}' had no free turn within its {} ms deadline \
+                             (waited {} ms)",
+                            deadline.as_millis(),
+                            waited.as_millis()
+                        ),
+                    ),
+                    deadline,
+                );
+            }
         };
+        let loaded_for_call = loaded.clone();
         let done = self
             .workers
-            .run(move || api.call(&loaded, &name, &request))
+            .run_by(until, move || {
+                let t = Instant::now();
+                let r = api.call(&loaded_for_call, &name, &request, until);
+                (r, t.elapsed())
+            })
             .await;
         drop(turn);
         drop(in_flight);
         self.metrics.request(route, started.elapsed());
+        let done = done.map(|(r, took)| {
+            turns.ran(took);
+            r
+        });
         match done {
             Ok(Ok((status, body))) => json_answer(status, &body),
             Ok(Err(e)) => {
@@ -515,6 +646,18 @@ impl Api {
             Err(e @ PoolError::Stopped) => {
                 fail(StatusCode::SERVICE_UNAVAILABLE, "stopping", e.to_string())
             }
+            Err(PoolError::Late) => busy(
+                fail(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    format!(
+                        "route '{route}': no worker was free within its {} ms deadline \
+                         (the workers are busy with other routes)",
+                        deadline.as_millis()
+                    ),
+                ),
+                deadline,
+            ),
             Err(e) => fail(StatusCode::INTERNAL_SERVER_ERROR, "host", e.to_string()),
         }
     }
@@ -529,11 +672,13 @@ impl Api {
         loaded: &Loaded,
         name: &str,
         request: &Request,
+        until: Instant,
     ) -> Result<(StatusCode, Value), CallError> {
         let route = &loaded.routes[name];
-        let outcome = loaded
-            .runtime
-            .call(&route.prepared, &route.deployment, request)?;
+        let outcome =
+            loaded
+                .runtime
+                .call_until(&route.prepared, &route.deployment, request, until)?;
         let mut body = report::outcome(&outcome);
         let mut status = StatusCode::OK;
         let cloud = route.cloud_topic.as_ref().zip(self.outbox.as_ref());

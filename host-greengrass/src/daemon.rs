@@ -476,9 +476,7 @@ fn load(
                 deployment,
                 cloud_topic: r.cloud.as_ref().map(|c| c.topic.clone()),
                 local_topic: r.local.as_ref().map(|c| c.topic.clone()),
-                turns: Arc::new(tokio::sync::Semaphore::new(
-                    r.concurrency.unwrap_or(workers.saturating_sub(1)).max(1),
-                )),
+                turns: api::Turns::new(r.concurrency.unwrap_or(workers.saturating_sub(1))),
             },
         );
     }

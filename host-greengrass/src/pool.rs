@@ -5,8 +5,10 @@
 //! which is most of the daemon's memory under load.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use tokio::sync::oneshot;
 
@@ -18,7 +20,15 @@ pub enum PoolError {
     Stopped,
     #[error("the call panicked")]
     Panicked,
+    /// Still waiting for a worker when its deadline came; it never ran.
+    #[error("no worker was free before the deadline")]
+    Late,
 }
+
+/// Where a job with a deadline is: it runs only if it starts in time.
+const QUEUED: u8 = 0;
+const RUNNING: u8 = 1;
+const GAVE_UP: u8 = 2;
 
 pub struct Pool {
     jobs: Mutex<mpsc::Sender<Job>>,
@@ -61,16 +71,57 @@ impl Pool {
             // A panic ends this call, not the worker.
             let _ = tx.send(catch_unwind(AssertUnwindSafe(f)));
         });
+        self.send(job)?;
+        outcome(rx.await)
+    }
+
+    /// [`Pool::run`], unless no worker takes `f` before `until`: then
+    /// `Err(Late)` at `until`, and `f` never runs. Once `f` has started it
+    /// is waited for (it keeps its own deadline).
+    pub async fn run_by<T: Send + 'static>(
+        &self,
+        until: Instant,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, PoolError> {
+        let (tx, mut rx) = oneshot::channel();
+        let state = Arc::new(AtomicU8::new(QUEUED));
+        let job_state = state.clone();
+        let job: Job = Box::new(move || {
+            let start =
+                job_state.compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire);
+            if start.is_ok() {
+                let _ = tx.send(catch_unwind(AssertUnwindSafe(f)));
+            }
+        });
+        self.send(job)?;
+        tokio::select! {
+            r = &mut rx => outcome(r),
+            _ = tokio::time::sleep_until(until.into()) => {
+                let gave_up = state.compare_exchange(QUEUED, GAVE_UP, Ordering::AcqRel, Ordering::Acquire);
+                match gave_up {
+                    Ok(_) => Err(PoolError::Late),
+                    Err(_) => outcome(rx.await),
+                }
+            }
+        }
+    }
+
+    fn send(&self, job: Job) -> Result<(), PoolError> {
         self.jobs
             .lock()
             .map_err(|_| PoolError::Stopped)?
             .send(job)
-            .map_err(|_| PoolError::Stopped)?;
-        match rx.await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(_)) => Err(PoolError::Panicked),
-            Err(_) => Err(PoolError::Stopped),
-        }
+            .map_err(|_| PoolError::Stopped)
+    }
+}
+
+type Finished<T> = Result<std::thread::Result<T>, oneshot::error::RecvError>;
+
+fn outcome<T>(r: Finished<T>) -> Result<T, PoolError> {
+    match r {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(_)) => Err(PoolError::Panicked),
+        Err(_) => Err(PoolError::Stopped),
     }
 }
 
@@ -97,5 +148,37 @@ mod tests {
         for (i, call) in calls.into_iter().enumerate() {
             assert_eq!(call.await.unwrap(), i as i32 * 10);
         }
+    }
+
+    #[tokio::test]
+    async fn a_job_still_waiting_at_its_deadline_gives_up_and_never_runs() {
+        use std::sync::atomic::AtomicBool;
+        use std::time::Duration;
+        let pool = Arc::new(Pool::new(1, "test").unwrap());
+        let busy = {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                pool.run(|| std::thread::sleep(Duration::from_millis(1000)))
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let ran = Arc::new(AtomicBool::new(false));
+        let r = ran.clone();
+        let t = Instant::now();
+        let late = pool
+            .run_by(t + Duration::from_millis(100), move || {
+                r.store(true, Ordering::SeqCst)
+            })
+            .await;
+        assert!(matches!(late, Err(PoolError::Late)), "{late:?}");
+        let waited = t.elapsed();
+        assert!(waited < Duration::from_millis(800), "{waited:?}");
+        // In time, it runs (after the busy job).
+        let t = Instant::now();
+        let ok = pool.run_by(t + Duration::from_secs(5), || 7).await;
+        assert_eq!(ok.unwrap(), 7);
+        busy.await.unwrap().unwrap();
+        assert!(!ran.load(Ordering::SeqCst), "the late job ran");
     }
 }

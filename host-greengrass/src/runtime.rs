@@ -172,7 +172,8 @@ pub struct StoreData {
     limits: CallLimiter,
     placement: Placement,
     call: Limits,
-    started: Instant,
+    /// When the call's time is up.
+    until: Instant,
 }
 
 impl WasiView for StoreData {
@@ -198,9 +199,8 @@ impl bindings::verge::inference::host::Host for StoreData {
     }
 
     fn remaining_ms(&mut self) -> u64 {
-        self.call
-            .deadline
-            .saturating_sub(self.started.elapsed())
+        self.until
+            .saturating_duration_since(Instant::now())
             .as_millis() as u64
     }
 }
@@ -292,12 +292,28 @@ impl Runtime {
         Ok(Prepared { pre })
     }
 
-    /// Runs one request through a prepared component in a fresh store.
+    /// Runs one request through a prepared component in a fresh store,
+    /// within the deployment's deadline.
     pub fn call(
         &self,
         prepared: &Prepared,
         deployment: &Deployment,
         request: &Request,
+    ) -> Result<Outcome, CallError> {
+        let until = Instant::now() + deployment.limits.deadline;
+        self.call_until(prepared, deployment, request, until)
+    }
+
+    /// [`Runtime::call`], stopped at `until` (a caller that already waited
+    /// for a worker has only the rest of its deadline): the component's
+    /// `remaining-ms` counts down to it; `get-limits` still says the
+    /// deployment's deadline.
+    pub fn call_until(
+        &self,
+        prepared: &Prepared,
+        deployment: &Deployment,
+        request: &Request,
+        until: Instant,
     ) -> Result<Outcome, CallError> {
         let limits = deployment.limits;
         if request.body.len() > limits.max_body_bytes {
@@ -331,11 +347,12 @@ impl Runtime {
             limits: CallLimiter::new(limits.memory_bytes),
             placement: deployment.placement,
             call: limits,
-            started: Instant::now(),
+            until,
         };
         let mut store = Store::new(&self.engine, data);
         store.limiter(|s| &mut s.limits);
-        let ticks = limits.deadline.as_nanos().div_ceil(TICK.as_nanos()).max(1) as u64;
+        let left = until.saturating_duration_since(Instant::now());
+        let ticks = left.as_nanos().div_ceil(TICK.as_nanos()).max(1) as u64;
         store.set_epoch_deadline(ticks);
 
         let result = prepared.pre.instantiate(&mut store).and_then(|guest| {

@@ -341,22 +341,37 @@ fn component_state_is_held_to_its_budget_and_refusals_are_counted() {
     assert_eq!(d.post("local", "", b"echo").status, 200);
 }
 
+/// `n` calls that never return on route `slow` at once: each one's status,
+/// when it was answered, and its `retry-after`.
+fn hang(d: &Daemon, n: usize) -> Vec<std::thread::JoinHandle<(u16, Duration, Option<String>)>> {
+    let addr = d.addr;
+    (0..n)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let t = std::time::Instant::now();
+                let r = verge_testkit::serve::http(addr, "POST", "/v1/infer/slow", &[], b"loop");
+                let retry = r
+                    .headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("retry-after"))
+                    .map(|(_, v)| v.clone());
+                (r.status, t.elapsed(), retry)
+            })
+        })
+        .collect()
+}
+
 #[test]
-fn a_hanging_route_leaves_workers_for_the_others() {
+fn a_hanging_route_leaves_workers_for_the_others_and_answers_by_its_deadline() {
     let dir = scratch("fair");
     // Two workers; `slow` may use one of them (its default concurrency).
     let d = Daemon::start(&config(
         &dir,
         "[routes.slow]\ncomponent = \"probe\"\ndeadline_ms = 1500\n",
     ));
-    let addr = d.addr;
-    let hung: Vec<_> = (0..4)
-        .map(|_| {
-            std::thread::spawn(move || {
-                verge_testkit::serve::http(addr, "POST", "/v1/infer/slow", &[], b"loop").status
-            })
-        })
-        .collect();
+    let deadline = Duration::from_millis(1500);
+    let slack = Duration::from_millis(700);
+    let hung = hang(&d, 4);
     verge_testkit::serve::wait_until("four slow calls in flight", Duration::from_secs(10), || {
         d.metric("verge_requests_in_flight") >= 4.0
     });
@@ -367,13 +382,35 @@ fn a_hanging_route_leaves_workers_for_the_others() {
         d.metric("verge_requests_in_flight") >= 3.0,
         "file-type was answered only after the slow route let go of the workers"
     );
-    for h in hung {
-        assert_eq!(
-            h.join().unwrap(),
-            504,
-            "each slow call ends at its deadline"
-        );
+    // One call runs to its deadline (504); the three waiting for the route's
+    // one turn get 503 by the same deadline, not after the calls before them.
+    let mut answers: Vec<_> = hung.into_iter().map(|h| h.join().unwrap()).collect();
+    answers.sort_by_key(|a| a.0);
+    let statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
+    assert_eq!(statuses, [503, 503, 503, 504], "{answers:?}");
+    for (status, took, _) in &answers {
+        assert!(*took < deadline + slack, "{status} after {took:?}");
     }
+    // Now the route's pace is known (1.5 s a call): with its one turn taken,
+    // a call cannot make its deadline, and is told so at once.
+    let running = hang(&d, 1);
+    verge_testkit::serve::wait_until("the slow call running", Duration::from_secs(10), || {
+        d.metric("verge_requests_in_flight") >= 1.0
+    });
+    let refused: Vec<_> = hang(&d, 2).into_iter().map(|h| h.join().unwrap()).collect();
+    for (status, took, retry) in &refused {
+        assert_eq!(*status, 503, "{refused:?}");
+        assert!(
+            *took < Duration::from_millis(500),
+            "at once, not after {took:?}"
+        );
+        assert!(retry.is_some(), "a retry-after: {refused:?}");
+    }
+    let (status, took, _) = running.into_iter().next().unwrap().join().unwrap();
+    assert_eq!(status, 504);
+    assert!(took < deadline + slack, "{status} after {took:?}");
+    let busy = d.metric("verge_errors_total{route=\"slow\",kind=\"busy\"}");
+    assert!(busy >= 4.0, "busy answers counted: {busy}");
     assert_eq!(d.post("slow", "", b"echo").status, 200);
 }
 
