@@ -481,7 +481,14 @@ impl Api {
                 }
             }
             "/metrics" => {
-                let text = self.metrics.render(self.outbox.as_ref().map(|o| o.stats()));
+                let batches = self
+                    .loaded
+                    .get()
+                    .map(|l| l.runtime.graphs().batch_stats())
+                    .unwrap_or_default();
+                let text = self
+                    .metrics
+                    .render(self.outbox.as_ref().map(|o| o.stats()), &batches);
                 let mut r = Response::new(Full::new(Bytes::from(text)));
                 r.headers_mut().insert(
                     CONTENT_TYPE,

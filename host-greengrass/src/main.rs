@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a component once per input and print each outcome as a JSON line.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Run the daemon: a local HTTP API, durable state, a durable outbox sent
     /// to the cloud over MQTT, health and metrics. Logs JSON lines to stdout.
     Serve(ServeArgs),
@@ -128,6 +128,11 @@ struct RunArgs {
     /// Run a model on tract when ONNX Runtime or a provider is missing or refuses it.
     #[arg(long)]
     fallback_to_tract: bool,
+    /// Batch calls across inputs: run up to MAX inputs at once, their model
+    /// runs joined along the leading dimension (waiting up to WAIT_US, 500 by
+    /// default, for company): MAX[:WAIT_US].
+    #[arg(long, value_name = "MAX[:WAIT_US]", value_parser = batch_arg)]
+    batch: Option<verge_device::nn::BatchSettings>,
     /// A file whose bytes are the request body (repeatable: one outcome per input).
     #[arg(long = "input", required = true)]
     inputs: Vec<PathBuf>,
@@ -173,6 +178,23 @@ fn pair(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("expected KEY=VALUE, got '{s}'"))
 }
 
+/// `MAX[:WAIT_US]` for `--batch`.
+fn batch_arg(s: &str) -> Result<verge_device::nn::BatchSettings, String> {
+    let (max, wait) = s.split_once(':').unwrap_or((s, "500"));
+    let settings = verge_device::nn::BatchSettings {
+        max: max
+            .parse()
+            .map_err(|_| format!("expected MAX[:WAIT_US], got '{s}'"))?,
+        wait_us: wait
+            .parse()
+            .map_err(|_| format!("expected MAX[:WAIT_US], got '{s}'"))?,
+    };
+    if settings.max < 2 || settings.max > verge_device::nn::MAX_BATCH {
+        return Err(format!("MAX is from 2 to {}", verge_device::nn::MAX_BATCH));
+    }
+    Ok(settings)
+}
+
 fn main() -> ExitCode {
     // A mistake on the command line is exit 1, like every refusal to start
     // (2 means a component failed on some input).
@@ -184,7 +206,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         Command::Serve(args) => return serve(args),
         Command::Recipe(args) => write_recipe(args),
     };
@@ -282,6 +304,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         device: args.device.clone(),
         cache_dir: args.cache_dir.clone(),
         profile: args.onnxruntime_profile.clone(),
+        batch: args.batch.map(verge_device::nn::BatchSettings::policy),
     };
     engine.validate().map_err(|e| anyhow::anyhow!(e))?;
     let models: Vec<ModelSpec> = args
@@ -321,7 +344,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     );
     let mut failed = false;
     let mut rows = Vec::new();
-    for input in &args.inputs {
+    let call = |input: &PathBuf| -> Result<(Result<_, _>, f64)> {
         let body = match std::fs::read(input) {
             Ok(b) => b,
             Err(e) => bail!("reading input {}: {e}", input.display()),
@@ -334,7 +357,29 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         };
         let started = Instant::now();
         let result = runtime.call(&prepared, &deployment, &request);
-        let ms = started.elapsed().as_secs_f64() * 1e3;
+        Ok((result, started.elapsed().as_secs_f64() * 1e3))
+    };
+    // With --batch, up to MAX inputs at once (their model runs batch); the
+    // answers still come in the inputs' order.
+    let at_once = args.batch.map_or(1, |b| b.max.max(1));
+    let mut results = Vec::with_capacity(args.inputs.len());
+    for chunk in args.inputs.chunks(at_once) {
+        if chunk.len() == 1 {
+            results.push((&chunk[0], call(&chunk[0])?));
+            continue;
+        }
+        let done: Vec<_> = std::thread::scope(|s| {
+            let calls: Vec<_> = chunk.iter().map(|i| s.spawn(|| call(i))).collect();
+            calls
+                .into_iter()
+                .map(|c| c.join().expect("a call thread panicked"))
+                .collect()
+        });
+        for (input, r) in chunk.iter().zip(done) {
+            results.push((input, r?));
+        }
+    }
+    for (input, (result, ms)) in results {
         let mut line = match &result {
             Ok(o) => report::outcome(o),
             Err(e) => {
@@ -351,6 +396,15 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     }
     if args.format == Format::Table {
         print!("{}", report::table(&rows));
+    }
+    for m in runtime.graphs().loaded() {
+        let stats = runtime.graphs().get(&m.name).and_then(|g| g.batch_stats());
+        if let Some(b) = stats {
+            eprintln!(
+                "verge-device: model '{}': {} calls in {} runs ({} rows; {} batches retried call by call)",
+                m.name, b.calls, b.batches, b.rows, b.retried
+            );
+        }
     }
     Ok(if failed {
         ExitCode::from(2)

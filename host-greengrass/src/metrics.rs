@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::outbox::Stats;
+use verge_nn::batch::{BatchStats, SIZE_BOUNDS};
 
 /// Latency buckets, in seconds.
 const BUCKETS: [f64; 14] = [
@@ -136,11 +137,9 @@ impl Metrics {
             .or_default() += 1;
     }
 
-    pub fn render(&self, outbox: Option<&Stats>) -> String {
+    /// The Prometheus text; `batches` is what each batched model's batcher did.
+    pub fn render(&self, outbox: Option<&Stats>, batches: &[(String, BatchStats)]) -> String {
         let mut out = String::new();
-        let head = |out: &mut String, name: &str, kind: &str, help: &str| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        };
         head(
             &mut out,
             "verge_requests_total",
@@ -338,6 +337,7 @@ impl Metrics {
         let fallbacks = models.iter().filter(|m| m.fallback.is_some()).count();
         let _ = writeln!(out, "verge_model_fallbacks {fallbacks}");
         drop(models);
+        render_batches(&mut out, batches);
         head(
             &mut out,
             "verge_uptime_seconds",
@@ -353,6 +353,69 @@ impl Metrics {
     }
 }
 
+/// A series' `# HELP` and `# TYPE` lines.
+fn head(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Per batched model: its batches' sizes (calls per run) as a histogram,
+/// and the calls, rows, retries and queue time behind them.
+fn render_batches(out: &mut String, batches: &[(String, BatchStats)]) {
+    if batches.is_empty() {
+        return;
+    }
+    head(
+        out,
+        "verge_batch_size",
+        "histogram",
+        "Calls joined in each batched run of a model.",
+    );
+    for (model, b) in batches {
+        let model = escape(model);
+        let mut count = 0;
+        for (i, n) in b.sizes.iter().enumerate() {
+            count += n;
+            let le = SIZE_BOUNDS
+                .get(i)
+                .map_or("+Inf".to_string(), |b| b.to_string());
+            let _ = writeln!(
+                out,
+                "verge_batch_size_bucket{{model=\"{model}\",le=\"{le}\"}} {count}"
+            );
+        }
+        let _ = writeln!(out, "verge_batch_size_sum{{model=\"{model}\"}} {}", b.calls);
+        let _ = writeln!(
+            out,
+            "verge_batch_size_count{{model=\"{model}\"}} {}",
+            b.batches
+        );
+    }
+    type Series = (&'static str, &'static str, fn(&BatchStats) -> String);
+    let series: [Series; 3] = [
+        (
+            "verge_batch_rows_total",
+            "Rows run in batches, by model.",
+            |b| b.rows.to_string(),
+        ),
+        (
+            "verge_batch_retried_total",
+            "Batches that failed or could not be split and ran again call by call.",
+            |b| b.retried.to_string(),
+        ),
+        (
+            "verge_batch_queue_seconds_total",
+            "Time calls waited for their batch to run, in total, by model.",
+            |b| format!("{:.6}", b.queued.as_secs_f64()),
+        ),
+    ];
+    for (name, help, value) in series {
+        head(out, name, "counter", help);
+        for (model, b) in batches {
+            let _ = writeln!(out, "{name}{{model=\"{}\"}} {}", escape(model), value(b));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,7 +427,7 @@ mod tests {
         m.request("a", Duration::from_millis(3));
         m.error("a", "trap");
         m.error("no-such-route", "unknown-route");
-        let text = m.render(Some(&Stats::default()));
+        let text = m.render(Some(&Stats::default()), &[]);
         assert!(text.contains("verge_requests_total{route=\"a\"} 1"));
         assert!(text.contains("verge_errors_total{route=\"a\",kind=\"trap\"} 1"));
         assert!(text.contains("verge_errors_total{route=\"-\",kind=\"unknown-route\"} 1"));

@@ -670,3 +670,126 @@ fn a_model_that_never_finishes_loading_ends_the_start() {
         d.lines.lock().unwrap()
     );
 }
+
+#[test]
+fn batched_calls_each_get_their_own_answer_even_beside_a_bad_call_and_a_hung_one() {
+    use verge_testkit::{magika, sha256, wasm};
+    let dir = scratch("batch");
+    let (probe, file_type, model) = (wasm("probe"), wasm("file_type"), magika());
+    let text = format!(
+        r#"state_dir = "{state}"
+[api]
+listen = "127.0.0.1:0"
+workers = 8
+[models.magika]
+path = "{model}"
+sha256 = "{model_sha}"
+batch = {{ max = 8, wait_us = 2000 }}
+[components.probe]
+path = "{probe}"
+sha256 = "{probe_sha}"
+[components.file-type]
+path = "{file_type}"
+sha256 = "{file_type_sha}"
+[routes.file-type]
+component = "file-type"
+concurrency = 8
+config = {{ mode = "respond" }}
+[routes.probe]
+component = "probe"
+deadline_ms = 1000
+"#,
+        state = dir.join("state").display(),
+        model = model.display(),
+        model_sha = sha256(&model),
+        probe = probe.display(),
+        probe_sha = sha256(&probe),
+        file_type = file_type.display(),
+        file_type_sha = sha256(&file_type),
+    );
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("verge.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let d = Daemon::start(&cfg);
+
+    // Distinct inputs of known types, answered one at a time first.
+    let root = verge_testkit::paths::workspace();
+    let files: Vec<Vec<u8>> = [
+        "README.md",
+        "dev",
+        "Cargo.toml",
+        "wit/verge.wit",
+        "models/fetch.py",
+        "host-greengrass/src/api.rs",
+        "host-greengrass/verge.example.toml",
+        "shims/lambda-edge/package.json",
+        "components/probe/src/lib.rs",
+        "bench/soak.py",
+        "models/manifest.toml",
+        ".gitignore",
+    ]
+    .iter()
+    .map(|f| std::fs::read(root.join(f)).unwrap_or_else(|e| panic!("{f}: {e}")))
+    .collect();
+    let answer = |r: &verge_testkit::serve::Reply| {
+        assert_eq!(r.status, 200, "{}", r.text());
+        let body = &r.json()["respond"]["body"];
+        (
+            body["label"].as_str().unwrap().to_string(),
+            body["score"].as_f64().unwrap(),
+        )
+    };
+    let alone: Vec<_> = files
+        .iter()
+        .map(|f| answer(&d.post("file-type", "", f)))
+        .collect();
+
+    // The same inputs all at once, beside a call whose tensor is wrong for
+    // the model and one that never returns.
+    let addr = d.addr;
+    let bad = std::thread::spawn(move || {
+        verge_testkit::serve::http(
+            addr,
+            "POST",
+            "/v1/infer/probe",
+            &[],
+            b"nn:magika:bytes:1,7:f32",
+        )
+    });
+    let hung = std::thread::spawn(move || {
+        verge_testkit::serve::http(addr, "POST", "/v1/infer/probe", &[], b"loop")
+    });
+    let together: Vec<_> = files
+        .iter()
+        .cloned()
+        .map(|f| {
+            std::thread::spawn(move || {
+                verge_testkit::serve::http(addr, "POST", "/v1/infer/file-type", &[], &f)
+            })
+        })
+        .collect();
+    for (i, t) in together.into_iter().enumerate() {
+        let (label, score) = answer(&t.join().unwrap());
+        assert_eq!(label, alone[i].0, "input {i}");
+        assert!(
+            (score - alone[i].1).abs() <= 1e-5,
+            "input {i}: {score} vs {}",
+            alone[i].1
+        );
+    }
+    let bad = bad.join().unwrap();
+    assert!(bad.status >= 400, "{}", bad.text());
+    assert!(bad.text().contains("bytes"), "{}", bad.text());
+    assert_eq!(hung.join().unwrap().status, 504);
+
+    // Seen in the metrics: every call went through the batcher, some together.
+    let calls = d.metric("verge_batch_size_sum{model=\"magika\"}");
+    let runs = d.metric("verge_batch_size_count{model=\"magika\"}");
+    let alone_runs = d.metric("verge_batch_size_bucket{model=\"magika\",le=\"1\"}");
+    assert_eq!(calls, 2.0 * files.len() as f64);
+    assert!(
+        runs < calls && alone_runs < runs,
+        "{runs} runs for {calls} calls"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -15,6 +15,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use verge_nn::Engine;
+pub use verge_nn::batch::{BatchPolicy, BatchStats, Batching};
 pub use verge_nn::{ElementType, ErrorCode, Graph, Id, NnError, Tensor};
 
 pub use onnxruntime::{available_providers, library_candidates};
@@ -99,7 +101,36 @@ pub struct EngineSpec {
     /// Writes ONNX Runtime's profile of every session to `PREFIX_<time>.json`
     /// when the session ends: each node's time and the provider that ran it.
     pub profile: Option<PathBuf>,
+    /// Concurrent calls batched along the model's leading dimension
+    /// ([`verge_nn::batch`]); `None` runs each call on its own.
+    pub batch: Option<BatchPolicy>,
 }
+
+/// `[models.NAME] batch = { max = 8, wait_us = 500 }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSettings {
+    /// Rows in one batch at most (2 or more).
+    pub max: usize,
+    /// How long a batch waits for more calls, in microseconds, while calls
+    /// have been arriving together (a lone call never waits).
+    #[serde(default)]
+    pub wait_us: u64,
+}
+
+impl BatchSettings {
+    pub fn policy(self) -> BatchPolicy {
+        BatchPolicy {
+            max: self.max,
+            wait: std::time::Duration::from_micros(self.wait_us),
+        }
+    }
+}
+
+/// The largest batch a model may be configured with.
+pub const MAX_BATCH: usize = 256;
+/// The longest a batch may wait for company: 100 ms.
+pub const MAX_BATCH_WAIT_US: u64 = 100_000;
 
 /// `[models.NAME]`: a model the deployment ships, checked by digest, and
 /// how to run it.
@@ -124,6 +155,9 @@ pub struct ModelSettings {
     /// The only fallback is tract, which is always there.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback: Option<Backend>,
+    /// Batch concurrent calls (off by default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchSettings>,
 }
 
 /// `[onnxruntime]`: the library every onnxruntime model shares.
@@ -156,6 +190,7 @@ impl ModelSettings {
                 device: self.device.clone(),
                 cache_dir: Some(cache_dir),
                 profile: None,
+                batch: self.batch.map(BatchSettings::policy),
             },
         }
     }
@@ -164,6 +199,16 @@ impl ModelSettings {
     pub fn check(&self, name: &str) -> Result<(), String> {
         if self.fallback == Some(Backend::Onnxruntime) {
             return Err(format!("model '{name}': the only fallback is \"tract\""));
+        }
+        if self.batch.is_some_and(|b| b.max < 2 || b.max > MAX_BATCH) {
+            return Err(format!(
+                "model '{name}': batch.max is from 2 to {MAX_BATCH}"
+            ));
+        }
+        if self.batch.is_some_and(|b| b.wait_us > MAX_BATCH_WAIT_US) {
+            return Err(format!(
+                "model '{name}': batch.wait_us is at most {MAX_BATCH_WAIT_US} (a batch's wait is spent by every call in it)"
+            ));
         }
         self.spec(name, None, PathBuf::new())
             .engine
@@ -345,6 +390,17 @@ impl Graphs {
             .ok_or_else(|| verge_nn::policy::not_deployed(name))
     }
 
+    /// What each batched model's batcher did, sorted by name.
+    pub fn batch_stats(&self) -> Vec<(String, BatchStats)> {
+        let mut v: Vec<_> = self
+            .0
+            .iter()
+            .filter_map(|(name, e)| Some((name.clone(), e.graph.batch_stats()?)))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
     /// How each model was loaded, sorted by name.
     pub fn loaded(&self) -> Vec<Loaded> {
         let mut v: Vec<Loaded> = self.0.values().map(|e| e.loaded.clone()).collect();
@@ -377,7 +433,7 @@ fn load_one(spec: &ModelSpec, bytes: &[u8]) -> Result<(Graph, Loaded), LoadError
     };
     if spec.engine.backend == Backend::Onnxruntime {
         let engine = onnxruntime::Onnxruntime::new(&spec.name, spec.engine.clone());
-        match Graph::load(&spec.name, &engine, bytes) {
+        match load_graph(spec, &engine, bytes) {
             Ok(graph) => {
                 if let Some(chosen) = engine.chosen() {
                     loaded.providers = vec![chosen.provider];
@@ -394,14 +450,21 @@ fn load_one(spec: &ModelSpec, bytes: &[u8]) -> Result<(Graph, Loaded), LoadError
         }
     }
     if spec.engine.backend == Backend::Compact {
-        let graph = Graph::load(&spec.name, &verge_nn_compact::Compact, bytes)
+        let graph = load_graph(spec, &verge_nn_compact::Compact, bytes)
             .map_err(|e| model_error(Backend::Compact, e))?;
         return Ok((graph, loaded));
     }
     let engine = verge_nn_tract::Tract::new(verge_nn_tract::Options {
         threads: spec.engine.threads,
     });
-    let graph =
-        Graph::load(&spec.name, &engine, bytes).map_err(|e| model_error(Backend::Tract, e))?;
+    let graph = load_graph(spec, &engine, bytes).map_err(|e| model_error(Backend::Tract, e))?;
     Ok((graph, loaded))
+}
+
+/// Loads with `engine`, batching calls when the spec says so.
+fn load_graph(spec: &ModelSpec, engine: &dyn Engine, bytes: &[u8]) -> Result<Graph, NnError> {
+    match spec.engine.batch {
+        Some(policy) => Graph::load(&spec.name, &Batching { engine, policy }, bytes),
+        None => Graph::load(&spec.name, engine, bytes),
+    }
 }

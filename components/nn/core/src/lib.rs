@@ -15,6 +15,8 @@
 //! sit on this crate, so the same mistake gives the same code and message
 //! everywhere.
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod batch;
 mod check;
 mod kind;
 mod signature;
@@ -160,6 +162,12 @@ pub trait Model: Send + Sync {
     /// type the engine computed them; the core widens what `wasi:nn` cannot
     /// carry as is.
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<RawTensor>>;
+
+    /// What batching did, for a model whose calls are batched.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn batch_stats(&self) -> Option<batch::BatchStats> {
+        None
+    }
 }
 
 /// An engine: turns model bytes into a [`Model`].
@@ -240,6 +248,12 @@ impl Graph {
     /// A new execution context (`graph.init-execution-context`).
     pub fn context(&self) -> Context {
         Context::new(self.clone())
+    }
+
+    /// What batching did, if this model's calls are batched.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn batch_stats(&self) -> Option<batch::BatchStats> {
+        self.model().batch_stats()
     }
 
     fn model(&self) -> &dyn Model {
