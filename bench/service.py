@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LEVELS = (1, 2, 8)
+LEVELS = (1, 2, 8, 32)
 VERGE, BASE = "verge-device serve", "python magika http.server"
 READY_TIMEOUT_S = 60
 children = []  # every process started, stopped at exit whatever happens
@@ -188,6 +188,9 @@ def verge_config(args, wasm, model, port, state):
              "[models.magika]", f"path = {q(str(model))}", f'sha256 = "{sha256(model)}"']
     if args.backend:
         lines.append(f"backend = {q(args.backend)}")
+    if args.batch:
+        max_rows, wait_us = args.batch.split(":")
+        lines.append(f"batch = {{ max = {int(max_rows)}, wait_us = {int(wait_us)} }}")
     lines += ["[components.file-type]", f"path = {q(str(wasm))}", f'sha256 = "{sha256(wasm)}"',
               "[routes.file-type]", 'component = "file-type"']
     if args.onnxruntime_lib:
@@ -210,6 +213,7 @@ def main():
     p.add_argument("--python", default=cache / "venv/bin/python", help="python with magika (baseline)")
     p.add_argument("--backend", help='e.g. "onnxruntime": [models.magika] backend')
     p.add_argument("--onnxruntime-lib", help="libonnxruntime.so: [onnxruntime] library")
+    p.add_argument("--batch", metavar="MAX:WAIT_US", help="[models.magika] batch = { max, wait_us }")
     args = p.parse_args()
     if args.quick:
         args.reps, args.seconds = 1, 1.0
@@ -230,7 +234,7 @@ def main():
 
     tmp = Path(tempfile.mkdtemp(prefix="verge-service-bench-"))
     atexit.register(shutil.rmtree, tmp, ignore_errors=True)
-    verge_name = VERGE + (f" ({args.backend})" if args.backend else "")
+    verge_name = VERGE + "".join(f" ({x})" for x in (args.backend, args.batch and f"batch {args.batch}") if x)
 
     def verge_argv(port, state):
         cfg = tmp / f"verge-{port}.toml"

@@ -226,10 +226,19 @@ pub async fn serve(
         }));
     }
     let store: Arc<dyn StateStore> = Arc::new(quota);
-    let workers = config
-        .api
-        .workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    // By default a worker per core; with a batched model, enough for a full
+    // batch to reach it together and one more for the other routes (a call
+    // waiting in a batch holds its worker, but not a core).
+    let batch = config
+        .models
+        .values()
+        .filter_map(|m| m.batch.map(|b| b.max + 1))
+        .max()
+        .unwrap_or(0);
+    let workers = config.api.workers.unwrap_or_else(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        cores.max(batch).min(crate::api::MAX_WORKERS)
+    });
     let pool = crate::pool::Pool::new(workers, "verge-call")
         .map_err(|error| DaemonError::Pool { workers, error })?;
     let token = config
