@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use verge_testkit::scratch;
-use verge_testkit::serve::{Daemon, config, config_with, raw};
+use verge_testkit::serve::{Daemon, config, config_full, config_with, raw};
 
 #[test]
 fn answers_outcomes_and_refuses_bad_requests_while_serving_on() {
@@ -673,49 +673,20 @@ fn a_model_that_never_finishes_loading_ends_the_start() {
 
 #[test]
 fn batched_calls_each_get_their_own_answer_even_beside_a_bad_call_and_a_hung_one() {
-    use verge_testkit::{magika, sha256, wasm};
     let dir = scratch("batch");
-    let (probe, file_type, model) = (wasm("probe"), wasm("file_type"), magika());
-    let text = format!(
-        r#"state_dir = "{state}"
-[api]
-listen = "127.0.0.1:0"
-workers = 8
-[models.magika]
-path = "{model}"
-sha256 = "{model_sha}"
-batch = {{ max = 8, wait_us = 2000 }}
-[components.probe]
-path = "{probe}"
-sha256 = "{probe_sha}"
-[components.file-type]
-path = "{file_type}"
-sha256 = "{file_type_sha}"
-[routes.file-type]
-component = "file-type"
-concurrency = 8
-config = {{ mode = "respond" }}
-[routes.probe]
-component = "probe"
-deadline_ms = 1000
-"#,
-        state = dir.join("state").display(),
-        model = model.display(),
-        model_sha = sha256(&model),
-        probe = probe.display(),
-        probe_sha = sha256(&probe),
-        file_type = file_type.display(),
-        file_type_sha = sha256(&file_type),
+    // Eight workers: file-type's calls (seven at once) reach the model together.
+    let cfg = config_full(
+        &dir,
+        "workers = 8",
+        "batch = { max = 8, wait_us = 2000 }",
+        "",
     );
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = dir.join("verge.toml");
-    std::fs::write(&cfg, text).unwrap();
     let d = Daemon::start(&cfg);
 
     // Distinct inputs of known types, answered one at a time first.
     let root = verge_testkit::paths::workspace();
     let files: Vec<Vec<u8>> = [
-        "README.md",
+        "host-greengrass/src/lib.rs",
         "dev",
         "Cargo.toml",
         "wit/verge.wit",
@@ -751,13 +722,13 @@ deadline_ms = 1000
         verge_testkit::serve::http(
             addr,
             "POST",
-            "/v1/infer/probe",
+            "/v1/infer/local",
             &[],
             b"nn:magika:bytes:1,7:f32",
         )
     });
     let hung = std::thread::spawn(move || {
-        verge_testkit::serve::http(addr, "POST", "/v1/infer/probe", &[], b"loop")
+        verge_testkit::serve::http(addr, "POST", "/v1/infer/local", &[], b"loop")
     });
     let together: Vec<_> = files
         .iter()

@@ -430,7 +430,7 @@ state_dir = "{state}"
 [api]
 {listen}
 max_body_bytes = 65536
-workers = 2
+{workers}
 {api}
 
 [models.magika]
@@ -463,6 +463,11 @@ component = "file-type"
             ""
         } else {
             "listen = \"127.0.0.1:0\""
+        },
+        workers = if api.contains("workers") {
+            ""
+        } else {
+            "workers = 2"
         },
         magika = magika.display(),
         magika_sha = sha256(&magika),
