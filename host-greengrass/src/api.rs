@@ -307,9 +307,6 @@ fn error_answer(status: StatusCode, kind: &str, message: impl Into<String>) -> A
     )
 }
 
-/// An answer given before the request's body was read: the connection
-/// cannot carry another request (the unread body is in the way), so the
-/// answer says it closes instead of the client finding out on its next one.
 /// A 503 for a route too busy to answer in time, with when to try again.
 fn busy(mut answer: Answer, after: Duration) -> Answer {
     let secs = after.as_secs_f64().ceil().max(1.0) as u64;
@@ -319,6 +316,9 @@ fn busy(mut answer: Answer, after: Duration) -> Answer {
     answer
 }
 
+/// An answer given before the request's body was read: the connection
+/// cannot carry another request (the unread body is in the way), so the
+/// answer says it closes instead of the client finding out on its next one.
 fn early(mut answer: Answer) -> Answer {
     answer
         .headers_mut()
@@ -579,6 +579,12 @@ impl Api {
         // Wait for this route's turn first: a route whose calls hang does not
         // take every worker from the others.
         let turns = &loaded.routes[route].turns;
+        let too_busy = |message: String, after: Duration| {
+            busy(
+                fail(StatusCode::SERVICE_UNAVAILABLE, "busy", message),
+                after,
+            )
+        };
         let turn = match turns.take(started, until).await {
             Ok(turn) => turn,
             Err(NoTurn::Closed) => {
@@ -589,31 +595,23 @@ impl Api {
                 );
             }
             Err(NoTurn::Ahead { ahead, wait }) => {
-                return busy(
-                    fail(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "busy",
-                        format!(
-                            "route '{route}' cannot answer within its {} ms deadline: its turns \
-                             are taken and {ahead} more calls wait ahead of this one (about {} ms)",
-                            deadline.as_millis(),
-                            wait.as_millis()
-                        ),
+                return too_busy(
+                    format!(
+                        "route '{route}' cannot answer within its {} ms deadline: its turns \
+                         are taken and {ahead} more calls wait ahead of this one (about {} ms)",
+                        deadline.as_millis(),
+                        wait.as_millis()
                     ),
                     wait,
                 );
             }
             Err(NoTurn::Waited(waited)) => {
-                return busy(
-                    fail(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "busy",
-                        format!(
-                            "route '{route}' had no free turn within its {} ms deadline \
-                             (waited {} ms)",
-                            deadline.as_millis(),
-                            waited.as_millis()
-                        ),
+                return too_busy(
+                    format!(
+                        "route '{route}' had no free turn within its {} ms deadline \
+                         (waited {} ms)",
+                        deadline.as_millis(),
+                        waited.as_millis()
                     ),
                     deadline,
                 );
@@ -653,15 +651,11 @@ impl Api {
             Err(e @ PoolError::Stopped) => {
                 fail(StatusCode::SERVICE_UNAVAILABLE, "stopping", e.to_string())
             }
-            Err(PoolError::Late) => busy(
-                fail(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "busy",
-                    format!(
-                        "route '{route}': no worker was free within its {} ms deadline \
-                         (the workers are busy with other routes)",
-                        deadline.as_millis()
-                    ),
+            Err(PoolError::Late) => too_busy(
+                format!(
+                    "route '{route}': no worker was free within its {} ms deadline \
+                     (the workers are busy with other routes)",
+                    deadline.as_millis()
                 ),
                 deadline,
             ),

@@ -82,6 +82,8 @@ type Answers = Vec<(u64, Result<Vec<RawTensor>>)>;
 struct Job {
     inputs: Vec<Tensor>,
     rows: usize,
+    /// What must match for runs to share a batch (see [`shape`]).
+    shape: Shape,
     arrived: Instant,
 }
 
@@ -127,12 +129,12 @@ impl Batched {
         let Some((_, front)) = q.waiting.front() else {
             return Vec::new();
         };
-        let shape = shape(&front.inputs);
+        let shape = front.shape.clone();
         let mut rows = 0;
         let mut batch = Vec::new();
         let mut rest = VecDeque::new();
         while let Some((id, job)) = q.waiting.pop_front() {
-            if rows + job.rows <= self.policy.max && shape == self::shape(&job.inputs) {
+            if rows + job.rows <= self.policy.max && job.shape == shape {
                 rows += job.rows;
                 batch.push((id, job));
             } else {
@@ -148,10 +150,10 @@ impl Batched {
         let Some((_, front)) = q.waiting.front() else {
             return 0;
         };
-        let s = shape(&front.inputs);
+        let s = &front.shape;
         q.waiting
             .iter()
-            .filter(|(_, j)| shape(&j.inputs) == s)
+            .filter(|(_, j)| j.shape == *s)
             .map(|(_, j)| j.rows)
             .sum()
     }
@@ -220,17 +222,17 @@ impl Model for Batched {
             // Not joinable (no rows, or more than a batch holds): alone.
             return self.run_one(inputs);
         };
+        // Worked out before the lock: every batch compares it.
+        let job = Job {
+            shape: shape(&inputs),
+            inputs,
+            rows,
+            arrived: Instant::now(),
+        };
         let mut q = self.lock();
         let id = q.next;
         q.next += 1;
-        q.waiting.push_back((
-            id,
-            Job {
-                inputs,
-                rows,
-                arrived: Instant::now(),
-            },
-        ));
+        q.waiting.push_back((id, job));
         self.turn.notify_all();
         loop {
             if let Some(result) = q.done.remove(&id) {
@@ -291,7 +293,9 @@ fn rows(inputs: &[Tensor]) -> Option<usize> {
 
 /// What must match for runs to share a batch: each input's type and its
 /// dimensions after the leading one.
-fn shape(inputs: &[Tensor]) -> Vec<(ElementType, Vec<u32>)> {
+type Shape = Vec<(ElementType, Vec<u32>)>;
+
+fn shape(inputs: &[Tensor]) -> Shape {
     inputs
         .iter()
         .map(|t| (t.ty, t.dims[1.min(t.dims.len())..].to_vec()))
