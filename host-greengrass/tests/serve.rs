@@ -108,13 +108,32 @@ fn failing_components_get_5xx_and_the_daemon_keeps_serving() {
     assert_eq!(alloc.status, 500);
     assert_eq!(alloc.json()["error"]["kind"], "memory");
 
-    // An endless call does not hold up others.
+    // An endless call does not hold up others: the daemon answers, another
+    // route runs, and a call behind it on its own route (one turn) gets its
+    // answer by its own deadline (1 s): a 503, or a 200 if the turn came
+    // free in time, never an answer after the endless call's full run.
     let addr = d.addr;
     let endless = std::thread::spawn(move || {
         verge_testkit::serve::http(addr, "POST", "/v1/infer/local", &[], b"loop")
     });
+    verge_testkit::serve::wait_until("the endless call running", Duration::from_secs(10), || {
+        d.metric("verge_requests_in_flight") >= 1.0
+    });
     assert_eq!(d.get("/healthz").status, 200);
-    assert_eq!(d.post("local", "", b"echo").status, 200);
+    let other = d.post("file-type", "", include_bytes!("serve.rs"));
+    assert_eq!(other.status, 200, "{}", other.text());
+    let t = std::time::Instant::now();
+    let behind = d.post("local", "", b"echo");
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_millis(1500),
+        "answered after {took:?}: {}",
+        behind.text()
+    );
+    if behind.status != 200 {
+        assert_eq!(behind.status, 503, "{}", behind.text());
+        assert_eq!(behind.json()["error"]["kind"], "busy");
+    }
     let endless = endless.join().unwrap();
     assert_eq!(endless.status, 504, "{}", endless.text());
     assert_eq!(endless.json()["error"]["kind"], "deadline");
