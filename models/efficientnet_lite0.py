@@ -14,8 +14,9 @@ softmax. Batch norms (eps 1e-3) are folded into the convolutions. Convolutions u
 EfficientNet-PyTorch's static "same" padding for 224x224 (asymmetric on stride-2 layers).
 
 Output: models/.cache/efficientnet-lite0/model.onnx, ONNX opset 13, operators Conv, Clip, Add,
-GlobalAveragePool, Flatten, Gemm, Softmax (all run by tract); input `input: float32[1,3,224,224]`
-(RGB, normalised with ImageNet's mean and std), output `probabilities: float32[1,1000]`.
+GlobalAveragePool, Flatten, Gemm, Softmax (all run by tract); input `input: float32[N,3,224,224]`
+(RGB, normalised with ImageNet's mean and std), output `probabilities: float32[N,1000]`; the batch
+dimension N is symbolic, so concurrent calls can be batched on the device.
 
 Checks, before anything is written: onnxruntime on the ONNX file against an independent numpy
 forward pass (float64, written from the layer list above, not from the ONNX graph) on random
@@ -233,8 +234,8 @@ def build_onnx(sd) -> bytes:
     ]
     graph = helper.make_graph(
         nodes, "efficientnet_lite0",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, SIZE, SIZE])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [1, 1000])],
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, SIZE, SIZE])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 1000])],
         inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)],
                               producer_name="verge models/efficientnet_lite0.py")
@@ -305,6 +306,13 @@ def main() -> int:
               file=sys.stderr)
         if diff > 1e-4 or np.argmax(got) != np.argmax(want):
             raise SystemExit(f"{name}: onnxruntime differs from the numpy forward pass by {diff:.3g}")
+    # The batch dimension is real: all inputs as one batch give each its own row.
+    (batched,) = sess.run(["probabilities"], {"input": np.stack([x for _, x in inputs])})
+    for row, (name, x) in zip(batched, inputs):
+        (alone,) = sess.run(["probabilities"], {"input": x[None]})
+        diff = float(np.max(np.abs(row - alone[0])))
+        if diff > 1e-5:
+            raise SystemExit(f"{name}: its row of a batch differs from its run alone by {diff:.3g}")
 
     OUT.parent.mkdir(parents=True, exist_ok=True)
     if OUT.is_file() and OUT.read_bytes() == model:

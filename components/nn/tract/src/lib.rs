@@ -7,8 +7,9 @@
 //!
 //! A model is parsed, typed and optimised once. Models whose inputs keep
 //! symbolic dimensions (a sequence length) run with whatever concrete shape
-//! each call brings; when tract cannot optimise the symbolic graph, the model
-//! is specialised per concrete input shape on first use and the plan cached.
+//! each call brings; when tract cannot optimise the symbolic graph, or only a
+//! batch dimension is symbolic, the model is specialised per concrete input
+//! shape on first use and the plan cached.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -279,6 +280,16 @@ impl TractModel {
                 .inputs
                 .iter()
                 .any(|p| p.dims.iter().flatten().any(|d| !matches!(d, Dim::Fixed(_))));
+        // Only a batch dimension is symbolic: tract optimises such a graph
+        // into generic kernels (EfficientNet-Lite0 at batch 1: 193 ms against
+        // 38 ms with N fixed), so it gets a plan per batch size instead.
+        let batch_only = symbolic
+            && symbols.iter().all(|s| s.iter().skip(1).all(Option::is_none))
+            && signature.inputs.iter().all(|p| {
+                p.dims
+                    .as_ref()
+                    .is_some_and(|d| d.iter().skip(1).all(|d| matches!(d, Dim::Fixed(_))))
+            });
         let mut model = TractModel {
             signature,
             symbols,
@@ -301,6 +312,12 @@ impl TractModel {
             .into_typed()
             .and_then(|m| m.into_decluttered())
         {
+            Ok(typed) if batch_only => {
+                model.graph = Some(Graph::Typed(typed));
+                model
+                    .specialise_for_one()
+                    .map_err(|e| unsupported("optimise this model", &e))?;
+            }
             Ok(typed) => match typed
                 .clone()
                 .into_optimized()
@@ -312,31 +329,39 @@ impl TractModel {
             },
             Err(e) if !symbolic => return Err(unsupported("type this model", &e)),
             Err(e) => {
-                // Specialise now for the usual case, every symbol = 1 (a batch
-                // of one), so the first call does not pay for it.
                 model.graph = Some(Graph::Inference(inference));
-                let shapes: Vec<Vec<usize>> = model
-                    .signature
-                    .inputs
-                    .iter()
-                    .map(|p| {
-                        p.dims
-                            .iter()
-                            .flatten()
-                            .map(|d| match d {
-                                Dim::Fixed(n) => *n as usize,
-                                _ => 1,
-                            })
-                            .collect()
-                    })
-                    .collect();
-                let plan = model
-                    .specialise(&shapes)
+                model
+                    .specialise_for_one()
                     .map_err(|_| unsupported("type this model", &e))?;
-                model.specialised.get_mut().unwrap().push((shapes, plan));
             }
         }
         Ok(model)
+    }
+
+    /// Specialises now for the usual case, every symbol = 1 (a batch of
+    /// one), so the first call does not pay for it.
+    fn specialise_for_one(&mut self) -> TractResult<()> {
+        let shapes: Vec<Vec<usize>> = self
+            .signature
+            .inputs
+            .iter()
+            .map(|p| {
+                p.dims
+                    .iter()
+                    .flatten()
+                    .map(|d| match d {
+                        Dim::Fixed(n) => *n as usize,
+                        _ => 1,
+                    })
+                    .collect()
+            })
+            .collect();
+        let plan = self.specialise(&shapes)?;
+        self.specialised
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((shapes, plan));
+        Ok(())
     }
 
     /// Builds a plan for these concrete input shapes.
