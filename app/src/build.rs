@@ -25,6 +25,9 @@ pub struct Options {
     pub thing_group: Option<String>,
     /// verge-device per architecture (default: found beside this program).
     pub device_binaries: Vec<(Arch, PathBuf)>,
+    /// The ONNX Runtime library per architecture (default for this machine's:
+    /// `ORT_DYLIB_PATH`, then the usual install prefixes).
+    pub device_onnxruntime: Vec<(Arch, PathBuf)>,
     pub onnxruntime_node: Option<PathBuf>,
     /// For `verge check`: nothing will be deployed, so the recipe's needs
     /// (binaries per platform, the artifacts' URI) are not problems.
@@ -64,7 +67,36 @@ pub struct DevicePlan {
     pub routes: Vec<RoutePlan>,
     pub binaries: Vec<(Arch, PathBuf)>,
     pub artifacts_uri: String,
-    pub backend: Backend,
+    /// The backend the manifest names for the models; none: ONNX Runtime
+    /// where its library ships, tract elsewhere.
+    pub backend: Option<Backend>,
+    /// The ONNX Runtime library shipped per architecture.
+    pub onnxruntime: Vec<(Arch, PathBuf)>,
+}
+
+impl DevicePlan {
+    /// The engine the models run on, per platform where it differs.
+    pub fn engines(&self) -> String {
+        if let Some(b) = self.backend {
+            return b.to_string();
+        }
+        let on = |arch: Arch| {
+            if self.onnxruntime.iter().any(|(a, _)| *a == arch) {
+                "onnxruntime"
+            } else {
+                "tract"
+            }
+        };
+        let mut engines: Vec<String> = self
+            .binaries
+            .iter()
+            .map(|(a, _)| format!("{} ({})", on(*a), a.as_str()))
+            .collect();
+        if engines.is_empty() {
+            engines.push("tract".into());
+        }
+        engines.join(", ")
+    }
 }
 
 pub struct Plan {
@@ -389,7 +421,7 @@ fn plan_device(
         }
     };
     let model_defaults = app.device.model.clone().unwrap_or_default();
-    let mut backend = Backend::default();
+    let mut backend = None;
     let mut route_plans = Vec::new();
     for (name, c, table) in on_device {
         let at = format!("component '{name}' on the device");
@@ -525,6 +557,37 @@ fn plan_device(
             ));
         }
     }
+    // ONNX Runtime ships where models name no backend, for each platform
+    // with a library, unless the daemon's section names its own library.
+    let ships_onnxruntime = config.models.values().any(|m| m.backend.is_none())
+        && config
+            .onnxruntime
+            .as_ref()
+            .is_none_or(|o| o.library.is_none());
+    let mut onnxruntime = Vec::new();
+    for (arch, _) in &binaries {
+        let given = opts.device_onnxruntime.iter().find(|(a, _)| a == arch);
+        match given
+            .map(|(_, p)| p.clone())
+            .or_else(|| default_onnxruntime(*arch))
+        {
+            Some(p) if !p.is_file() => problems.push(format!(
+                "--device-onnxruntime {}={}: not a file",
+                arch.as_str(),
+                p.display()
+            )),
+            Some(p) if ships_onnxruntime => onnxruntime.push((*arch, p)),
+            _ => {}
+        }
+    }
+    for (arch, _) in &opts.device_onnxruntime {
+        if !binaries.iter().any(|(a, _)| a == arch) && !opts.check_only {
+            problems.push(format!(
+                "--device-onnxruntime {}: not one of device.platforms",
+                arch.as_str()
+            ));
+        }
+    }
     // The daemon's own checks judge the configuration, as they will on the device.
     if problems.len() == before {
         let mut device = config.clone();
@@ -543,7 +606,20 @@ fn plan_device(
         binaries,
         artifacts_uri,
         backend,
+        onnxruntime,
     })
+}
+
+/// This machine's ONNX Runtime library, where the device host would find it:
+/// `ORT_DYLIB_PATH`, then the usual install prefixes (a name the loader
+/// resolves is not a file to ship).
+fn default_onnxruntime(arch: Arch) -> Option<PathBuf> {
+    if Arch::current() != Some(arch) {
+        return None;
+    }
+    verge_device::nn::library_candidates(None)
+        .into_iter()
+        .find(|p| p.is_absolute() && p.is_file())
 }
 
 /// verge-device for an architecture, as this workspace builds it: this
@@ -634,6 +710,7 @@ pub fn write(app: &App, plan: &Plan, opts: &Options, out: &Path) -> anyhow::Resu
             version: app.version.clone(),
             name: app.device_component(),
             binaries: device.binaries.clone(),
+            onnxruntime: device.onnxruntime.clone(),
             out: dir.clone(),
             privileged: app.device.privileged,
             thing_name_in_policy: app.device.thing_name_in_policy,

@@ -71,6 +71,11 @@ struct BuildArgs {
     /// this machine's; the cargo target's <triple>/dist or /release for others].
     #[arg(long = "device-binary", value_parser = arch_binary)]
     device_binaries: Vec<(Arch, PathBuf)>,
+    /// The ONNX Runtime library for a platform's devices: ARCH=PATH [default
+    /// for this machine's: ORT_DYLIB_PATH, then the usual install prefixes].
+    /// Models that name no backend run on it there, on tract elsewhere.
+    #[arg(long = "device-onnxruntime", value_parser = arch_binary)]
+    device_onnxruntime: Vec<(Arch, PathBuf)>,
     /// Calls per edge function for its warm duration (0: do not measure).
     #[arg(long, default_value_t = 20)]
     measure: usize,
@@ -141,6 +146,7 @@ fn run_build(args: BuildArgs) -> Result<ExitCode> {
     let opts = build::Options {
         thing_group: args.thing_group.clone(),
         device_binaries: args.device_binaries.clone(),
+        device_onnxruntime: args.device_onnxruntime.clone(),
         onnxruntime_node: args.common.onnxruntime_node.clone(),
         check_only: false,
     };
@@ -157,6 +163,7 @@ fn run_check(args: CheckArgs) -> Result<ExitCode> {
     let opts = build::Options {
         thing_group: None,
         device_binaries: Vec::new(),
+        device_onnxruntime: Vec::new(),
         onnxruntime_node: args.common.onnxruntime_node.clone(),
         check_only: true,
     };

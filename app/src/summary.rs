@@ -46,7 +46,7 @@ pub fn table(app: &App, plan: &Plan, written: &Written, measure: usize) -> Strin
             rows.push([
                 format!("device route {}", r.route),
                 r.component.clone(),
-                d.backend.to_string(),
+                d.engines(),
                 "-".into(),
                 format!("{mem} MB"),
                 "-".into(),

@@ -15,6 +15,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde_json::Value;
+use verge_device::recipe::{Arch, ONNXRUNTIME_ARTIFACT};
 use verge_testkit::mqtt::{Broker, Certs, Subscriber, point_mqtt};
 use verge_testkit::serve::{start_artifacts, wait_until};
 use verge_testkit::{scratch, sha256};
@@ -105,6 +106,8 @@ fn builds_the_shop_for_the_device_and_one_cloudfront_stack() {
     }
     let dir = scratch("shop");
     let out = dir.join("dist");
+    let arch = Arch::current().expect("a Greengrass architecture");
+    let library = verge_testkit::onnxruntime_lib();
     let arn = "arn:aws:iot:eu-west-1:123456789012:thinggroup/shop-floor";
     let run = verge(&[
         "build",
@@ -115,6 +118,8 @@ fn builds_the_shop_for_the_device_and_one_cloudfront_stack() {
         arn,
         "--measure",
         "5",
+        "--device-onnxruntime",
+        &format!("{}={}", arch.as_str(), library.display()),
     ]);
     let stdout = text(&run.stdout);
     assert!(
@@ -146,12 +151,23 @@ fn builds_the_shop_for_the_device_and_one_cloudfront_stack() {
         "text-embed runs only at the edge"
     );
     assert!(config["components"].get("text-embed").is_none());
+    // The models name no backend: ONNX Runtime, shipped for this platform.
+    assert_eq!(config["onnxruntime"]["library"], ONNXRUNTIME_ARTIFACT);
+    assert!(config["models"]["fraud-score"].get("backend").is_none());
+    let library_artifact = format!("{}/{ONNXRUNTIME_ARTIFACT}", arch.as_str());
+    assert_eq!(
+        std::fs::read(out.join("device/artifacts").join(&library_artifact)).unwrap(),
+        std::fs::read(&library).unwrap()
+    );
+    assert!(
+        stdout.contains(&format!("onnxruntime ({})", arch.as_str())),
+        "{stdout}"
+    );
     for artifact in recipe["Manifests"][0]["Artifacts"].as_array().unwrap() {
         let name = artifact["Uri"]
             .as_str()
             .unwrap()
-            .rsplit('/')
-            .next()
+            .strip_prefix("s3://YOUR-BUCKET/verge/shop/1.0.0/")
             .unwrap();
         assert!(
             out.join("device/artifacts").join(name).is_file(),

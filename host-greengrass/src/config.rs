@@ -380,7 +380,7 @@ impl Config {
         self.api.check()?;
         self.outbox.check()?;
         for (name, m) in &self.models {
-            m.check(name)?;
+            m.check(name, self.onnxruntime.as_ref())?;
         }
         let digests = self.models.iter().map(|(n, m)| (n, &m.sha256));
         for (name, sha256) in digests.chain(self.components.iter().map(|(n, a)| (n, &a.sha256))) {

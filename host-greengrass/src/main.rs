@@ -56,6 +56,11 @@ struct RecipeArgs {
     /// amd64, aarch64, arm (repeatable; default: this binary, for this machine).
     #[arg(long = "binary", value_parser = arch_binary)]
     binaries: Vec<(Arch, PathBuf)>,
+    /// The ONNX Runtime library for an architecture's devices: ARCH=PATH
+    /// (repeatable). Models that name no backend run on it there, and on
+    /// tract on an architecture without one.
+    #[arg(long = "onnxruntime", value_parser = arch_binary)]
+    onnxruntime: Vec<(Arch, PathBuf)>,
     /// The folder to write recipe.json and artifacts/ into (new, or empty).
     #[arg(long, default_value = "greengrass")]
     out: PathBuf,
@@ -228,6 +233,7 @@ fn write_recipe(args: RecipeArgs) -> Result<ExitCode> {
         version: args.version,
         name: args.name,
         binaries: args.binaries,
+        onnxruntime: args.onnxruntime,
         out: args.out,
         privileged: args.privileged,
         thing_name_in_policy: args.thing_name_in_policy,

@@ -43,6 +43,10 @@ pub const API_SOCKET: &str = "api.sock";
 pub const RECIPE_FILE: &str = "recipe.json";
 /// The folder, in the output folder, whose files go to the artifacts URI.
 pub const ARTIFACTS_DIR: &str = "artifacts";
+/// The ONNX Runtime library's file name among the artifacts. Each
+/// architecture's copy has its own URI (`PREFIX/ARCH/libonnxruntime.so`) and
+/// lands under this one name on the device, so one configuration names it.
+pub const ONNXRUNTIME_ARTIFACT: &str = "libonnxruntime.so";
 /// Nucleus lite reads a component's recipe file into a buffer of this many
 /// bytes (`ggl_recipe_get_from_file` in its `ggl-recipe` module).
 pub const LITE_RECIPE_MAX_BYTES: usize = 8196;
@@ -149,6 +153,10 @@ pub struct Options {
     pub name: String,
     /// The verge-device binary per architecture; none: this very binary.
     pub binaries: Vec<(Arch, PathBuf)>,
+    /// The ONNX Runtime library per architecture, shipped to the devices of
+    /// that architecture; models that name no backend run on it there, and
+    /// on tract elsewhere ([`crate::nn::ModelSettings::backend`]).
+    pub onnxruntime: Vec<(Arch, PathBuf)>,
     /// The output folder: must not exist, or be empty.
     pub out: PathBuf,
     /// Run the daemon as root (`RequiresPrivilege`), e.g. to read the core
@@ -272,8 +280,9 @@ fn sha256_file(path: &Path) -> Result<sha2::digest::Output<Sha256>, RecipeError>
     }
 }
 
-/// Checks that `path` is an ELF executable for `arch`.
-fn check_binary(arch: Arch, path: &Path) -> Result<(), RecipeError> {
+/// Checks that `path` is an ELF file (an executable, a library) for `arch`;
+/// `what` is the option that named it.
+fn check_elf(what: &str, arch: Arch, path: &Path) -> Result<(), RecipeError> {
     let mut header = [0u8; 20];
     let mut file = std::fs::File::open(path).map_err(io(path))?;
     let elf = file.read_exact(&mut header).is_ok() && header[..4] == *b"\x7fELF";
@@ -284,7 +293,7 @@ fn check_binary(arch: Arch, path: &Path) -> Result<(), RecipeError> {
     };
     if !elf || machine != arch.elf_machine() {
         return Err(invalid(format!(
-            "--binary {}={}: not a Linux executable for {} (ELF machine {machine:#x}, expected {:#x})",
+            "{what} {}={}: not a Linux binary for {} (ELF machine {machine:#x}, expected {:#x})",
             arch.as_str(),
             path.display(),
             arch.as_str(),
@@ -383,8 +392,35 @@ pub fn write(opts: &Options) -> Result<Written, RecipeError> {
     }
     let mut binary_digests = Vec::new();
     for (arch, path) in &binaries {
-        check_binary(*arch, path)?;
+        check_elf("--binary", *arch, path)?;
         binary_digests.push(<[u8; 32]>::from(sha256_file(path)?));
+    }
+    let mut libraries: Vec<(Arch, PathBuf, [u8; 32])> = Vec::new();
+    for (arch, path) in &opts.onnxruntime {
+        if !binaries.iter().any(|(a, _)| a == arch) {
+            return Err(invalid(format!(
+                "--onnxruntime {}: the recipe has no manifest for {} (add --binary {}=PATH)",
+                arch.as_str(),
+                arch.as_str(),
+                arch.as_str()
+            )));
+        }
+        if libraries.iter().any(|(a, _, _)| a == arch) {
+            return Err(invalid("--onnxruntime names an architecture twice"));
+        }
+        check_elf("--onnxruntime", *arch, path)?;
+        libraries.push((*arch, path.clone(), sha256_file(path)?.into()));
+    }
+    if !libraries.is_empty()
+        && opts
+            .config
+            .onnxruntime
+            .as_ref()
+            .is_some_and(|o| o.library.is_some())
+    {
+        return Err(invalid(
+            "--onnxruntime ships a library per architecture, and onnxruntime.library names one: keep one of the two",
+        ));
     }
 
     // The configuration checked as the daemon will check it on the device,
@@ -449,6 +485,20 @@ pub fn write(opts: &Options) -> Result<Written, RecipeError> {
     });
     if let Some(e) = refused {
         return Err(e);
+    }
+    if let Some(f) = files
+        .list
+        .iter()
+        .find(|f| f.name == ONNXRUNTIME_ARTIFACT && !libraries.is_empty())
+    {
+        return Err(invalid(format!(
+            "{} {} is named {ONNXRUNTIME_ARTIFACT}, the name --onnxruntime gives each architecture's library on the device: rename the file",
+            f.what,
+            f.source.display()
+        )));
+    }
+    if !libraries.is_empty() {
+        shipped.onnxruntime.get_or_insert_default().library = Some(ONNXRUNTIME_ARTIFACT.into());
     }
     // Under Greengrass the API is a Unix socket in the component's state
     // folder unless the configuration says otherwise: file permissions, not
@@ -521,6 +571,13 @@ pub fn write(opts: &Options) -> Result<Written, RecipeError> {
                 artifact(CONFIG_ARTIFACT, &config_digest, false),
             ];
             artifacts.extend(files.list.iter().map(|f| artifact(&f.name, &f.digest, false)));
+            if let Some((_, _, digest)) = libraries.iter().find(|(a, _, _)| a == arch) {
+                artifacts.push(artifact(
+                    &format!("{}/{ONNXRUNTIME_ARTIFACT}", arch.as_str()),
+                    digest,
+                    false,
+                ));
+            }
             let script = format!(
                 "exec \"{{artifacts:path}}/{binary}\" serve --config \"{{artifacts:path}}/{CONFIG_ARTIFACT}\" \
                  --thing-name \"{{iot:thingName}}\" --state-dir \"{{work:path}}/state\" --artifacts-dir \"{{artifacts:path}}\""
@@ -593,6 +650,11 @@ pub fn write(opts: &Options) -> Result<Written, RecipeError> {
     for f in &files.list {
         copy(&f.source, &f.name)?;
     }
+    for (arch, path, _) in &libraries {
+        let dir = artifacts_dir.join(arch.as_str());
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        copy(path, &format!("{}/{ONNXRUNTIME_ARTIFACT}", arch.as_str()))?;
+    }
     let config_path = artifacts_dir.join(CONFIG_ARTIFACT);
     std::fs::write(&config_path, &config_bytes).map_err(io(&config_path))?;
 
@@ -630,7 +692,7 @@ pub fn write(opts: &Options) -> Result<Written, RecipeError> {
     Ok(Written {
         recipe: recipe_path,
         artifacts: artifacts_dir,
-        artifacts_per_manifest: 2 + files.list.len(),
+        artifacts_per_manifest: 2 + files.list.len() + usize::from(!libraries.is_empty()),
         manifests: binaries.len(),
         recipe_bytes: text.len(),
         warnings,

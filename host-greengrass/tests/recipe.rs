@@ -706,7 +706,7 @@ fn what_cannot_ship_is_refused_with_the_reason() {
     let wrong = format!("aarch64={}", dir.join("amd64").display());
     refused(
         &run(&["--binary", &wrong]),
-        "not a Linux executable for aarch64",
+        "not a Linux binary for aarch64",
     );
     // The library would ship to both architectures.
     fake_elf(&dir.join("aarch64"), 0xb7);
@@ -782,5 +782,143 @@ fn what_cannot_ship_is_refused_with_the_reason() {
         }),
         "unknown field",
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A deployment's models that name no backend run on ONNX Runtime on the
+/// devices whose manifest ships its library, and on tract, with the reason
+/// logged, on those whose manifest does not: the same answer on both.
+#[test]
+fn models_run_on_onnxruntime_where_its_library_ships_and_on_tract_elsewhere() {
+    use verge_device::recipe::{Arch, ONNXRUNTIME_ARTIFACT};
+    let Some(arch) = Arch::current() else { return };
+    let other = if arch == Arch::Amd64 {
+        Arch::Aarch64
+    } else {
+        Arch::Amd64
+    };
+    let dir = scratch("engine-by-arch");
+    std::os::unix::fs::symlink(verge_testkit::wasm("file_type"), dir.join("file_type.wasm"))
+        .unwrap();
+    std::os::unix::fs::symlink(verge_testkit::magika(), dir.join("model.onnx")).unwrap();
+    let config = dir.join("verge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[models.magika]\npath = \"model.onnx\"\nsha256 = \"{}\"\n\
+             [components.file-type]\npath = \"file_type.wasm\"\nsha256 = \"{}\"\n\
+             [routes.file-type]\ncomponent = \"file-type\"\n",
+            sha256(&dir.join("model.onnx")),
+            sha256(&dir.join("file_type.wasm")),
+        ),
+    )
+    .unwrap();
+    fake_elf(
+        &dir.join("other"),
+        if other == Arch::Amd64 { 0x3e } else { 0xb7 },
+    );
+    let library = verge_testkit::onnxruntime_lib();
+    let out = dir.join("out");
+    let uri = "s3://b/p";
+    let binary = PathBuf::from(env!("CARGO_BIN_EXE_verge-device"));
+    let args = |libraries: &[String]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "--config",
+            config.to_str().unwrap(),
+            "--artifacts-uri",
+            uri,
+            "--version",
+            "1.0.0",
+            "--out",
+            out.to_str().unwrap(),
+            "--binary",
+            &format!("{}={}", arch.as_str(), binary.display()),
+            "--binary",
+            &format!("{}={}", other.as_str(), dir.join("other").display()),
+        ]
+        .map(String::from)
+        .to_vec();
+        for l in libraries {
+            v.extend(["--onnxruntime".to_string(), l.clone()]);
+        }
+        v
+    };
+    let run = |a: Vec<String>| recipe(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    // A library must be one for its architecture, and for a platform the recipe has.
+    refused(
+        &run(args(&[format!("{}={}", other.as_str(), library.display())])),
+        &format!("not a Linux binary for {}", other.as_str()),
+    );
+    refused(
+        &run(args(&[format!("arm={}", library.display())])),
+        "the recipe has no manifest for arm",
+    );
+    ok(&run(args(&[format!(
+        "{}={}",
+        arch.as_str(),
+        library.display()
+    )])));
+
+    let r: Value =
+        serde_json::from_slice(&std::fs::read(out.join("recipe.json")).unwrap()).unwrap();
+    let artifacts = out.join("artifacts");
+    let per_arch = digests_match(&r, uri, &artifacts);
+    let shipped_library = format!("{}/{ONNXRUNTIME_ARTIFACT}", arch.as_str());
+    for (a, names) in &per_arch {
+        assert_eq!(
+            names.contains(&shipped_library),
+            a == arch.as_str(),
+            "{a}: {names:?}"
+        );
+    }
+    let shipped: Value =
+        serde_json::from_slice(&std::fs::read(artifacts.join("verge.json")).unwrap()).unwrap();
+    assert_eq!(shipped["onnxruntime"]["library"], ONNXRUNTIME_ARTIFACT);
+    assert!(shipped["models"]["magika"].get("backend").is_none());
+
+    // A device downloads its manifest's artifacts into one folder, each
+    // under the last segment of its URI.
+    let device = |name: &str, with_library: bool| {
+        let d = dir.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        for e in std::fs::read_dir(&artifacts).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_file() {
+                std::fs::copy(e.path(), d.join(e.file_name())).unwrap();
+            }
+        }
+        if with_library {
+            std::fs::copy(
+                artifacts.join(&shipped_library),
+                d.join(ONNXRUNTIME_ARTIFACT),
+            )
+            .unwrap();
+        }
+        d
+    };
+    let body = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/src/main.rs")).unwrap();
+    let mut labels = Vec::new();
+    for (name, with_library) in [("with-library", true), ("without-library", false)] {
+        let artifacts = device(name, with_library);
+        let d = verge_testkit::serve::start_artifacts(
+            &artifacts,
+            &dir.join(format!("{name}-work")),
+            "t",
+            |_| {},
+        );
+        if with_library {
+            let loaded = d.find("model loaded").expect("a model loaded line");
+            assert_eq!(loaded["backend"], "onnxruntime", "{loaded}");
+        } else {
+            let fell = d.find("model fell back to tract").expect("a fallback line");
+            let reason = fell["reason"].as_str().unwrap();
+            assert!(reason.contains(ONNXRUNTIME_ARTIFACT), "{reason}");
+        }
+        let reply = d.post("file-type", "", &body);
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        labels.push(reply.json()["respond"]["body"]["label"].clone());
+    }
+    assert_eq!(labels[0], "rust");
+    assert_eq!(labels[0], labels[1]);
     std::fs::remove_dir_all(&dir).unwrap();
 }

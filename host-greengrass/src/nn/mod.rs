@@ -139,8 +139,9 @@ pub const MAX_BATCH_WAIT_US: u64 = 100_000;
 pub struct ModelSettings {
     pub path: PathBuf,
     pub sha256: String,
-    #[serde(default)]
-    pub backend: Backend,
+    /// None: the deployment's default ([`ModelSettings::backend`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<Backend>,
     #[serde(default)]
     pub threads: usize,
     #[serde(default)]
@@ -170,6 +171,21 @@ pub struct OnnxRuntimeSettings {
 }
 
 impl ModelSettings {
+    /// The engine the model runs on, and whether it falls back to tract. A
+    /// model that names none runs on ONNX Runtime where the deployment ships
+    /// its library (`[onnxruntime] library`), falling back to tract on a
+    /// device where the library is absent or refuses the model; on tract
+    /// where no library is configured.
+    pub fn backend(&self, onnxruntime: Option<&OnnxRuntimeSettings>) -> (Backend, bool) {
+        match self.backend {
+            Some(b) => (b, self.fallback == Some(Backend::Tract)),
+            None if onnxruntime.is_some_and(|o| o.library.is_some()) => {
+                (Backend::Onnxruntime, true)
+            }
+            None => (Backend::Tract, false),
+        }
+    }
+
     /// The model as the engines load it.
     pub fn spec(
         &self,
@@ -177,16 +193,17 @@ impl ModelSettings {
         onnxruntime: Option<&OnnxRuntimeSettings>,
         cache_dir: PathBuf,
     ) -> ModelSpec {
+        let (backend, fallback_to_tract) = self.backend(onnxruntime);
         ModelSpec {
             name: name.to_string(),
             path: self.path.clone(),
             engine: EngineSpec {
-                backend: self.backend,
+                backend,
                 threads: self.threads,
                 target: self.target,
                 providers: self.providers.clone(),
                 library: onnxruntime.and_then(|o| o.library.clone()),
-                fallback_to_tract: self.fallback == Some(Backend::Tract),
+                fallback_to_tract,
                 device: self.device.clone(),
                 cache_dir: Some(cache_dir),
                 profile: None,
@@ -195,8 +212,12 @@ impl ModelSettings {
         }
     }
 
-    /// The section's own checks.
-    pub fn check(&self, name: &str) -> Result<(), String> {
+    /// The section's own checks, with the deployment's `[onnxruntime]`.
+    pub fn check(
+        &self,
+        name: &str,
+        onnxruntime: Option<&OnnxRuntimeSettings>,
+    ) -> Result<(), String> {
         if self.fallback == Some(Backend::Onnxruntime) {
             return Err(format!("model '{name}': the only fallback is \"tract\""));
         }
@@ -210,7 +231,12 @@ impl ModelSettings {
                 "model '{name}': batch.wait_us is at most {MAX_BATCH_WAIT_US} (a batch's wait is spent by every call in it)"
             ));
         }
-        self.spec(name, None, PathBuf::new())
+        if self.backend.is_none() && self.fallback.is_some() {
+            return Err(format!(
+                "model '{name}': a fallback applies to backend = \"onnxruntime\" (a model that names no backend already falls back to tract)"
+            ));
+        }
+        self.spec(name, onnxruntime, PathBuf::new())
             .engine
             .validate()
             .map_err(|e| format!("model '{name}': {e}"))

@@ -104,14 +104,32 @@ pub fn start_artifacts(
     thing: &str,
     edit: impl FnOnce(&mut Value),
 ) -> Daemon {
-    use verge_device::recipe::{Arch, CONFIG_ARTIFACT};
+    use verge_device::recipe::{Arch, CONFIG_ARTIFACT, ONNXRUNTIME_ARTIFACT};
     let arch = Arch::current().expect("this machine's architecture has a Greengrass name");
+    std::fs::create_dir_all(dir).unwrap();
+    // A core device downloads its manifest's artifacts into one folder, each
+    // under its URI's last segment: this machine's ONNX Runtime library
+    // (`ARCH/libonnxruntime.so` in the output) lands beside the rest.
+    let library = artifacts.join(arch.as_str()).join(ONNXRUNTIME_ARTIFACT);
+    let device_artifacts = dir.join("artifacts");
+    let artifacts = if library.is_file() {
+        std::fs::create_dir_all(&device_artifacts).unwrap();
+        for e in std::fs::read_dir(artifacts).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_file() {
+                std::os::unix::fs::symlink(e.path(), device_artifacts.join(e.file_name())).unwrap();
+            }
+        }
+        std::os::unix::fs::symlink(&library, device_artifacts.join(ONNXRUNTIME_ARTIFACT)).unwrap();
+        &device_artifacts
+    } else {
+        artifacts
+    };
     let shipped = artifacts.join(CONFIG_ARTIFACT);
     let text = std::fs::read(&shipped).unwrap_or_else(|e| panic!("{}: {e}", shipped.display()));
     let mut config: Value = serde_json::from_slice(&text).unwrap();
     config["api"]["listen"] = "127.0.0.1:0".into();
     edit(&mut config);
-    std::fs::create_dir_all(dir).unwrap();
     // .json: the daemon reads the file by its extension, as it reads the shipped one.
     let copy = dir.join(CONFIG_ARTIFACT);
     std::fs::write(&copy, serde_json::to_vec_pretty(&config).unwrap()).unwrap();

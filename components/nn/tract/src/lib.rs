@@ -284,7 +284,9 @@ impl TractModel {
         // into generic kernels (EfficientNet-Lite0 at batch 1: 193 ms against
         // 38 ms with N fixed), so it gets a plan per batch size instead.
         let batch_only = symbolic
-            && symbols.iter().all(|s| s.iter().skip(1).all(Option::is_none))
+            && symbols
+                .iter()
+                .all(|s| s.iter().skip(1).all(Option::is_none))
             && signature.inputs.iter().all(|p| {
                 p.dims
                     .as_ref()
