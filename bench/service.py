@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark `verge-device serve` (file-type) beside a plain Python Magika HTTP server.
+"""Benchmark `verge-device serve` (file-type) beside a plain Python Magika HTTP server, or beside itself.
 
 Per repetition: start both (fresh state dir), measure start→ready and idle RSS, then for each
 concurrency level run a warm-up and a closed-loop load (C threads, keep-alive HTTP/1.1, back to
@@ -8,6 +8,9 @@ hits both), sampling RSS; then stop both. Appends JSON Lines to --rows and print
 stderr. Exits non-zero on any failure, error response included.
 
   python3 bench/service.py --rows /tmp/rows.jsonl [--reps 3 --seconds 5 | --quick]
+
+With --baseline unbatched the baseline is the same daemon without --batch (what batching buys, in
+the same run); --workload image-classify serves EfficientNet-Lite0 on photographs (that baseline only).
 Python 3 stdlib only; the baseline (bench/magika_server.py) runs in $VERGE_CACHE/venv.
 """
 
@@ -31,7 +34,35 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 LEVELS = (1, 2, 8, 32)
-VERGE, BASE = "verge-device serve", "python magika http.server"
+VERGE, MAGIKA_PY = "verge-device serve", "python magika http.server"
+
+
+class Workload:
+    """What the daemon serves: a component, its one model, the request bodies, and the label of
+    an answer (to check that systems agree)."""
+
+    def __init__(self, route, wasm, model_name, model, inputs, label):
+        self.route, self.wasm, self.model_name, self.model = route, wasm, model_name, model
+        self.inputs, self.label = inputs, label
+
+
+def workloads(env, target):
+    wasm_dir = Path(env("VERGE_WASM_DIR", target / "wasm32-wasip2/component"))
+    models = Path(env("VERGE_MODELS_DIR", ROOT / "models/.cache"))
+    return {
+        # Real files of different kinds, cycled through: Rust, Markdown, TOML, wasm, an ELF head.
+        "file-type": Workload(
+            "file-type", wasm_dir / "file_type.wasm", "magika", models / "magika-standard-v3-3/model.onnx",
+            lambda device, wasm: [ROOT / "host-greengrass/src/api.rs", ROOT / "README.md", ROOT / "Cargo.toml",
+                                  ROOT / "models/manifest.toml", ROOT / "dev", wasm, device],
+            lambda out: out["respond"]["body"]["label"] if "respond" in out else out["label"]),
+        "image-classify": Workload(
+            "image-classify", wasm_dir / "image_classify.wasm", "efficientnet-lite0",
+            models / "efficientnet-lite0/model.onnx",
+            lambda device, wasm: [models / "skimage-chelsea/chelsea.png", models / "skimage-coffee/coffee.png",
+                                  models / "skimage-rocket/rocket.jpg"],
+            lambda out: out["respond"]["body"]["top"][0]["label"]),
+    }
 READY_TIMEOUT_S = 60
 children = []  # every process started, stopped at exit whatever happens
 
@@ -86,8 +117,8 @@ class Server:
         """Starts the process and polls until ready; returns start→ready in ms."""
         self.starts += 1
         self.port = free_port()
-        self.log = self.tmp / f"{self.name.split()[0]}-{self.starts}.log"
-        argv = self.argv_for(self.port, self.tmp / f"state-{self.starts}")
+        self.log = self.tmp / f"{self.name.split()[0]}-{self.port}-{self.starts}.log"
+        argv = self.argv_for(self.port, self.tmp / f"state-{self.port}-{self.starts}")
         with open(self.log, "wb") as log:
             t0 = time.perf_counter()
             self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
@@ -182,17 +213,17 @@ class RssSampler(threading.Thread):
             self.peak = max(self.peak, proc_mb(self.pid, "VmRSS") or 0)
 
 
-def verge_config(args, wasm, model, port, state):
+def verge_config(args, work, wasm, model, port, state, batch):
     q = json.dumps  # a JSON string is a valid TOML basic string
     lines = [f"state_dir = {q(str(state))}", "[api]", f'listen = "127.0.0.1:{port}"',
-             "[models.magika]", f"path = {q(str(model))}", f'sha256 = "{sha256(model)}"']
+             f"[models.{work.model_name}]", f"path = {q(str(model))}", f'sha256 = "{sha256(model)}"']
     if args.backend:
         lines.append(f"backend = {q(args.backend)}")
-    if args.batch:
-        max_rows, wait_us = args.batch.split(":")
+    if batch:
+        max_rows, wait_us = batch.split(":")
         lines.append(f"batch = {{ max = {int(max_rows)}, wait_us = {int(wait_us)} }}")
-    lines += ["[components.file-type]", f"path = {q(str(wasm))}", f'sha256 = "{sha256(wasm)}"',
-              "[routes.file-type]", 'component = "file-type"']
+    lines += [f"[components.{work.route}]", f"path = {q(str(wasm))}", f'sha256 = "{sha256(wasm)}"',
+              f"[routes.{work.route}]", f'component = "{work.route}"']
     if args.onnxruntime_lib:
         lines += ["[onnxruntime]", f"library = {q(args.onnxruntime_lib)}"]
     return "\n".join(lines) + "\n"
@@ -208,8 +239,13 @@ def main():
     p.add_argument("--seconds", type=float, default=5, help="per load level and repetition")
     p.add_argument("--quick", action="store_true", help="smoke test: --reps 1 --seconds 1")
     p.add_argument("--device", default=target / "release/verge-device")
-    p.add_argument("--wasm", default=Path(env("VERGE_WASM_DIR", target / "wasm32-wasip2/component")) / "file_type.wasm")
-    p.add_argument("--model", default=Path(env("VERGE_MODELS_DIR", ROOT / "models/.cache")) / "magika-standard-v3-3/model.onnx")
+    works = workloads(env, target)
+    p.add_argument("--workload", choices=works, default="file-type")
+    p.add_argument("--wasm", help="the component (default: the workload's)")
+    p.add_argument("--model", help="its model (default: the workload's)")
+    p.add_argument("--baseline", choices=("magika-python", "unbatched"), default="magika-python",
+                   help="python magika (file-type only), or this daemon without --batch")
+    p.add_argument("--levels", default=",".join(map(str, LEVELS)), help="concurrency levels, e.g. 1,8")
     p.add_argument("--python", default=cache / "venv/bin/python", help="python with magika (baseline)")
     p.add_argument("--backend", help='e.g. "onnxruntime": [models.magika] backend')
     p.add_argument("--onnxruntime-lib", help="libonnxruntime.so: [onnxruntime] library")
@@ -219,13 +255,19 @@ def main():
         args.reps, args.seconds = 1, 1.0
     if args.backend == "onnxruntime" and not args.onnxruntime_lib:
         p.error("--backend onnxruntime needs --onnxruntime-lib PATH")
+    work = works[args.workload]
+    if args.baseline == "unbatched" and not args.batch:
+        p.error("--baseline unbatched compares against --batch: give it")
+    if args.baseline == "magika-python" and args.workload != "file-type":
+        p.error("the Python Magika server answers file-type only: --baseline unbatched")
+    levels = [int(c) for c in args.levels.split(",")]
     # absolute(), not resolve(): the venv's python is a symlink that must stay one
-    device, wasm, model, python = (Path(x).absolute() for x in (args.device, args.wasm, args.model, args.python))
+    device, wasm, model, python = (Path(x).absolute() for x in (
+        args.device, args.wasm or work.wasm, args.model or work.model, args.python))
     server_py = ROOT / "bench/magika_server.py"
-    # Real files of different kinds, cycled through: Rust, Markdown, TOML, wasm, an ELF head.
-    inputs = [ROOT / "host-greengrass/src/api.rs", ROOT / "README.md", ROOT / "Cargo.toml",
-              ROOT / "models/manifest.toml", ROOT / "dev", wasm, device]
-    for f in [device, wasm, model, python, server_py] + inputs:
+    inputs = work.inputs(device, wasm)
+    needed = [device, wasm, model] + ([python, server_py] if args.baseline == "magika-python" else [])
+    for f in needed + inputs:
         if not f.is_file():
             raise Fail(f"missing: {f} (build with ./dev build; models: python3 models/fetch.py; "
                        "or pass --device/--wasm/--model/--python)")
@@ -234,16 +276,25 @@ def main():
 
     tmp = Path(tempfile.mkdtemp(prefix="verge-service-bench-"))
     atexit.register(shutil.rmtree, tmp, ignore_errors=True)
-    verge_name = VERGE + "".join(f" ({x})" for x in (args.backend, args.batch and f"batch {args.batch}") if x)
+    def verge_name(batch):
+        return VERGE + "".join(f" ({x})" for x in (args.backend, batch and f"batch {batch}") if x)
 
-    def verge_argv(port, state):
-        cfg = tmp / f"verge-{port}.toml"
-        cfg.write_text(verge_config(args, wasm, model, port, state))
-        return [str(device), "serve", "--config", str(cfg)]
+    def verge_argv(batch):
+        def argv(port, state):
+            cfg = tmp / f"verge-{port}.toml"
+            cfg.write_text(verge_config(args, work, wasm, model, port, state, batch))
+            return [str(device), "serve", "--config", str(cfg)]
+        return argv
 
-    systems = [Server(verge_name, verge_argv, "/v1/infer/file-type", "/readyz", tmp),
-               Server(BASE, lambda port, _: [str(python), str(server_py), "--port", str(port)],
-                      "/", "/", tmp)]
+    infer = f"/v1/infer/{work.route}"
+    systems = [Server(verge_name(args.batch), verge_argv(args.batch), infer, "/readyz", tmp)]
+    if args.baseline == "unbatched":
+        systems.append(Server(verge_name(None), verge_argv(None), infer, "/readyz", tmp))
+    else:
+        systems.append(Server(MAGIKA_PY, lambda port, _: [str(python), str(server_py), "--port", str(port)],
+                              "/", "/", tmp))
+    # A workload label of its own for a comparison with itself, so the report's groups keep one baseline.
+    label = work.route + (", batching" if args.baseline == "unbatched" else "")
     samples = {}  # (system, metric) -> [one figure per repetition]
 
     def add(srv, metric, value):
@@ -264,9 +315,9 @@ def main():
                 except OSError:
                     hwm_reset[srv.name] = False
             if rep == 0:
-                check_labels(systems, inputs, bodies)
+                check_labels(systems, inputs, bodies, work.label)
             peaks = {srv.name: 0.0 for srv in order}
-            for c in LEVELS:
+            for c in levels:
                 for srv in order:
                     for phase, secs in (("warm-up", warmup), ("load", args.seconds)):
                         sampler = RssSampler(srv.proc.pid)
@@ -295,10 +346,10 @@ def main():
                     print(f"  {srv.name} log: {line}", file=sys.stderr)
         print(f"repetition {rep + 1}/{args.reps} done", file=sys.stderr)
 
-    write_rows(args.rows, samples, systems)
+    write_rows(args.rows, samples, systems, label)
 
 
-def check_labels(systems, inputs, bodies):
+def check_labels(systems, inputs, bodies, label_of):
     """One request per body to each system; their labels should agree (reported, not fatal)."""
     agree = 0
     for f, body in zip(inputs, bodies):
@@ -308,14 +359,14 @@ def check_labels(systems, inputs, bodies):
             if status != 200:
                 raise Fail(f"{srv.name}: HTTP {status} for {f.name}: {data[:300]!r}")
             out = json.loads(data)
-            labels.append(out["respond"]["body"]["label"] if "respond" in out else out["label"])
+            labels.append(label_of(out))
         agree += len(set(labels)) == 1
         if len(set(labels)) > 1:
             print(f"  note: labels differ for {f.name}: {labels}", file=sys.stderr)
     print(f"labels agree on {agree}/{len(bodies)} bodies", file=sys.stderr)
 
 
-def write_rows(path, samples, systems):
+def write_rows(path, samples, systems, workload):
     unit = {"start→ready": "ms", "req/s": "req/s", "p50": "ms", "p99": "ms", "RSS": "MB"}
     better = {"req/s": "higher"}
     metrics = list(dict.fromkeys(m for _, m in samples))
@@ -324,12 +375,13 @@ def write_rows(path, samples, systems):
             for m in metrics:
                 kind = m.split()[0]
                 out.write(json.dumps({
-                    "section": "device-service", "workload": "file-type", "system": srv.name,
+                    "section": "device-service", "workload": workload, "system": srv.name,
                     "metric": m, "unit": unit[kind], "samples": samples[(srv.name, m)],
-                    "baseline": srv.name == BASE, "better": better.get(kind, "lower"),
+                    "baseline": srv is systems[1], "better": better.get(kind, "lower"),
                 }, ensure_ascii=False) + "\n")
-    a, b = systems[0].name, BASE
-    print(f"\n{'metric (median)':<22}{a[:27]:>27} {b[:27]:>27} {'ratio':>7}", file=sys.stderr)
+    a, b = systems[0].name, systems[1].name
+    print(f"\n{workload}: {a} against {b}", file=sys.stderr)
+    print(f"{'metric (median)':<22}{'this':>27} {'baseline':>27} {'ratio':>7}", file=sys.stderr)
     for m in metrics:
         va, vb = statistics.median(samples[(a, m)]), statistics.median(samples[(b, m)])
         print(f"{m:<22}{va:>22.1f} {unit[m.split()[0]]:<5}{vb:>22.1f} {unit[m.split()[0]]:<5}"
