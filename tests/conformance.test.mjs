@@ -333,9 +333,9 @@ function checkManifest(manifest, { wasm, models, config, trigger = 'origin-reque
  * every device backend; `compare(file, d, e)` pushes mismatches and returns
  * the numbers' max |diff|.
  */
-async function conformance(t, { name, wasmFile, models, config, inputs, compare, summary, compact = false }) {
+async function conformance(t, { name, wasmFile, models, config, inputs, compare, summary, compact = false, compactTrigger = COMPACT_ENGINE[2] }) {
   const wasm = join(VERGE_WASM_DIR, wasmFile);
-  const engines = compact ? [...EDGE_ENGINES, COMPACT_ENGINE] : EDGE_ENGINES;
+  const engines = compact ? [...EDGE_ENGINES, [COMPACT_ENGINE[0], COMPACT_ENGINE[1], compactTrigger]] : EDGE_ENGINES;
   const packs = engines.map(([engine, suffix, trigger]) => [engine, `${name}-conformance${suffix}`, trigger]);
   if (!haveAll(t, [wasm, ...Object.values(models), ...inputs.map((i) => i.file), ...packs.map(([, p]) => join(VERGE_EDGE_PACKAGES, p, 'function.zip'))])) return;
 
@@ -415,7 +415,18 @@ const FRAUD_ROWS = {
   'burst': { amount: 900, hour: 2, distance_km: 300, merchant_risk: 0.8, card_age_days: 30, txn_last_24h: 8, foreign: true, card_present: false },
 };
 
-test('fraud-score: device host and packed Lambda@Edge handler agree', { skip: skipModels }, async (t) => {
+// fraud-score is written three times, with each language's SDK: Rust,
+// JavaScript (componentize-qjs: small enough for the viewer) and Python
+// (componentize-py: 18 MB, so its compact pack is an origin one). Each is held
+// to the same rows, and all three to each other's outcomes.
+const FRAUD_LANGUAGES = [
+  ['rust', 'fraud-score', 'fraud_score.wasm', 'viewer-request'],
+  ['javascript', 'fraud-score-js', 'fraud_score_js.wasm', 'viewer-request'],
+  ['python', 'fraud-score-py', 'fraud_score_py.wasm', 'origin-request'],
+];
+const fraudByLanguage = new Map();
+
+for (const [language, name, wasmFile, compactTrigger] of FRAUD_LANGUAGES) test(`fraud-score in ${language}: device host and packed Lambda@Edge handler agree`, { skip: skipModels }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'verge-conformance-fraud-'));
   const inputs = Object.entries(FRAUD_ROWS).map(([name, row]) => {
     const file = join(dir, `${name}.json`);
@@ -426,12 +437,13 @@ test('fraud-score: device host and packed Lambda@Edge handler agree', { skip: sk
     : o.kind === 'respond' ? o.body?.fraud_score
       : o.reason.match(/fraud score (\S+) is between/)?.[1]);
   const compared = await conformance(t, {
-    name: 'fraud-score',
-    wasmFile: 'fraud_score.wasm',
+    name,
+    wasmFile,
     models: { 'fraud-score': join(VERGE_MODELS_DIR, 'fraud-score', 'model.onnx') },
     config: FRAUD_CONFIG,
     inputs,
     compact: true,
+    compactTrigger,
     compare(file, d, e, mismatches) {
       if (d.kind === 'annotate' && Object.keys(d.headers).join() !== Object.keys(e.headers).join()) {
         mismatches.push(`${file}: annotated headers device ${Object.keys(d.headers)} edge ${Object.keys(e.headers)}`);
@@ -466,8 +478,20 @@ test('fraud-score: device host and packed Lambda@Edge handler agree', { skip: sk
     for (const [row, c] of rest) if (c !== first[1]) differ.push(`${file}: ${first[0]} ${first[1]}, ${row} ${c}`);
   }
   t.diagnostic(`identical outcomes on ${rows.length} rows (${rows.map(([r]) => r).join(', ')}): ${inputs.length - new Set(differ.map((d) => d.split(':')[0])).size} of ${inputs.length} inputs`);
-  assert.ok(rows.some(([r]) => r.startsWith('edge compact (viewer-request)')), 'the viewer pack is among the rows');
+  assert.ok(rows.some(([r]) => r.startsWith(`edge compact (${compactTrigger})`)), 'the compact pack is among the rows');
   assert.deepEqual(differ, []);
+  fraudByLanguage.set(language, Object.fromEntries(Object.keys(FRAUD_ROWS).map((row, i) => [row, canonical(rows[0][1](inputs[i].file))])));
+});
+
+test('fraud-score: Rust, JavaScript and Python give every row the same outcome', { skip: skipModels }, (t) => {
+  if (fraudByLanguage.size < FRAUD_LANGUAGES.length) {
+    const msg = `compared in ${[...fraudByLanguage.keys()].join(', ') || 'no language'} only`;
+    if (REQUIRE_ALL) assert.fail(msg);
+    return t.skip(msg);
+  }
+  const [rust, ...others] = FRAUD_LANGUAGES.map(([language]) => [language, fraudByLanguage.get(language)]);
+  for (const [language, outcomes] of others) assert.deepEqual(outcomes, rust[1], `${language} against rust`);
+  t.diagnostic(`identical in ${FRAUD_LANGUAGES.map(([l]) => l).join(', ')} over ${Object.keys(FRAUD_ROWS).length} transactions`);
 });
 
 // text-embed: reference sentences per label; the inputs are plain text.

@@ -1,8 +1,9 @@
 // The WASI 0.2 surface a verge component still imports once wasi:nn is
-// composed in: what Rust's standard library links, and no more authority than
-// a device host grants. No filesystem (no preopens), no environment, no
-// arguments, no network; stdout and stderr go to the function's log as JSON
-// lines. Everything is synchronous, as the transpiled component calls it.
+// composed in: what Rust's standard library, QuickJS and CPython link, and no
+// more authority than a device host grants. No filesystem (no preopens), no
+// environment, no arguments, no network (sockets are denied); stdout and
+// stderr go to the function's log as JSON lines. Everything is synchronous,
+// as the transpiled component calls it.
 
 import { getRandomValues } from 'node:crypto';
 
@@ -117,6 +118,19 @@ class DirectoryEntryStream {}
 class TerminalInput {}
 class TerminalOutput {}
 
+// wasi:sockets, which CPython's component (componentize-py) imports: there
+// is a network handle, and every socket or name lookup is denied, as on a
+// device host that grants no network.
+class Network {}
+class TcpSocket {}
+class UdpSocket {}
+class IncomingDatagramStream {}
+class OutgoingDatagramStream {}
+class ResolveAddressStream {}
+const denied = () => {
+  throw 'access-denied';
+};
+
 /**
  * The WASI imports, keyed as the transpiled component asks for them
  * (unversioned interface names). `log(stream, line)` receives component output.
@@ -182,5 +196,12 @@ export function wasiImports(log) {
       getInsecureRandomU64: randomU64,
     },
     'wasi:random/insecure-seed': { insecureSeed: () => [randomU64(), randomU64()] },
+    'wasi:sockets/instance-network': { instanceNetwork: () => new Network() },
+    'wasi:sockets/network': { Network },
+    'wasi:sockets/tcp': { TcpSocket },
+    'wasi:sockets/tcp-create-socket': { createTcpSocket: denied },
+    'wasi:sockets/udp': { UdpSocket, IncomingDatagramStream, OutgoingDatagramStream },
+    'wasi:sockets/udp-create-socket': { createUdpSocket: denied },
+    'wasi:sockets/ip-name-lookup': { ResolveAddressStream, resolveAddresses: denied },
   };
 }
