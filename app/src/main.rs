@@ -12,6 +12,7 @@ mod build;
 mod check;
 mod edge_run;
 mod manifest;
+mod new;
 mod summary;
 mod table;
 
@@ -44,6 +45,22 @@ enum Command {
     /// Run inputs through the device host and through every edge package the
     /// manifest builds; print the outcomes side by side (exit 1 on a difference).
     Check(CheckArgs),
+    /// Start a component project in Rust, JavaScript or Python, outside this
+    /// repository: wit/, the language's SDK, a hello component, build.sh
+    /// (installs the toolchain, builds NAME.wasm) and test.sh (runs it on the
+    /// device host).
+    New(NewArgs),
+}
+
+#[derive(clap::Args)]
+struct NewArgs {
+    /// The component's name (lower-case letters, digits, '-').
+    name: String,
+    #[arg(long, value_enum)]
+    lang: new::Lang,
+    /// The project's folder [default: ./NAME].
+    #[arg(long)]
+    dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -113,6 +130,7 @@ fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Build(args) => run_build(args),
         Command::Check(args) => run_check(args),
+        Command::New(args) => run_new(args),
     };
     match result {
         Ok(code) => code,
@@ -121,6 +139,21 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn run_new(args: NewArgs) -> Result<ExitCode> {
+    let dir = args.dir.unwrap_or_else(|| PathBuf::from(&args.name));
+    // test.sh runs the verge-device beside this program unless VERGE_DEVICE says otherwise.
+    let device = std::env::current_exe()
+        .ok()
+        .and_then(|e| Some(e.parent()?.join("verge-device")))
+        .filter(|d| d.is_file());
+    new::write(&args.name, args.lang, &dir, device.as_deref())?;
+    println!(
+        "wrote {}/: cd there, then ./build.sh (or ./test.sh)",
+        dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The manifest and its plan, or every problem printed.

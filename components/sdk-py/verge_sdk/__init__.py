@@ -163,7 +163,7 @@ def respond(status: int, body: bytes | str, content_type: str = "application/oct
 
 def json(status: int, value: Any, headers: Mapping[str, Any] | Iterable[tuple[str, Any]] = ()) -> Outcome:
     """Answer now with JSON: a string is sent as it is, anything else is serialised compactly."""
-    text = value if isinstance(value, str) else _json.dumps(value, separators=(",", ":"))
+    text = value if isinstance(value, str) else _json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     return respond(status, text, "application/json", headers)
 
 
