@@ -497,3 +497,48 @@ fn serves_the_device_half(artifacts: &Path, dir: &Path) {
         sent.len()
     );
 }
+
+/// examples/languages: fraud-score in Rust, JavaScript and Python, each on a
+/// device route and at CloudFront. `verge check` over the shop's transactions
+/// finds every edge function agreeing with its device route, and every input
+/// gets one outcome whatever the language or the host.
+#[test]
+fn check_shows_fraud_score_alike_in_three_languages_on_both_hosts() {
+    if !ready("check languages") {
+        return;
+    }
+    let inputs: Vec<String> = std::fs::read_dir(repo().join("examples/shop/inputs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .map(|p| p.display().to_string())
+        .collect();
+    let manifest = repo().join("examples/languages/verge.app.toml");
+    let mut args = vec!["check", manifest.to_str().unwrap(), "--input"];
+    args.extend(inputs.iter().map(String::as_str));
+    let run = verge(&args);
+    let stdout = text(&run.stdout);
+    assert!(run.status.success(), "{stdout}\n{}", text(&run.stderr));
+    assert!(stdout.contains("all the same"), "{stdout}");
+    // input → the outcomes shown for it, over every row (component × placement).
+    let mut by_input: std::collections::BTreeMap<&str, std::collections::BTreeSet<String>> =
+        Default::default();
+    let mut components = std::collections::BTreeSet::new();
+    for line in stdout.lines().filter(|l| l.starts_with("tx-")) {
+        let cols: Vec<&str> = line.split("  ").filter(|c| !c.trim().is_empty()).collect();
+        assert!(cols.len() >= 4, "{line}");
+        components.insert(cols[1].trim().to_string());
+        by_input
+            .entry(cols[0].trim())
+            .or_default()
+            .insert(cols[3].trim().to_string());
+    }
+    assert_eq!(
+        components.into_iter().collect::<Vec<_>>(),
+        ["fraud-score-js", "fraud-score-py", "fraud-score-rust"]
+    );
+    assert_eq!(by_input.len(), inputs.len(), "{stdout}");
+    for (input, outcomes) in by_input {
+        assert_eq!(outcomes.len(), 1, "{input}: {outcomes:?}");
+    }
+}
