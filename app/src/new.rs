@@ -60,6 +60,17 @@ const JS_SDK: &[Vendored] = files! {
     "vendor/verge-sdk/package.json" => "components/sdk-js/package.json",
     "vendor/verge-sdk/src/index.js" => "components/sdk-js/src/index.js",
     "vendor/verge-sdk/src/index.d.ts" => "components/sdk-js/src/index.d.ts",
+    "vendor/verge-sdk/types/component.d.ts" => "components/sdk-js/types/component.d.ts",
+    "vendor/verge-sdk/types/interfaces/verge-inference-handler.d.ts" => "components/sdk-js/types/interfaces/verge-inference-handler.d.ts",
+    "vendor/verge-sdk/types/interfaces/verge-inference-host.d.ts" => "components/sdk-js/types/interfaces/verge-inference-host.d.ts",
+    "vendor/verge-sdk/types/interfaces/verge-inference-types.d.ts" => "components/sdk-js/types/interfaces/verge-inference-types.d.ts",
+    "vendor/verge-sdk/types/interfaces/wasi-config-store.d.ts" => "components/sdk-js/types/interfaces/wasi-config-store.d.ts",
+    "vendor/verge-sdk/types/interfaces/wasi-keyvalue-atomics.d.ts" => "components/sdk-js/types/interfaces/wasi-keyvalue-atomics.d.ts",
+    "vendor/verge-sdk/types/interfaces/wasi-keyvalue-store.d.ts" => "components/sdk-js/types/interfaces/wasi-keyvalue-store.d.ts",
+    "vendor/verge-sdk/types/interfaces/wasi-nn-errors.d.ts" => "components/sdk-js/types/interfaces/wasi-nn-errors.d.ts",
+    "vendor/verge-sdk/types/interfaces/wasi-nn-graph.d.ts" => "components/sdk-js/types/interfaces/wasi-nn-graph.d.ts",
+    "vendor/verge-sdk/types/interfaces/wasi-nn-inference.d.ts" => "components/sdk-js/types/interfaces/wasi-nn-inference.d.ts",
+    "vendor/verge-sdk/types/interfaces/wasi-nn-tensor.d.ts" => "components/sdk-js/types/interfaces/wasi-nn-tensor.d.ts",
 };
 
 const PYTHON_SDK: &[Vendored] = files! {

@@ -1,5 +1,8 @@
-// Types of verge-sdk for JavaScript (src/index.js). The request and outcome
-// records mirror wit/verge.wit's `verge:inference/types`.
+// Types of verge-sdk for JavaScript (src/index.js). The WIT's own types are
+// generated from wit/ into ../types/ (gen-types.mjs; the test command checks
+// they are current): `import type { Request } from "verge:inference/types@0.1.0"`.
+/// <reference path="../types/component.d.ts" />
+import type { Request as WitRequest, Outcome as WitOutcome } from "verge:inference/types@0.1.0";
 
 /** Why a request got no outcome: `verge:inference/types.error`. */
 export class VergeError extends Error {
@@ -38,7 +41,7 @@ export type Headers = Record<string, string | number> | Array<[string, string | 
 
 /** What a handler returns. */
 export class Outcome {
-  tag: "respond" | "annotate" | "defer";
+  tag: WitOutcome["tag"];
   withHeader(key: string, value: string | number): Outcome;
 }
 export function respond(status: number, body: Uint8Array | string, options?: { contentType?: string; headers?: Headers }): Outcome;
@@ -89,4 +92,4 @@ export function placement(): "device" | "edge-viewer" | "edge-origin" | "local";
 export function remainingMs(): bigint;
 
 /** The `handler` export: `export const handler = handle((req) => …)`. */
-export function handle(fn: (req: Request) => Outcome): { handle(req: unknown): unknown };
+export function handle(fn: (req: Request) => Outcome): { handle(req: WitRequest): WitOutcome };
