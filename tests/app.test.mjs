@@ -21,12 +21,12 @@
 
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { scratch } from '../shims/lambda-edge/test/scratch.mjs';
 
 import { invoke } from '../shims/lambda-edge/src/invoke.mjs';
 
@@ -87,7 +87,7 @@ function differences(a, b, at = 'outcome', out = []) {
 }
 
 test('the shop: built from one manifest, serve on dist/device and every dist/edge package agree', { skip: unset.length ? `set ${unset.join(', ')}` : false, timeout: 600_000 }, async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'verge-app-'));
+  const dir = scratch('verge-app-');
   const [brokerPort, apiPort] = [await freePort(), await freePort()];
   let broker;
   let daemon;

@@ -21,11 +21,11 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { pathToFileURL } from 'node:url';
+import { scratch } from '../shims/lambda-edge/test/scratch.mjs';
 
 const ENV = ['VERGE_DEVICE', 'VERGE_WASM_DIR', 'VERGE_MODELS_DIR', 'VERGE_EDGE_PACKAGES', 'VERGE_CORPUS'];
 const unset = ENV.filter((n) => !process.env[n]);
@@ -112,7 +112,7 @@ test('file-type: device host and packed Lambda@Edge handler agree, on every engi
   const edges = [];
   for (const [engine, suffix] of EDGE_ENGINES) {
     const pack = join(VERGE_EDGE_PACKAGES, `file-type-conformance${suffix}`);
-    const dir = mkdtempSync(join(tmpdir(), 'verge-conformance-'));
+    const dir = scratch('verge-conformance-');
     assert.ok(existsSync(join(pack, 'function.zip')), `${pack}/function.zip is missing`);
     execFileSync('python3', ['-m', 'zipfile', '-e', join(pack, 'function.zip'), dir]);
     const manifest = JSON.parse(readFileSync(join(dir, 'verge.json'), 'utf8'));
@@ -282,7 +282,7 @@ function runDevice(wasm, models, config, inputs, flags = []) {
  */
 async function runEdge(t, packName, inputs) {
   const pack = join(VERGE_EDGE_PACKAGES, packName);
-  const dir = mkdtempSync(join(tmpdir(), `verge-conformance-${packName}-`));
+  const dir = scratch(`verge-conformance-${packName}-`);
   execFileSync('python3', ['-m', 'zipfile', '-e', join(pack, 'function.zip'), dir]);
   const manifest = JSON.parse(readFileSync(join(dir, 'verge.json'), 'utf8'));
   const { handler } = await import(pathToFileURL(join(dir, 'index.mjs')).href);
@@ -427,7 +427,7 @@ const FRAUD_LANGUAGES = [
 const fraudByLanguage = new Map();
 
 for (const [language, name, wasmFile, compactTrigger] of FRAUD_LANGUAGES) test(`fraud-score in ${language}: device host and packed Lambda@Edge handler agree`, { skip: skipModels }, async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'verge-conformance-fraud-'));
+  const dir = scratch('verge-conformance-fraud-');
   const inputs = Object.entries(FRAUD_ROWS).map(([name, row]) => {
     const file = join(dir, `${name}.json`);
     writeFileSync(file, JSON.stringify(row));
@@ -511,7 +511,7 @@ const SENTENCES = {
 };
 
 test('text-embed: device host and packed Lambda@Edge handler agree', { skip: skipModels }, async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'verge-conformance-text-'));
+  const dir = scratch('verge-conformance-text-');
   const inputs = Object.entries(SENTENCES).map(([name, text]) => {
     const file = join(dir, `${name}.txt`);
     writeFileSync(file, text);
@@ -612,7 +612,7 @@ const PROBE_COMMANDS = ['count', 'config:greeting', 'config:nothing-set', 'inval
 test('probe: state, settings and error kinds agree between the device and the edge', { skip: skipModels }, async (t) => {
   const wasm = join(VERGE_WASM_DIR, 'probe.wasm');
   if (!haveAll(t, [wasm, join(VERGE_EDGE_PACKAGES, 'probe-origin-fail', 'function.zip')])) return;
-  const dir = mkdtempSync(join(tmpdir(), 'verge-conformance-probe-'));
+  const dir = scratch('verge-conformance-probe-');
   const inputs = PROBE_COMMANDS.map((command, i) => {
     const file = join(dir, `command-${i}.txt`);
     writeFileSync(file, command);
@@ -630,7 +630,7 @@ test('probe: state, settings and error kinds agree between the device and the ed
   });
   // Edge: a fresh container per command.
   const zipDir = (i) => {
-    const d = mkdtempSync(join(tmpdir(), `verge-conformance-probe-edge-${i}-`));
+    const d = scratch(`verge-conformance-probe-edge-${i}-`);
     execFileSync('python3', ['-m', 'zipfile', '-e', join(VERGE_EDGE_PACKAGES, 'probe-origin-fail', 'function.zip'), d]);
     return d;
   };

@@ -23,11 +23,11 @@
 
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { pathToFileURL } from 'node:url';
+import { scratch } from './scratch.mjs';
 
 const { VERGE_EDGE_PACKAGES: PACKAGES, VERGE_EDGE, VERGE_NN_SUITE_MODELS } = process.env;
 const REQUIRE_ALL = process.env.VERGE_REQUIRE_ALL === '1';
@@ -71,7 +71,7 @@ async function packRefuses(t, manifest, models) {
   for (const model of models) {
     const file = join(VERGE_NN_SUITE_MODELS, `${model}.onnx`);
     assert.ok(existsSync(file), `${file} is missing`);
-    const out = mkdtempSync(join(tmpdir(), `verge-refused-${model}-`));
+    const out = scratch(`verge-refused-${model}-`);
     const run = spawnSync(VERGE_EDGE, ['pack', '--component', wasm,
       '--model', `${model}=${file}`, '--engine', manifest.engine.name, '--trigger', manifest.trigger, '--include-body', '--out', out], { encoding: 'utf8' });
     assert.notEqual(run.status, 0, `verge-edge pack took ${model}.onnx for the ${manifest.engine.name} engine`);
@@ -86,7 +86,7 @@ for (const [pack, leftOut] of Object.entries(PACKS)) {
   const skip = !PACKAGES ? 'set VERGE_EDGE_PACKAGES' : !existsSync(zip) && !REQUIRE_ALL ? `${zip} is missing` : false;
   test(`wasi:nn behaviour suite: ${pack} (packed shim)`, { skip }, async (t) => {
     assert.ok(existsSync(zip), `${zip} is missing`);
-    const dir = mkdtempSync(join(tmpdir(), `verge-${pack}-`));
+    const dir = scratch(`verge-${pack}-`);
     execFileSync('python3', ['-m', 'zipfile', '-e', zip, dir]);
     const manifest = JSON.parse(readFileSync(join(dir, 'verge.json'), 'utf8'));
     // The cases of models this pack leaves out: skipped by name, saying why; the

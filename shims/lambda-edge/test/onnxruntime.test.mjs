@@ -12,12 +12,12 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { pathToFileURL } from 'node:url';
+import { scratch } from './scratch.mjs';
 
 const { VERGE_EDGE, VERGE_WASM_DIR, VERGE_NN_SUITE_MODELS } = process.env;
 const NEEDED = ['VERGE_EDGE', 'VERGE_WASM_DIR', 'VERGE_NN_SUITE_MODELS', 'VERGE_ONNXRUNTIME_NODE'];
@@ -29,7 +29,7 @@ const sha256 = (bytes) => createHash('sha256').update(bytes).digest('hex');
 const fixture = () => JSON.parse(readFileSync(new URL('fixtures/origin-request.json', import.meta.url), 'utf8'));
 
 function pack(args) {
-  const out = mkdtempSync(join(tmpdir(), 'verge-pack-ort-'));
+  const out = scratch('verge-pack-ort-');
   const r = spawnSync(VERGE_EDGE, ['pack', '--component', join(VERGE_WASM_DIR, 'probe.wasm'), '--trigger', 'origin-request',
     '--include-body', '--timeout', '30', ...args, '--out', out], { encoding: 'utf8' });
   return { ...r, out };
@@ -37,7 +37,7 @@ function pack(args) {
 
 /** Unzips a pack into a fresh folder and imports it: a cold container. */
 async function container(out) {
-  const dir = mkdtempSync(join(tmpdir(), 'verge-ort-container-'));
+  const dir = scratch('verge-ort-container-');
   execFileSync('python3', ['-m', 'zipfile', '-e', join(out, 'function.zip'), dir]);
   const { handler } = await import(pathToFileURL(join(dir, 'index.mjs')).href);
   const manifest = JSON.parse(readFileSync(join(dir, 'verge.json'), 'utf8'));

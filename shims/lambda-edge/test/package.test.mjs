@@ -25,12 +25,12 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { crc32, deflateSync } from 'node:zlib';
+import { scratch } from './scratch.mjs';
 
 const { VERGE_EDGE_PACKAGES: PACKAGES, VERGE_EDGE, VERGE_WASM_DIR, VERGE_MODELS_DIR } = process.env;
 const KB = 1024;
@@ -50,7 +50,7 @@ const sha256 = (bytes) => createHash('sha256').update(bytes).digest('hex');
 async function unpack(name) {
   const zip = join(PACKAGES, name, 'function.zip');
   assert.ok(existsSync(zip), `${zip} is missing: make it with verge-edge pack (see the top of this file)`);
-  const dir = mkdtempSync(join(tmpdir(), `verge-${name}-`));
+  const dir = scratch(`verge-${name}-`);
   execFileSync('python3', ['-m', 'zipfile', '-e', zip, dir]);
   const index = await import(pathToFileURL(join(dir, 'index.mjs')).href);
   const manifest = JSON.parse(readFileSync(join(dir, 'verge.json'), 'utf8'));
@@ -379,7 +379,7 @@ describe('probe, packed', { skip: needPackages }, () => {
 
 describe('verge-edge pack', { skip: missing('VERGE_EDGE', 'VERGE_WASM_DIR') }, () => {
   const pack = (args) => spawnSync(VERGE_EDGE, ['pack', '--engine', 'tract', '--provider', join(VERGE_WASM_DIR, 'nn_provider.wasm'), ...args], { encoding: 'utf8' });
-  const out = () => mkdtempSync(join(tmpdir(), 'verge-pack-'));
+  const out = () => scratch('verge-pack-');
 
   test('is deterministic: the same inputs give the same zip (sha256) and template', () => {
     const args = ['--component', join(VERGE_WASM_DIR, 'probe.wasm'), '--trigger', 'origin-request', '--include-body',

@@ -42,11 +42,11 @@
 
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { getHeapStatistics } from 'node:v8';
+import { scratch } from './scratch.mjs';
 
 const KB = 1024;
 const MB = 1024 * KB;
@@ -144,7 +144,7 @@ function bareNodeMb() {
 
 /** Runs the child on `dir` with `events`; resolves with what it wrote. */
 function runChild(dir, events, timeoutMs) {
-  const tmp = mkdtempSync(join(tmpdir(), 'verge-viewer-child-'));
+  const tmp = scratch('verge-viewer-child-');
   const eventsPath = join(tmp, 'events.json');
   const specPath = join(tmp, 'spec.json');
   const out = join(tmp, 'out.json');
@@ -184,7 +184,7 @@ async function tests() {
   function unpack(name) {
     const zip = join(PACKAGES, name, 'function.zip');
     assert.ok(existsSync(zip), `${zip} is missing: ./dev test packs it`);
-    const dir = mkdtempSync(join(tmpdir(), `verge-${name}-`));
+    const dir = scratch(`verge-${name}-`);
     execFileSync('python3', ['-m', 'zipfile', '-e', zip, dir]);
     const manifest = JSON.parse(readFileSync(join(dir, 'verge.json'), 'utf8'));
     return { dir, manifest, zip };
