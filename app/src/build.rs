@@ -28,6 +28,10 @@ pub struct Options {
     /// The ONNX Runtime library per architecture (default for this machine's:
     /// `ORT_DYLIB_PATH`, then the usual install prefixes).
     pub device_onnxruntime: Vec<(Arch, PathBuf)>,
+    /// The TensorFlow Lite C library per architecture, shipped where a model
+    /// is a TFLite file (default for this machine's: $VERGE_TENSORFLOWLITE_LIB,
+    /// then the usual install prefixes).
+    pub device_tensorflowlite: Vec<(Arch, PathBuf)>,
     pub onnxruntime_node: Option<PathBuf>,
     /// For `verge check`: nothing will be deployed, so the recipe's needs
     /// (binaries per platform, the artifacts' URI) are not problems.
@@ -72,6 +76,8 @@ pub struct DevicePlan {
     pub backend: Option<Backend>,
     /// The ONNX Runtime library shipped per architecture.
     pub onnxruntime: Vec<(Arch, PathBuf)>,
+    /// The TensorFlow Lite library shipped per architecture (for TFLite models).
+    pub tensorflowlite: Vec<(Arch, PathBuf)>,
 }
 
 impl DevicePlan {
@@ -81,10 +87,15 @@ impl DevicePlan {
             return b.to_string();
         }
         let on = |arch: Arch| {
-            if self.onnxruntime.iter().any(|(a, _)| *a == arch) {
+            let onnx = if self.onnxruntime.iter().any(|(a, _)| *a == arch) {
                 "onnxruntime"
             } else {
                 "tract"
+            };
+            if self.tensorflowlite.iter().any(|(a, _)| *a == arch) {
+                format!("{onnx}+tensorflowlite")
+            } else {
+                onnx.to_string()
             }
         };
         let mut engines: Vec<String> = self
@@ -281,7 +292,13 @@ fn plan_edge(
                 ));
             }
             let engine = f.engine.unwrap_or_else(|| package::default_engine(trigger));
-            let file = package::provider_file(engine);
+            let file = match package::provider_file(engine) {
+                Ok(file) => file,
+                Err(e) => {
+                    problems.push(format!("{at}: {e}"));
+                    continue;
+                }
+            };
             let provider = providers
                 .entry(file)
                 .or_insert_with(|| match package::find_provider(file) {
@@ -580,7 +597,47 @@ fn plan_device(
             _ => {}
         }
     }
-    for (arch, _) in &opts.device_onnxruntime {
+    // TensorFlow Lite ships, for each platform, where a model is a TFLite
+    // file, unless the daemon's section names its own library.
+    let tflite: Vec<&String> = config
+        .models
+        .iter()
+        .filter(|(_, m)| is_tflite_file(&app.dir.join(&m.path)))
+        .map(|(name, _)| name)
+        .collect();
+    let mut tensorflowlite = Vec::new();
+    if !tflite.is_empty()
+        && config
+            .tensorflowlite
+            .as_ref()
+            .is_none_or(|t| t.library.is_none())
+    {
+        for (arch, _) in &binaries {
+            let given = opts.device_tensorflowlite.iter().find(|(a, _)| a == arch);
+            match given.map(|(_, p)| p.clone()).or_else(|| default_tensorflowlite(*arch)) {
+                Some(p) if p.is_file() => tensorflowlite.push((*arch, p)),
+                Some(p) => problems.push(format!(
+                    "--device-tensorflowlite {}={}: not a file",
+                    arch.as_str(),
+                    p.display()
+                )),
+                None => problems.push(format!(
+                    "device platform {}: model{} {} {} TensorFlow Lite, and no libtensorflowlite_c for {} was found (pass --device-tensorflowlite {}=PATH)",
+                    arch.as_str(),
+                    if tflite.len() > 1 { "s" } else { "" },
+                    tflite.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", "),
+                    if tflite.len() > 1 { "are" } else { "is" },
+                    arch.as_str(),
+                    arch.as_str()
+                )),
+            }
+        }
+    }
+    for (arch, _) in opts
+        .device_onnxruntime
+        .iter()
+        .chain(&opts.device_tensorflowlite)
+    {
         if !binaries.iter().any(|(a, _)| a == arch) && !opts.check_only {
             problems.push(format!(
                 "--device-onnxruntime {}: not one of device.platforms",
@@ -607,12 +664,31 @@ fn plan_device(
         artifacts_uri,
         backend,
         onnxruntime,
+        tensorflowlite,
     })
 }
 
 /// This machine's ONNX Runtime library, where the device host would find it:
 /// `ORT_DYLIB_PATH`, then the usual install prefixes (a name the loader
 /// resolves is not a file to ship).
+fn default_tensorflowlite(arch: Arch) -> Option<PathBuf> {
+    if Arch::current() != Some(arch) {
+        return None;
+    }
+    verge_device::nn::tensorflowlite_library_candidates(None)
+        .into_iter()
+        .find(|p| p.is_absolute() && p.is_file())
+}
+
+/// Whether a model file is TensorFlow Lite's (its first 8 bytes say).
+fn is_tflite_file(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 8];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok_and(|()| verge_device::nn::is_tflite(&head))
+}
+
 fn default_onnxruntime(arch: Arch) -> Option<PathBuf> {
     if Arch::current() != Some(arch) {
         return None;
@@ -711,6 +787,7 @@ pub fn write(app: &App, plan: &Plan, opts: &Options, out: &Path) -> anyhow::Resu
             name: app.device_component(),
             binaries: device.binaries.clone(),
             onnxruntime: device.onnxruntime.clone(),
+            tensorflowlite: device.tensorflowlite.clone(),
             out: dir.clone(),
             privileged: app.device.privileged,
             thing_name_in_policy: app.device.thing_name_in_policy,

@@ -93,6 +93,11 @@ struct BuildArgs {
     /// Models that name no backend run on it there, on tract elsewhere.
     #[arg(long = "device-onnxruntime", value_parser = arch_binary)]
     device_onnxruntime: Vec<(Arch, PathBuf)>,
+    /// The TensorFlow Lite C library (libtensorflowlite_c) for a platform's
+    /// devices, shipped where a model is a TFLite file: ARCH=PATH [default for
+    /// this machine's: $VERGE_TENSORFLOWLITE_LIB, then the usual install prefixes].
+    #[arg(long = "device-tensorflowlite", value_parser = arch_binary)]
+    device_tensorflowlite: Vec<(Arch, PathBuf)>,
     /// Calls per edge function for its warm duration (0: do not measure).
     #[arg(long, default_value_t = 20)]
     measure: usize,
@@ -180,6 +185,7 @@ fn run_build(args: BuildArgs) -> Result<ExitCode> {
         thing_group: args.thing_group.clone(),
         device_binaries: args.device_binaries.clone(),
         device_onnxruntime: args.device_onnxruntime.clone(),
+        device_tensorflowlite: args.device_tensorflowlite.clone(),
         onnxruntime_node: args.common.onnxruntime_node.clone(),
         check_only: false,
     };
@@ -197,6 +203,7 @@ fn run_check(args: CheckArgs) -> Result<ExitCode> {
         thing_group: None,
         device_binaries: Vec::new(),
         device_onnxruntime: Vec::new(),
+        device_tensorflowlite: Vec::new(),
         onnxruntime_node: args.common.onnxruntime_node.clone(),
         check_only: true,
     };

@@ -64,7 +64,7 @@ impl std::fmt::Display for Verdict {
     }
 }
 
-/// Builds `base` for each trigger × engine ([`Trigger::ALL`] × [`Engine::ALL`],
+/// Builds `base` for each trigger × engine ([`Trigger::ALL`] × [`Engine::EDGE`],
 /// in that order), with the settings as given: a setting over a trigger's
 /// limit is reported as the misfit it is, never clamped. `base`'s trigger,
 /// engine and provider are replaced; `providers` gives each engine's provider
@@ -72,14 +72,14 @@ impl std::fmt::Display for Verdict {
 pub fn dry_run(base: &PackOptions, providers: &[(Engine, Result<Vec<u8>, String>)]) -> Vec<Fit> {
     let jobs: Vec<(Trigger, Engine)> = Trigger::ALL
         .iter()
-        .flat_map(|&t| Engine::ALL.iter().map(move |&e| (t, e)))
+        .flat_map(|&t| Engine::EDGE.iter().map(move |&e| (t, e)))
         .collect();
     // The slowest builds first (the onnxruntime zip is ~17 MB of deflate).
     let mut order: Vec<usize> = (0..jobs.len()).collect();
     order.sort_by_key(|&i| match jobs[i].1 {
         Engine::Onnxruntime => 0,
         Engine::Tract => 1,
-        Engine::Compact => 2,
+        Engine::Compact | Engine::Tensorflowlite => 2,
     });
     let results: Mutex<Vec<Option<Fit>>> = Mutex::new(vec![None; jobs.len()]);
     let next = AtomicUsize::new(0);

@@ -145,7 +145,7 @@ fn pack(args: PackArgs) -> Result<()> {
     let engine = args
         .engine
         .unwrap_or_else(|| package::default_engine(trigger));
-    let file = package::provider_file(engine);
+    let file = package::provider_file(engine)?;
     let provider_path = args
         .provider
         .or_else(|| package::find_provider(file))
@@ -162,7 +162,7 @@ fn pack(args: PackArgs) -> Result<()> {
         Engine::Onnxruntime => {
             OnnxruntimeNode::find(args.onnxruntime_node).map_err(|e| format!("{e:#}"))
         }
-        Engine::Tract | Engine::Compact => {
+        Engine::Tract | Engine::Compact | Engine::Tensorflowlite => {
             Err(format!("the {} engine packs no binding", engine.as_str()))
         }
     };
@@ -235,10 +235,10 @@ fn dry_run(args: PackArgs) -> Result<bool> {
     if args.provider.is_some() && chosen.is_none() {
         anyhow::bail!("--provider is one engine's provider: name the engine with --engine");
     }
-    let providers: Vec<(Engine, Result<Vec<u8>, String>)> = Engine::ALL
+    let providers: Vec<(Engine, Result<Vec<u8>, String>)> = Engine::EDGE
         .iter()
         .map(|&engine| {
-            let file = package::provider_file(engine);
+            let file = package::provider_file(engine).expect("the edge's engines have providers");
             let path = match &args.provider {
                 Some(p) if chosen == Some(engine) => Some(p.clone()),
                 _ => package::find_provider(file),

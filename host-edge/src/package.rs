@@ -54,14 +54,21 @@ const SHIM: &[(&str, &str)] = &[
 /// viewer triggers).
 pub use verge_nn::EngineKind as Engine;
 
-/// The provider component that brings verge's wasi:nn for `engine`.
-pub fn provider_file(engine: Engine) -> &'static str {
+/// The provider component that brings verge's wasi:nn for `engine`, or why
+/// the edge has none.
+pub fn provider_file(engine: Engine) -> Result<&'static str, PackError> {
     match engine {
-        Engine::Onnxruntime => "nn_provider_host.wasm",
-        Engine::Tract => "nn_provider.wasm",
-        Engine::Compact => "nn_provider_compact.wasm",
+        Engine::Onnxruntime => Ok("nn_provider_host.wasm"),
+        Engine::Tract => Ok("nn_provider.wasm"),
+        Engine::Compact => Ok("nn_provider_compact.wasm"),
+        Engine::Tensorflowlite => Err(PackError::Unsupported(format!(
+            "--engine tensorflowlite: {TFLITE_RUNS_ON_THE_DEVICE}"
+        ))),
     }
 }
+
+/// Why a package cannot carry a TensorFlow Lite model.
+pub const TFLITE_RUNS_ON_THE_DEVICE: &str = "TensorFlow Lite models run on the device host (verge-device, with libtensorflowlite_c), not at the edge: Node has no TFLite runtime, and TFLite's C library (4.8 MB) would need a native Node binding of its own, at origin triggers only; deploy this model to the device, or convert it to ONNX (tf2onnx) for the edge";
 
 /// What a trigger gets when the user names no engine: native speed at
 /// origin; at the viewer nothing native (nor tract) fits the 1 MB zip.
@@ -286,6 +293,12 @@ pub fn build(opts: &PackOptions) -> Result<Package, PackError> {
         let entry = match source {
             ModelSource::File(path) => {
                 let bytes = read(path)?;
+                if Engine::runs_tflite(&bytes) {
+                    return Err(PackError::Unsupported(format!(
+                        "model '{name}' ({}) is a TensorFlow Lite model. {TFLITE_RUNS_ON_THE_DEVICE}",
+                        path.display()
+                    )));
+                }
                 if opts.engine == Engine::Compact {
                     check_compact(name, &bytes, opts.trigger)?;
                 }
@@ -309,6 +322,7 @@ pub fn build(opts: &PackOptions) -> Result<Package, PackError> {
     let engine = match (opts.engine, &opts.onnxruntime_node) {
         _ if !nn => json!({ "name": "none" }),
         (Engine::Tract | Engine::Compact, _) => json!({ "name": opts.engine.as_str() }),
+        (Engine::Tensorflowlite, _) => return Err(provider_file(opts.engine).unwrap_err()),
         (Engine::Onnxruntime, Err(why)) => {
             return Err(PackError::EngineUnavailable(why.clone()));
         }

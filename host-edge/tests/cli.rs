@@ -401,3 +401,67 @@ fn stack_puts_the_cascade_on_one_cache_behaviour() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A TensorFlow Lite model (the file's `TFL3` identifier) is refused by every
+/// engine, naming the device as the place it runs; so is the engine's name.
+#[test]
+fn pack_refuses_tensorflow_lite_and_names_the_device() {
+    let dir = scratch("tflite");
+    let tflite = dir.join("face.tflite");
+    let mut bytes = vec![0x1c, 0, 0, 0];
+    bytes.extend_from_slice(b"TFL3");
+    bytes.resize(64, 0);
+    std::fs::write(&tflite, bytes).unwrap();
+    let component = wasm("probe.wasm").display().to_string();
+    let model = format!("face={}", tflite.display());
+    for engine in ["tract", "compact"] {
+        let out = dir.join(format!("out-{engine}"));
+        let o = edge(
+            &[
+                "pack",
+                "--component",
+                &component,
+                "--model",
+                &model,
+                "--engine",
+                engine,
+                "--trigger",
+                "origin-request",
+                "--out",
+                &out.display().to_string(),
+            ],
+            &dir,
+        );
+        let err = text(&o.stderr);
+        assert!(!o.status.success(), "{engine}: {err}");
+        assert!(
+            err.contains("model 'face'")
+                && err.contains("is a TensorFlow Lite model")
+                && err.contains("run on the device host"),
+            "{engine}: {err}"
+        );
+        assert!(!out.join("function.zip").exists());
+    }
+    let o = edge(
+        &[
+            "pack",
+            "--component",
+            &component,
+            "--engine",
+            "tensorflowlite",
+            "--trigger",
+            "origin-request",
+            "--out",
+            &dir.join("out").display().to_string(),
+        ],
+        &dir,
+    );
+    let err = text(&o.stderr);
+    assert!(
+        !o.status.success()
+            && err
+                .contains("--engine tensorflowlite: TensorFlow Lite models run on the device host"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -27,7 +27,7 @@ fn wasm(file: &str) -> PathBuf {
 fn pack(component: &str, engine: Engine) -> package::Package {
     let opts = PackOptions {
         component: wasm(component),
-        provider: std::fs::read(wasm(package::provider_file(engine))).unwrap(),
+        provider: std::fs::read(wasm(package::provider_file(engine).unwrap())).unwrap(),
         engine,
         onnxruntime_node: Err("not packed here".into()),
         threads: 0,

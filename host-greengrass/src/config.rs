@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::api::{self, Listen, MAX_WORKERS};
 use crate::limits::Limits;
-use crate::nn::{ModelSettings, ModelSpec, OnnxRuntimeSettings};
+use crate::nn::{Libraries, ModelSettings, ModelSpec, OnnxRuntimeSettings, TensorflowLiteSettings};
 use crate::outbox;
 use crate::state::StateQuota;
 use crate::uplink::{self, mqtt};
@@ -68,6 +68,8 @@ pub struct Config {
     pub models: BTreeMap<String, ModelSettings>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub onnxruntime: Option<OnnxRuntimeSettings>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tensorflowlite: Option<TensorflowLiteSettings>,
     #[serde(default)]
     pub components: BTreeMap<String, Artifact>,
     #[serde(default)]
@@ -233,6 +235,7 @@ pub enum PathField<'a> {
         sha256: &'a str,
     },
     OnnxruntimeLibrary,
+    TensorflowliteLibrary,
     MqttCa,
     /// A device's own secret (a certificate, a key, a token): it never ships.
     Secret(&'static str),
@@ -244,6 +247,7 @@ impl std::fmt::Display for PathField<'_> {
             PathField::Model { name, .. } => write!(f, "model '{name}'"),
             PathField::Component { name, .. } => write!(f, "component '{name}'"),
             PathField::OnnxruntimeLibrary => f.write_str("onnxruntime.library"),
+            PathField::TensorflowliteLibrary => f.write_str("tensorflowlite.library"),
             PathField::MqttCa => f.write_str("mqtt.tls.ca"),
             PathField::Secret(what) => f.write_str(what),
         }
@@ -328,6 +332,13 @@ impl Config {
         if let Some(lib) = self.onnxruntime.as_mut().and_then(|o| o.library.as_mut()) {
             f(PathField::OnnxruntimeLibrary, lib);
         }
+        if let Some(lib) = self
+            .tensorflowlite
+            .as_mut()
+            .and_then(|t| t.library.as_mut())
+        {
+            f(PathField::TensorflowliteLibrary, lib);
+        }
         if let Some(token) = self.api.token_file.as_mut() {
             f(PathField::Secret("api.token_file"), token);
         }
@@ -380,7 +391,7 @@ impl Config {
         self.api.check()?;
         self.outbox.check()?;
         for (name, m) in &self.models {
-            m.check(name, self.onnxruntime.as_ref())?;
+            m.check(name, self.libraries())?;
         }
         let digests = self.models.iter().map(|(n, m)| (n, &m.sha256));
         for (name, sha256) in digests.chain(self.components.iter().map(|(n, a)| (n, &a.sha256))) {
@@ -469,6 +480,14 @@ impl Config {
             .kind(self.mqtt.is_some(), self.sends_to_cloud(), nucleus)
     }
 
+    /// The engine libraries every model shares.
+    pub fn libraries(&self) -> Libraries<'_> {
+        Libraries {
+            onnxruntime: self.onnxruntime.as_ref(),
+            tensorflowlite: self.tensorflowlite.as_ref(),
+        }
+    }
+
     pub fn state_dir(&self) -> &Path {
         self.state_dir.as_deref().unwrap_or(Path::new("."))
     }
@@ -478,7 +497,7 @@ impl Config {
         let cache = self.state_dir().join("cache");
         self.models
             .iter()
-            .map(|(name, m)| m.spec(name, self.onnxruntime.as_ref(), cache.clone()))
+            .map(|(name, m)| m.spec(name, self.libraries(), cache.clone()))
             .collect()
     }
 }

@@ -61,6 +61,10 @@ struct RecipeArgs {
     /// tract on an architecture without one.
     #[arg(long = "onnxruntime", value_parser = arch_binary)]
     onnxruntime: Vec<(Arch, PathBuf)>,
+    /// The TensorFlow Lite C library (libtensorflowlite_c) for an
+    /// architecture's devices: ARCH=PATH (repeatable). TFLite models run on it.
+    #[arg(long = "tensorflowlite", value_parser = arch_binary)]
+    tensorflowlite: Vec<(Arch, PathBuf)>,
     /// The folder to write recipe.json and artifacts/ into (new, or empty).
     #[arg(long, default_value = "greengrass")]
     out: PathBuf,
@@ -101,12 +105,14 @@ struct ServeArgs {
 struct RunArgs {
     /// The component (.wasm) to run.
     component: PathBuf,
-    /// A model the component may load by name: NAME=PATH.onnx (repeatable).
+    /// A model the component may load by name: NAME=PATH (.onnx or .tflite; repeatable).
     #[arg(long = "model", value_parser = pair)]
     models: Vec<(String, String)>,
-    /// The engine for every model: tract or compact (built in), or onnxruntime.
-    #[arg(long, value_enum, default_value_t = Backend::Tract)]
-    backend: Backend,
+    /// The engine for every model: tract or compact (built in), onnxruntime
+    /// or tensorflowlite (libraries). Default: tract for ONNX files,
+    /// tensorflowlite for TFLite files.
+    #[arg(long, value_enum)]
+    backend: Option<Backend>,
     /// Intra-op threads per model (0: the backend's default).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -130,6 +136,13 @@ struct RunArgs {
     /// The libonnxruntime to load (default: ORT_DYLIB_PATH, then the usual places).
     #[arg(long)]
     onnxruntime_lib: Option<PathBuf>,
+    /// The libtensorflowlite_c to load (default: $VERGE_TENSORFLOWLITE_LIB, beside
+    /// this binary, then the usual places).
+    #[arg(long)]
+    tensorflowlite_lib: Option<PathBuf>,
+    /// TensorFlow Lite models: do not use the XNNPack delegate.
+    #[arg(long)]
+    no_xnnpack: bool,
     /// Run a model on tract when ONNX Runtime or a provider is missing or refuses it.
     #[arg(long)]
     fallback_to_tract: bool,
@@ -234,6 +247,7 @@ fn write_recipe(args: RecipeArgs) -> Result<ExitCode> {
         name: args.name,
         binaries: args.binaries,
         onnxruntime: args.onnxruntime,
+        tensorflowlite: args.tensorflowlite,
         out: args.out,
         privileged: args.privileged,
         thing_name_in_policy: args.thing_name_in_policy,
@@ -301,7 +315,12 @@ fn serve(args: ServeArgs) -> ExitCode {
 /// Exit 0 when every input got an outcome, 2 when some got an error.
 fn run(args: RunArgs) -> Result<ExitCode> {
     let engine = EngineSpec {
-        backend: args.backend,
+        backend: args.backend.unwrap_or_default(),
+        named: args.backend.is_some(),
+        tensorflowlite: verge_device::nn::TfliteSpec {
+            library: args.tensorflowlite_lib.clone(),
+            xnnpack: !args.no_xnnpack,
+        },
         threads: args.threads,
         target: if args.gpu { Target::Gpu } else { Target::Cpu },
         providers: args.providers.clone(),

@@ -47,6 +47,42 @@ pub const ARTIFACTS_DIR: &str = "artifacts";
 /// architecture's copy has its own URI (`PREFIX/ARCH/libonnxruntime.so`) and
 /// lands under this one name on the device, so one configuration names it.
 pub const ONNXRUNTIME_ARTIFACT: &str = "libonnxruntime.so";
+/// The TensorFlow Lite C library's, shipped per architecture the same way.
+pub const TENSORFLOWLITE_ARTIFACT: &str = "libtensorflowlite_c.so";
+
+/// An engine's native library, shipped per architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineLibrary {
+    Onnxruntime,
+    Tensorflowlite,
+}
+
+impl EngineLibrary {
+    /// Its file name among the artifacts (and on the device).
+    pub fn artifact(self) -> &'static str {
+        match self {
+            EngineLibrary::Onnxruntime => ONNXRUNTIME_ARTIFACT,
+            EngineLibrary::Tensorflowlite => TENSORFLOWLITE_ARTIFACT,
+        }
+    }
+
+    fn flag(self) -> &'static str {
+        match self {
+            EngineLibrary::Onnxruntime => "--onnxruntime",
+            EngineLibrary::Tensorflowlite => "--tensorflowlite",
+        }
+    }
+
+    /// The configuration's own `library` for this engine.
+    fn configured(self, config: &mut Config) -> &mut Option<PathBuf> {
+        match self {
+            EngineLibrary::Onnxruntime => &mut config.onnxruntime.get_or_insert_default().library,
+            EngineLibrary::Tensorflowlite => {
+                &mut config.tensorflowlite.get_or_insert_default().library
+            }
+        }
+    }
+}
 /// Nucleus lite reads a component's recipe file into a buffer of this many
 /// bytes (`ggl_recipe_get_from_file` in its `ggl-recipe` module).
 pub const LITE_RECIPE_MAX_BYTES: usize = 8196;
@@ -157,6 +193,8 @@ pub struct Options {
     /// that architecture; models that name no backend run on it there, and
     /// on tract elsewhere ([`crate::nn::ModelSettings::backend`]).
     pub onnxruntime: Vec<(Arch, PathBuf)>,
+    /// The TensorFlow Lite C library per architecture; TFLite models run on it.
+    pub tensorflowlite: Vec<(Arch, PathBuf)>,
     /// The output folder: must not exist, or be empty.
     pub out: PathBuf,
     /// Run the daemon as root (`RequiresPrivilege`), e.g. to read the core
@@ -395,32 +433,34 @@ pub fn write(opts: &Options) -> Result<Written, RecipeError> {
         check_elf("--binary", *arch, path)?;
         binary_digests.push(<[u8; 32]>::from(sha256_file(path)?));
     }
-    let mut libraries: Vec<(Arch, PathBuf, [u8; 32])> = Vec::new();
-    for (arch, path) in &opts.onnxruntime {
-        if !binaries.iter().any(|(a, _)| a == arch) {
+    let mut libraries: Vec<(EngineLibrary, Arch, PathBuf, [u8; 32])> = Vec::new();
+    let per_arch = [
+        (EngineLibrary::Onnxruntime, &opts.onnxruntime),
+        (EngineLibrary::Tensorflowlite, &opts.tensorflowlite),
+    ];
+    for (lib, list) in per_arch {
+        let flag = lib.flag();
+        for (arch, path) in list {
+            if !binaries.iter().any(|(a, _)| a == arch) {
+                return Err(invalid(format!(
+                    "{flag} {}: the recipe has no manifest for {} (add --binary {}=PATH)",
+                    arch.as_str(),
+                    arch.as_str(),
+                    arch.as_str()
+                )));
+            }
+            if libraries.iter().any(|(l, a, _, _)| *l == lib && a == arch) {
+                return Err(invalid(format!("{flag} names an architecture twice")));
+            }
+            check_elf(flag, *arch, path)?;
+            libraries.push((lib, *arch, path.clone(), sha256_file(path)?.into()));
+        }
+        if !list.is_empty() && lib.configured(&mut opts.config.clone()).is_some() {
+            let section = lib.flag().trim_start_matches('-');
             return Err(invalid(format!(
-                "--onnxruntime {}: the recipe has no manifest for {} (add --binary {}=PATH)",
-                arch.as_str(),
-                arch.as_str(),
-                arch.as_str()
+                "{flag} ships a library per architecture, and {section}.library names one: keep one of the two",
             )));
         }
-        if libraries.iter().any(|(a, _, _)| a == arch) {
-            return Err(invalid("--onnxruntime names an architecture twice"));
-        }
-        check_elf("--onnxruntime", *arch, path)?;
-        libraries.push((*arch, path.clone(), sha256_file(path)?.into()));
-    }
-    if !libraries.is_empty()
-        && opts
-            .config
-            .onnxruntime
-            .as_ref()
-            .is_some_and(|o| o.library.is_some())
-    {
-        return Err(invalid(
-            "--onnxruntime ships a library per architecture, and onnxruntime.library names one: keep one of the two",
-        ));
     }
 
     // The configuration checked as the daemon will check it on the device,
@@ -469,12 +509,18 @@ pub fn write(opts: &Options) -> Result<Written, RecipeError> {
                  a device's certificate, key or token belongs on the device; give its absolute path there",
                 path.display()
             ))),
-            PathField::OnnxruntimeLibrary if binaries.len() > 1 => Err(invalid(format!(
+            PathField::OnnxruntimeLibrary | PathField::TensorflowliteLibrary
+                if binaries.len() > 1 =>
+            {
+                Err(invalid(format!(
                 "{what} '{}' is relative, so it would ship as one artifact for every architecture: \
                  give the library's absolute path on the device, or make one recipe per architecture",
-                path.display()
-            ))),
-            PathField::OnnxruntimeLibrary | PathField::MqttCa => {
+                    path.display()
+                )))
+            }
+            PathField::OnnxruntimeLibrary
+            | PathField::TensorflowliteLibrary
+            | PathField::MqttCa => {
                 files.add(&source, &what, None, None)
             }
         };
@@ -486,19 +532,17 @@ pub fn write(opts: &Options) -> Result<Written, RecipeError> {
     if let Some(e) = refused {
         return Err(e);
     }
-    if let Some(f) = files
-        .list
-        .iter()
-        .find(|f| f.name == ONNXRUNTIME_ARTIFACT && !libraries.is_empty())
-    {
-        return Err(invalid(format!(
-            "{} {} is named {ONNXRUNTIME_ARTIFACT}, the name --onnxruntime gives each architecture's library on the device: rename the file",
-            f.what,
-            f.source.display()
-        )));
-    }
-    if !libraries.is_empty() {
-        shipped.onnxruntime.get_or_insert_default().library = Some(ONNXRUNTIME_ARTIFACT.into());
+    for (lib, ..) in &libraries {
+        let name = lib.artifact();
+        if let Some(f) = files.list.iter().find(|f| f.name == name) {
+            return Err(invalid(format!(
+                "{} {} is named {name}, the name {} gives each architecture's library on the device: rename the file",
+                f.what,
+                f.source.display(),
+                lib.flag()
+            )));
+        }
+        *lib.configured(&mut shipped) = Some(name.into());
     }
     // Under Greengrass the API is a Unix socket in the component's state
     // folder unless the configuration says otherwise: file permissions, not
@@ -571,9 +615,9 @@ pub fn write(opts: &Options) -> Result<Written, RecipeError> {
                 artifact(CONFIG_ARTIFACT, &config_digest, false),
             ];
             artifacts.extend(files.list.iter().map(|f| artifact(&f.name, &f.digest, false)));
-            if let Some((_, _, digest)) = libraries.iter().find(|(a, _, _)| a == arch) {
+            for (lib, _, _, digest) in libraries.iter().filter(|(_, a, _, _)| a == arch) {
                 artifacts.push(artifact(
-                    &format!("{}/{ONNXRUNTIME_ARTIFACT}", arch.as_str()),
+                    &format!("{}/{}", arch.as_str(), lib.artifact()),
                     digest,
                     false,
                 ));
@@ -650,10 +694,10 @@ pub fn write(opts: &Options) -> Result<Written, RecipeError> {
     for f in &files.list {
         copy(&f.source, &f.name)?;
     }
-    for (arch, path, _) in &libraries {
+    for (lib, arch, path, _) in &libraries {
         let dir = artifacts_dir.join(arch.as_str());
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        copy(path, &format!("{}/{ONNXRUNTIME_ARTIFACT}", arch.as_str()))?;
+        copy(path, &format!("{}/{}", arch.as_str(), lib.artifact()))?;
     }
     let config_path = artifacts_dir.join(CONFIG_ARTIFACT);
     std::fs::write(&config_path, &config_bytes).map_err(io(&config_path))?;
@@ -692,7 +736,13 @@ pub fn write(opts: &Options) -> Result<Written, RecipeError> {
     Ok(Written {
         recipe: recipe_path,
         artifacts: artifacts_dir,
-        artifacts_per_manifest: 2 + files.list.len() + usize::from(!libraries.is_empty()),
+        artifacts_per_manifest: 2
+            + files.list.len()
+            + binaries
+                .iter()
+                .map(|(arch, _)| libraries.iter().filter(|(_, a, _, _)| a == arch).count())
+                .max()
+                .unwrap_or(0),
         manifests: binaries.len(),
         recipe_bytes: text.len(),
         warnings,

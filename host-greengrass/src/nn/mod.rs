@@ -8,6 +8,7 @@
 //! glue that hands components the real error codes.
 
 mod onnxruntime;
+mod tensorflowlite;
 pub mod wit;
 
 use std::collections::HashMap;
@@ -20,6 +21,17 @@ pub use verge_nn::batch::{BatchPolicy, BatchStats, Batching};
 pub use verge_nn::{ElementType, ErrorCode, Graph, Id, NnError, Tensor};
 
 pub use onnxruntime::{available_providers, library_candidates};
+pub use tensorflowlite::TfliteSpec;
+
+/// Whether a model file is TensorFlow Lite's (else ONNX).
+pub fn is_tflite(bytes: &[u8]) -> bool {
+    Backend::runs_tflite(bytes)
+}
+
+/// Where the TensorFlow Lite C library is looked for (see [`tensorflowlite`]).
+pub fn tensorflowlite_library_candidates(explicit: Option<&std::path::Path>) -> Vec<PathBuf> {
+    tensorflowlite::library_candidates(explicit)
+}
 
 /// The engine that runs a model (`backend` in the configuration).
 pub use verge_nn::EngineKind as Backend;
@@ -104,6 +116,11 @@ pub struct EngineSpec {
     /// Concurrent calls batched along the model's leading dimension
     /// ([`verge_nn::batch`]); `None` runs each call on its own.
     pub batch: Option<BatchPolicy>,
+    /// Whether the configuration named the backend; when it did not, the
+    /// file decides: a TensorFlow Lite flatbuffer runs on `tensorflowlite`.
+    pub named: bool,
+    /// The TensorFlow Lite library and delegate, for TFLite models.
+    pub tensorflowlite: TfliteSpec,
 }
 
 /// `[models.NAME] batch = { max = 8, wait_us = 500 }`.
@@ -159,6 +176,25 @@ pub struct ModelSettings {
     /// Batch concurrent calls (off by default).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch: Option<BatchSettings>,
+    /// TensorFlow Lite only: run on the XNNPack delegate (default true).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub xnnpack: Option<bool>,
+}
+
+/// `[tensorflowlite]`: the library every TensorFlow Lite model shares.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TensorflowLiteSettings {
+    /// The `libtensorflowlite_c` to load.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub library: Option<PathBuf>,
+}
+
+/// The libraries the deployment configures, which every model shares.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Libraries<'a> {
+    pub onnxruntime: Option<&'a OnnxRuntimeSettings>,
+    pub tensorflowlite: Option<&'a TensorflowLiteSettings>,
 }
 
 /// `[onnxruntime]`: the library every onnxruntime model shares.
@@ -187,12 +223,8 @@ impl ModelSettings {
     }
 
     /// The model as the engines load it.
-    pub fn spec(
-        &self,
-        name: &str,
-        onnxruntime: Option<&OnnxRuntimeSettings>,
-        cache_dir: PathBuf,
-    ) -> ModelSpec {
+    pub fn spec(&self, name: &str, libraries: Libraries, cache_dir: PathBuf) -> ModelSpec {
+        let onnxruntime = libraries.onnxruntime;
         let (backend, fallback_to_tract) = self.backend(onnxruntime);
         ModelSpec {
             name: name.to_string(),
@@ -208,16 +240,17 @@ impl ModelSettings {
                 cache_dir: Some(cache_dir),
                 profile: None,
                 batch: self.batch.map(BatchSettings::policy),
+                named: self.backend.is_some(),
+                tensorflowlite: TfliteSpec {
+                    library: libraries.tensorflowlite.and_then(|t| t.library.clone()),
+                    xnnpack: self.xnnpack.unwrap_or(true),
+                },
             },
         }
     }
 
     /// The section's own checks, with the deployment's `[onnxruntime]`.
-    pub fn check(
-        &self,
-        name: &str,
-        onnxruntime: Option<&OnnxRuntimeSettings>,
-    ) -> Result<(), String> {
+    pub fn check(&self, name: &str, libraries: Libraries) -> Result<(), String> {
         if self.fallback == Some(Backend::Onnxruntime) {
             return Err(format!("model '{name}': the only fallback is \"tract\""));
         }
@@ -236,7 +269,12 @@ impl ModelSettings {
                 "model '{name}': a fallback applies to backend = \"onnxruntime\" (a model that names no backend already falls back to tract)"
             ));
         }
-        self.spec(name, onnxruntime, PathBuf::new())
+        if self.xnnpack.is_some() && self.backend.is_some_and(|b| b != Backend::Tensorflowlite) {
+            return Err(format!(
+                "model '{name}': xnnpack applies to TensorFlow Lite models (backend \"tensorflowlite\", or none)"
+            ));
+        }
+        self.spec(name, libraries, PathBuf::new())
             .engine
             .validate()
             .map_err(|e| format!("model '{name}': {e}"))
@@ -450,14 +488,39 @@ fn load_one(spec: &ModelSpec, bytes: &[u8]) -> Result<(Graph, Loaded), LoadError
         backend,
         error,
     };
+    let tflite = is_tflite(bytes);
+    let backend = match spec.engine.backend {
+        _ if tflite && !spec.engine.named => Backend::Tensorflowlite,
+        b if tflite && b != Backend::Tensorflowlite => {
+            return Err(model_error(
+                b,
+                NnError::new(
+                    ErrorCode::InvalidEncoding,
+                    format!(
+                        "the file is a TensorFlow Lite model, which {b} does not run: name backend = \"tensorflowlite\" (or none, and the file decides)"
+                    ),
+                ),
+            ));
+        }
+        b => b,
+    };
     let mut loaded = Loaded {
         name: spec.name.clone(),
-        backend: spec.engine.backend,
+        backend,
         providers: Vec::new(),
         cache: None,
         fallback: None,
     };
-    if spec.engine.backend == Backend::Onnxruntime {
+    if backend == Backend::Tensorflowlite {
+        let engine = tensorflowlite::Tensorflowlite {
+            spec: spec.engine.tensorflowlite.clone(),
+            threads: spec.engine.threads,
+        };
+        let graph = load_graph(spec, &engine, bytes)
+            .map_err(|e| model_error(Backend::Tensorflowlite, e))?;
+        return Ok((graph, loaded));
+    }
+    if backend == Backend::Onnxruntime {
         let engine = onnxruntime::Onnxruntime::new(&spec.name, spec.engine.clone());
         match load_graph(spec, &engine, bytes) {
             Ok(graph) => {
@@ -475,7 +538,7 @@ fn load_one(spec: &ModelSpec, bytes: &[u8]) -> Result<(Graph, Loaded), LoadError
             Err(e) => return Err(model_error(Backend::Onnxruntime, e)),
         }
     }
-    if spec.engine.backend == Backend::Compact {
+    if backend == Backend::Compact {
         let graph = load_graph(spec, &verge_nn_compact::Compact, bytes)
             .map_err(|e| model_error(Backend::Compact, e))?;
         return Ok((graph, loaded));

@@ -22,21 +22,38 @@ pub enum EngineKind {
     /// verge's compact engine: tree ensembles, linear models and small MLPs
     /// in a few hundred KB (what the edge's viewer triggers run).
     Compact,
+    /// TensorFlow Lite's C library, on the device only: `.tflite` models.
+    Tensorflowlite,
 }
 
 impl EngineKind {
     /// Smallest first.
-    pub const ALL: [EngineKind; 3] = [
+    pub const ALL: [EngineKind; 4] = [
+        EngineKind::Compact,
+        EngineKind::Tract,
+        EngineKind::Onnxruntime,
+        EngineKind::Tensorflowlite,
+    ];
+
+    /// The engines a Lambda@Edge package can carry, smallest first.
+    pub const EDGE: [EngineKind; 3] = [
         EngineKind::Compact,
         EngineKind::Tract,
         EngineKind::Onnxruntime,
     ];
+
+    /// The engine a model file is for when nobody says: a TensorFlow Lite
+    /// flatbuffer (its `TFL3` identifier at offset 4) or, otherwise, ONNX.
+    pub fn runs_tflite(bytes: &[u8]) -> bool {
+        bytes.get(4..8) == Some(b"TFL3")
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
             EngineKind::Tract => "tract",
             EngineKind::Onnxruntime => "onnxruntime",
             EngineKind::Compact => "compact",
+            EngineKind::Tensorflowlite => "tensorflowlite",
         }
     }
 }

@@ -9,6 +9,8 @@ use verge_nn::{ElementType, Tensor};
 
 /// The cases, as shipped beside this crate.
 pub const CASES_JSON: &str = include_str!("../cases.json");
+/// The TensorFlow Lite table (models written by `tflite_models.py`).
+pub const TFLITE_CASES_JSON: &str = include_str!("../tflite-cases.json");
 
 /// How a case gets its graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,9 +93,19 @@ pub fn cases() -> Vec<Case> {
     parse(CASES_JSON).expect("cases.json is valid")
 }
 
+/// Every case of [`TFLITE_CASES_JSON`].
+pub fn tflite_cases() -> Vec<Case> {
+    parse(TFLITE_CASES_JSON).expect("tflite-cases.json is valid")
+}
+
 /// The models the cases load by name (what a host must deploy for the suite).
 pub fn models() -> Vec<String> {
-    let mut v: Vec<String> = cases()
+    models_of(cases())
+}
+
+/// The models some cases load by name.
+pub fn models_of(cases: Vec<Case>) -> Vec<String> {
+    let mut v: Vec<String> = cases
         .into_iter()
         .filter(|c| c.load == Load::ByName && c.model != "nosuch")
         .map(|c| c.model)
