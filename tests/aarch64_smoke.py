@@ -10,7 +10,11 @@
    ones, line for line: the same labels, statuses and headers, and scores
    within 1e-4 (the engines' NEON and AVX kernels round differently: about
    1e-6 here, printed).
-2. `serve` (aarch64, tract) on a free loopback port: /readyz answers 200 within
+2. With --tflite-component: `run` of that component with its TensorFlow Lite
+   model (the engine chosen by the file), each build with its own
+   architecture's libtensorflowlite_c (XNNPack on NEON and on AVX): the same
+   outcomes, numbers within 0.01 (pixels of a face's box, scores).
+3. `serve` (aarch64, tract) on a free loopback port: /readyz answers 200 within
    a bounded wait, one request gives the outcome `run` gave for that file, and
    SIGTERM ends it with exit code 0.
 
@@ -88,14 +92,22 @@ def difference(a, b) -> float | None:
     return None if None in parts else max(parts, default=0.0)
 
 
-def compare(what: str, native: list[dict], arm: list[dict]) -> int:
+def tflite_outcomes(binary: list[str], args, lib: str) -> list[dict]:
+    cmd = [*binary, "run", args.tflite_component, "--format", "json", "--model", args.tflite_model,
+           "--tensorflowlite-lib", lib]
+    for f in args.tflite_input:
+        cmd += ["--input", f]
+    return run(cmd)
+
+
+def compare(what: str, native: list[dict], arm: list[dict], tolerance: float = TOLERANCE) -> int:
     bad, largest = 0, 0.0
     if len(native) != len(arm):
         print(f"  {what}: {len(native)} outcomes on x86_64, {len(arm)} on aarch64")
         return 1
     for a, b in zip(native, arm):
         d = difference(outcome(a), outcome(b))
-        if d is None or d > TOLERANCE:
+        if d is None or d > tolerance:
             bad += 1
             print(f"  {what}: differs:\n    x86_64  {json.dumps(a)[:300]}\n    aarch64 {json.dumps(b)[:300]}")
         else:
@@ -174,6 +186,11 @@ def main() -> int:
     p.add_argument("--model", action="append", required=True)
     p.add_argument("--onnxruntime-lib", required=True)
     p.add_argument("--onnxruntime-lib-aarch64", required=True)
+    p.add_argument("--tflite-component", help="a component whose model is TensorFlow Lite's")
+    p.add_argument("--tflite-model", help="NAME=PATH.tflite")
+    p.add_argument("--tensorflowlite-lib")
+    p.add_argument("--tensorflowlite-lib-aarch64")
+    p.add_argument("--tflite-input", action="append", default=[])
     p.add_argument("files", nargs="+")
     args = p.parse_args()
     arm = [*qemu(args), args.aarch64]
@@ -185,6 +202,13 @@ def main() -> int:
         outcomes([args.native], args, "onnxruntime", args.onnxruntime_lib),
         outcomes(arm, args, "onnxruntime", args.onnxruntime_lib_aarch64),
     )
+    if args.tflite_component:
+        bad += compare(
+            "tensorflowlite",
+            tflite_outcomes([args.native], args, args.tensorflowlite_lib),
+            tflite_outcomes(arm, args, args.tensorflowlite_lib_aarch64),
+            tolerance=0.01,
+        )
     bad += serve(args, native_tract[0])
     print(f"aarch64 smoke: {'passed' if bad == 0 else f'{bad} problems'}")
     return int(bad != 0)
