@@ -118,8 +118,7 @@ fn annotates_limits_and_refuses_what_is_not_an_image() {
     assert_eq!(none["faces"].as_array().unwrap().len(), 0);
     let e = host
         .call("", b"not an image", &[])
-        .err()
-        .expect("not an image is an error")
+        .expect_err("not an image is an error")
         .to_string();
     assert!(
         e.contains("PNG") || e.contains("JPEG") || e.contains("image"),
