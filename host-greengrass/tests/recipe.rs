@@ -922,3 +922,103 @@ fn models_run_on_onnxruntime_where_its_library_ships_and_on_tract_elsewhere() {
     assert_eq!(labels[0], labels[1]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// An ONNX and a TensorFlow Lite model in one deployment: `--tensorflowlite`
+/// ships the library for its architecture, the shipped configuration names
+/// it, and the daemon started from the artifacts runs each model on the
+/// engine its file asks for, face-detect answering from the TFLite one.
+#[test]
+fn a_tflite_model_ships_with_its_library_and_runs_beside_an_onnx_one() {
+    use verge_device::recipe::{Arch, TENSORFLOWLITE_ARTIFACT};
+    let Some(arch) = Arch::current() else { return };
+    let dir = scratch("tflite-recipe");
+    let link = |from: PathBuf, to: &str| std::os::unix::fs::symlink(from, dir.join(to)).unwrap();
+    link(verge_testkit::wasm("file_type"), "file_type.wasm");
+    link(verge_testkit::wasm("face_detect"), "face_detect.wasm");
+    link(verge_testkit::magika(), "model.onnx");
+    link(
+        verge_testkit::model(
+            "mediapipe-face-detection-short-range",
+            "face_detection_short_range.tflite",
+            "python3 models/fetch.py",
+        ),
+        "face.tflite",
+    );
+    let config = dir.join("verge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[models.magika]\npath = \"model.onnx\"\nsha256 = \"{}\"\n\
+             [models.face-detect]\npath = \"face.tflite\"\nsha256 = \"{}\"\n\
+             [components.file-type]\npath = \"file_type.wasm\"\nsha256 = \"{}\"\n\
+             [components.face-detect]\npath = \"face_detect.wasm\"\nsha256 = \"{}\"\n\
+             [routes.file-type]\ncomponent = \"file-type\"\n\
+             [routes.faces]\ncomponent = \"face-detect\"\n",
+            sha256(&dir.join("model.onnx")),
+            sha256(&dir.join("face.tflite")),
+            sha256(&dir.join("file_type.wasm")),
+            sha256(&dir.join("face_detect.wasm")),
+        ),
+    )
+    .unwrap();
+    let library = std::env::var("VERGE_TENSORFLOWLITE_LIB")
+        .expect("VERGE_TENSORFLOWLITE_LIB must name libtensorflowlite_c (./dev test sets it)");
+    let out = dir.join("out");
+    let binary = PathBuf::from(env!("CARGO_BIN_EXE_verge-device"));
+    ok(&recipe(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--artifacts-uri",
+        "s3://b/p",
+        "--version",
+        "1.0.0",
+        "--out",
+        out.to_str().unwrap(),
+        "--binary",
+        &format!("{}={}", arch.as_str(), binary.display()),
+        "--tensorflowlite",
+        &format!("{}={library}", arch.as_str()),
+    ]));
+    let r: Value =
+        serde_json::from_slice(&std::fs::read(out.join("recipe.json")).unwrap()).unwrap();
+    let artifacts = out.join("artifacts");
+    let per_arch = digests_match(&r, "s3://b/p", &artifacts);
+    let shipped_library = format!("{}/{TENSORFLOWLITE_ARTIFACT}", arch.as_str());
+    assert!(per_arch[0].1.contains(&shipped_library), "{per_arch:?}");
+    let shipped: Value =
+        serde_json::from_slice(&std::fs::read(artifacts.join("verge.json")).unwrap()).unwrap();
+    assert_eq!(
+        shipped["tensorflowlite"]["library"],
+        TENSORFLOWLITE_ARTIFACT
+    );
+
+    let d = verge_testkit::serve::start_artifacts(&artifacts, &dir.join("work"), "t", |_| {});
+    let engines: Vec<(String, String)> = ["magika", "face-detect"]
+        .iter()
+        .map(|m| {
+            let line = d
+                .all("model loaded")
+                .into_iter()
+                .find(|l| l["model"] == *m)
+                .unwrap_or_else(|| panic!("no 'model loaded' line for {m}"));
+            (m.to_string(), line["backend"].as_str().unwrap().to_string())
+        })
+        .collect();
+    assert_eq!(engines[0].1, "tract", "{engines:?}");
+    assert_eq!(engines[1].1, "tensorflowlite", "{engines:?}");
+    let photo =
+        std::fs::read(verge_testkit::models_dir().join("skimage-astronaut/astronaut.png")).unwrap();
+    let reply = d.post("faces", "image/png", &photo);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        reply.json()["respond"]["body"]["faces"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let reply = d.post("file-type", "", b"fn main() {}\n");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    drop(d);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -104,15 +104,20 @@ pub fn start_artifacts(
     thing: &str,
     edit: impl FnOnce(&mut Value),
 ) -> Daemon {
-    use verge_device::recipe::{Arch, CONFIG_ARTIFACT, ONNXRUNTIME_ARTIFACT};
+    use verge_device::recipe::{Arch, CONFIG_ARTIFACT};
     let arch = Arch::current().expect("this machine's architecture has a Greengrass name");
     std::fs::create_dir_all(dir).unwrap();
     // A core device downloads its manifest's artifacts into one folder, each
-    // under its URI's last segment: this machine's ONNX Runtime library
-    // (`ARCH/libonnxruntime.so` in the output) lands beside the rest.
-    let library = artifacts.join(arch.as_str()).join(ONNXRUNTIME_ARTIFACT);
+    // under its URI's last segment: this machine's engine libraries
+    // (`ARCH/libonnxruntime.so`, `ARCH/libtensorflowlite_c.so` in the output)
+    // land beside the rest.
+    let libraries: Vec<PathBuf> = std::fs::read_dir(artifacts.join(arch.as_str()))
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
     let device_artifacts = dir.join("artifacts");
-    let artifacts = if library.is_file() {
+    let artifacts = if libraries.is_empty() {
+        artifacts
+    } else {
         std::fs::create_dir_all(&device_artifacts).unwrap();
         for e in std::fs::read_dir(artifacts).unwrap() {
             let e = e.unwrap();
@@ -120,10 +125,14 @@ pub fn start_artifacts(
                 std::os::unix::fs::symlink(e.path(), device_artifacts.join(e.file_name())).unwrap();
             }
         }
-        std::os::unix::fs::symlink(&library, device_artifacts.join(ONNXRUNTIME_ARTIFACT)).unwrap();
+        for library in &libraries {
+            std::os::unix::fs::symlink(
+                library,
+                device_artifacts.join(library.file_name().unwrap()),
+            )
+            .unwrap();
+        }
         &device_artifacts
-    } else {
-        artifacts
     };
     let shipped = artifacts.join(CONFIG_ARTIFACT);
     let text = std::fs::read(&shipped).unwrap_or_else(|e| panic!("{}: {e}", shipped.display()));
