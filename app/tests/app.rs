@@ -542,3 +542,84 @@ fn check_shows_fraud_score_alike_in_three_languages_on_both_hosts() {
         assert_eq!(outcomes.len(), 1, "{input}: {outcomes:?}");
     }
 }
+
+/// A TensorFlow Lite model: placed at the edge it is a problem that names
+/// the device; on the device `verge build` ships libtensorflowlite_c for the
+/// platform and says the model runs on it.
+#[test]
+fn a_tflite_model_goes_to_the_device_with_its_library_and_not_to_the_edge() {
+    if !ready("tflite") {
+        return;
+    }
+    let models = std::env::var("VERGE_MODELS_DIR").unwrap();
+    let model = Path::new(&models)
+        .join("mediapipe-face-detection-short-range/face_detection_short_range.tflite");
+    let arch = Arch::current().expect("a Greengrass architecture");
+    let library = std::env::var("VERGE_TENSORFLOWLITE_LIB")
+        .expect("VERGE_TENSORFLOWLITE_LIB (./dev test sets it)");
+    let app = |edge: &str| {
+        format!(
+            r#"
+name = "kiosk"
+version = "0.1.0"
+
+[models.face-detect]
+path = "{model}"
+sha256 = "{sha}"
+
+[components.face-detect]
+path = "${{VERGE_WASM_DIR}}/face_detect.wasm"
+models = ["face-detect"]
+{edge}
+[components.face-detect.device]
+deadline_ms = 2000
+
+[device]
+platforms = ["{arch}"]
+artifacts_uri = "s3://b/kiosk/0.1.0"
+"#,
+            model = model.display(),
+            sha = sha256(&model),
+            arch = arch.as_str(),
+        )
+    };
+    let (dir, manifest) = manifest_in(
+        "tflite-edge",
+        &app(r#"edge = [{ trigger = "origin-request", engine = "tract" }]"#),
+    );
+    let out = dir.join("dist");
+    let run = verge(&[
+        "build",
+        manifest.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stderr = text(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("is a TensorFlow Lite model") && stderr.contains("run on the device host"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let (dir, manifest) = manifest_in("tflite-device", &app(""));
+    let out = dir.join("dist");
+    let run = verge(&[
+        "build",
+        manifest.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--device-tensorflowlite",
+        &format!("{}={library}", arch.as_str()),
+    ]);
+    let stdout = text(&run.stdout);
+    assert!(run.status.success(), "{}\n{stdout}", text(&run.stderr));
+    assert!(stdout.contains("tensorflowlite"), "{stdout}");
+    let shipped = out
+        .join("device/artifacts")
+        .join(arch.as_str())
+        .join(verge_device::recipe::TENSORFLOWLITE_ARTIFACT);
+    assert_eq!(sha256(&shipped), sha256(Path::new(&library)));
+    let _ = std::fs::remove_dir_all(&dir);
+}
