@@ -11,15 +11,18 @@ Per photo, warm medians of N calls:
   instantiated per call as the daemon does): the whole request, PNG/JPEG bytes in,
   JSON out (decode, letterbox, model, anchors and NMS in Wasm).
 - mediapipe: `FaceDetection.process` on the image read by OpenCV (decode + detect).
-- native model: `TfLiteInterpreterInvoke` alone, through ctypes, XNNPack with one
-  thread as verge configures it: the floor for the model's share.
-Ratios print against MediaPipe (the goal: verge ≤ 1.5×) and the native model.
+- model, native: the TFLite library through ctypes (input copied in, invoke,
+  outputs copied out), XNNPack with one thread as verge configures it;
+- model, verge: the same model through verge's wasi:nn on its TFLite engine
+  (host-greengrass/examples/model_time.rs: checks, copies, invoke).
+Ratios print against MediaPipe (goal: verge ≤ 1.5×) and the native model (goal ≤ 1.1×).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -42,12 +45,21 @@ NATIVE = textwrap.dedent("""
     lib.TfLiteInterpreterOptionsAddDelegate(ctypes.c_void_p(opts), ctypes.c_void_p(lib.TfLiteXNNPackDelegateCreate(ctypes.byref(o))))
     it = lib.TfLiteInterpreterCreate(ctypes.c_void_p(model), ctypes.c_void_p(opts))
     assert it and lib.TfLiteInterpreterAllocateTensors(ctypes.c_void_p(it)) == 0
+    lib.TfLiteInterpreterGetOutputTensor.restype = ctypes.c_void_p
+    lib.TfLiteTensorByteSize.restype = ctypes.c_size_t
     inp = lib.TfLiteInterpreterGetInputTensor(ctypes.c_void_p(it), 0)
-    data = (ctypes.c_float * (128 * 128 * 3))()
+    size = lib.TfLiteTensorByteSize(ctypes.c_void_p(inp))
+    data = ctypes.create_string_buffer(size)
+    outs = [lib.TfLiteInterpreterGetOutputTensor(ctypes.c_void_p(it), i)
+            for i in range(lib.TfLiteInterpreterGetOutputTensorCount(ctypes.c_void_p(it)))]
+    bufs = [ctypes.create_string_buffer(lib.TfLiteTensorByteSize(ctypes.c_void_p(o))) for o in outs]
     times = []
     for _ in range(reps + 1):
-        lib.TfLiteTensorCopyFromBuffer(ctypes.c_void_p(inp), data, ctypes.c_size_t(128 * 128 * 3 * 4))
-        t = time.perf_counter(); assert lib.TfLiteInterpreterInvoke(ctypes.c_void_p(it)) == 0
+        t = time.perf_counter()
+        lib.TfLiteTensorCopyFromBuffer(ctypes.c_void_p(inp), data, ctypes.c_size_t(size))
+        assert lib.TfLiteInterpreterInvoke(ctypes.c_void_p(it)) == 0
+        for o, b in zip(outs, bufs):
+            lib.TfLiteTensorCopyToBuffer(ctypes.c_void_p(o), b, ctypes.c_size_t(len(b)))
         times.append((time.perf_counter() - t) * 1000)
     print(",".join(f"{x:.4f}" for x in times[1:]))
 """)
@@ -76,6 +88,7 @@ def main() -> int:
     p.add_argument("--model", required=True)
     p.add_argument("--lib", required=True)
     p.add_argument("--python", required=True)
+    p.add_argument("--model-time", required=True, help="host-greengrass's model_time example")
     p.add_argument("--mediapipe-python", required=True)
     p.add_argument("--reps", type=int, default=50)
     p.add_argument("photos", nargs="+")
@@ -88,6 +101,12 @@ def main() -> int:
         [a.mediapipe_python, "-c", MEDIAPIPE, str(a.reps), *a.photos], check=True, capture_output=True, text=True
     ).stdout)
     model_ms = statistics.median(native)
+    verge_model = float(subprocess.run(
+        [a.model_time, a.model, "--reps", str(max(a.reps, 20))], check=True, capture_output=True, text=True,
+        env={**os.environ, "VERGE_TENSORFLOWLITE_LIB": a.lib},
+    ).stdout.strip())
+    print(f"model only: verge's wasi:nn {verge_model:.3f} ms, the library called directly {model_ms:.3f} ms: "
+          f"{verge_model / model_ms:.2f}× (goal ≤ 1.1×)")
     print(f"| photo | faces | verge-device (ms) | MediaPipe Python (ms) | verge / MediaPipe | verge / native model ({model_ms:.2f} ms) |")
     print("|---|---|---|---|---|---|")
     worst = 0.0
