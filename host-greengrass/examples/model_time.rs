@@ -10,8 +10,7 @@
 
 use std::time::Instant;
 
-use verge_device::nn::{Graphs, ModelSpec, Tensor};
-use verge_nn::Dim;
+use verge_device::nn::{Graphs, ModelSpec};
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -22,25 +21,7 @@ fn main() -> anyhow::Result<()> {
     };
     let graphs = Graphs::load(&[ModelSpec::tract("m", &model)])?;
     let graph = graphs.get("m").unwrap();
-    let inputs: Vec<(String, Tensor)> = graph
-        .signature()
-        .inputs
-        .iter()
-        .map(|p| {
-            let dims: Vec<u32> = p
-                .dims
-                .iter()
-                .flatten()
-                .map(|d| match d {
-                    Dim::Fixed(n) => *n as u32,
-                    _ => 1,
-                })
-                .collect();
-            let ty = p.datum.carried().expect("a carried input type");
-            let count: usize = dims.iter().map(|&d| d as usize).product();
-            (p.name.clone(), Tensor::new(dims, ty, vec![0; count * ty.size()]))
-        })
-        .collect();
+    let inputs = verge_testkit::zero_inputs(graph);
     let mut ctx = graph.context();
     let mut times = Vec::with_capacity(reps);
     for _ in 0..=reps {

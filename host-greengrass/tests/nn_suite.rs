@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use verge_device::nn::{EngineSpec, Graphs, LoadError, ModelSpec};
+use verge_device::nn::{EngineSpec, Graphs, ModelSpec};
 use verge_device::runtime::{Deployment, Limits, Placement, Runtime};
 use verge_nn::{NnError, Tensor};
 use verge_nn_suite::{Case, Coverage, Load, Outcome, Report};
@@ -35,25 +35,12 @@ fn spec(name: &str, engine: &EngineSpec) -> ModelSpec {
 
 /// Each suite model on `engine`: the graphs that load, and the load error of each that does not.
 fn load(engine: &EngineSpec) -> (Graphs, Vec<(String, NnError)>) {
-    let mut good = Vec::new();
-    let mut refused = Vec::new();
-    for name in verge_nn_suite::models() {
-        match Graphs::load(&[spec(&name, engine)]) {
-            Ok(_) => good.push(spec(&name, engine)),
-            Err(LoadError::Model { error, .. }) => refused.push((name, error)),
-            Err(e) => panic!("{name}: {e}"),
-        }
-    }
-    (Graphs::load(&good).unwrap(), refused)
-}
-
-/// A case's load step where the models are loaded at start (natively, and on
-/// the device host, which refuses to start with a model it cannot load).
-fn start_refusal(case: &Case, refused: &[(String, NnError)]) -> Option<Outcome> {
-    refused
-        .iter()
-        .find(|(name, _)| *name == case.model)
-        .map(|(_, e)| Outcome::error(e))
+    verge_testkit::load_each(
+        verge_nn_suite::models()
+            .iter()
+            .map(|name| spec(name, engine))
+            .collect(),
+    )
 }
 
 #[test]
@@ -66,7 +53,7 @@ fn every_engine_natively() {
             if case.load == Load::Bytes {
                 continue;
             }
-            let got = start_refusal(&case, &refused).unwrap_or_else(|| {
+            let got = verge_nn_suite::refusal(&case, &refused).unwrap_or_else(|| {
                 let run = || -> Result<Vec<(String, Tensor)>, NnError> {
                     graphs
                         .by_name(&case.model)?
@@ -102,7 +89,7 @@ fn the_device_host_on_every_engine() {
         );
         let mut report = Report::new(&format!("the device host on {engine} (probe component)"));
         for case in verge_nn_suite::cases() {
-            if let Some(got) = start_refusal(&case, &refused) {
+            if let Some(got) = verge_nn_suite::refusal(&case, &refused) {
                 report.record(&case, &got);
                 continue;
             }

@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use verge_device::nn::{Backend, EngineSpec, Graphs, LoadError, ModelSpec};
+use verge_device::nn::{Backend, EngineSpec, Graphs, ModelSpec};
 use verge_device::runtime::{Deployment, Limits, Placement, Runtime};
 use verge_nn::{ElementType, NnError, Tensor};
 use verge_nn_suite::{Case, Outcome, Report};
@@ -31,23 +31,8 @@ fn spec(name: &str) -> ModelSpec {
 }
 
 fn load(cases: &[Case]) -> (Graphs, Vec<(String, NnError)>) {
-    let mut good = Vec::new();
-    let mut refused = Vec::new();
-    for name in verge_nn_suite::models_of(cases.to_vec()) {
-        match Graphs::load(&[spec(&name)]) {
-            Ok(_) => good.push(spec(&name)),
-            Err(LoadError::Model { error, .. }) => refused.push((name, error)),
-            Err(e) => panic!("{name}: {e}"),
-        }
-    }
-    (Graphs::load(&good).unwrap(), refused)
-}
-
-fn refusal(case: &Case, refused: &[(String, NnError)]) -> Option<Outcome> {
-    refused
-        .iter()
-        .find(|(name, _)| *name == case.model)
-        .map(|(_, e)| Outcome::error(e))
+    let names = verge_nn_suite::models_of(cases.to_vec());
+    verge_testkit::load_each(names.iter().map(|n| spec(n)).collect())
 }
 
 #[test]
@@ -59,7 +44,7 @@ fn the_tflite_table_natively_and_on_the_device_host() {
     }
     let mut report = Report::new("tensorflowlite, natively");
     for case in &cases {
-        let got = refusal(case, &refused).unwrap_or_else(|| {
+        let got = verge_nn_suite::refusal(case, &refused).unwrap_or_else(|| {
             let run = || {
                 graphs
                     .by_name(&case.model)?
@@ -90,7 +75,7 @@ fn the_tflite_table_natively_and_on_the_device_host() {
     );
     let mut report = Report::new("the device host on tensorflowlite (probe component)");
     for case in &cases {
-        if let Some(got) = refusal(case, &refused) {
+        if let Some(got) = verge_nn_suite::refusal(case, &refused) {
             report.record(case, &got);
             continue;
         }
@@ -184,28 +169,7 @@ fn the_wheels_models_load_or_say_why_not() {
         match Graphs::load(&[spec]) {
             Ok(graphs) => {
                 let graph = graphs.by_name(&name).unwrap();
-                let inputs: Vec<(String, Tensor)> = graph
-                    .signature()
-                    .inputs
-                    .iter()
-                    .map(|p| {
-                        let dims: Vec<u32> = p
-                            .dims
-                            .iter()
-                            .flatten()
-                            .map(|d| match d {
-                                verge_nn::Dim::Fixed(n) => *n as u32,
-                                _ => 1,
-                            })
-                            .collect();
-                        let ty = p.datum.carried().unwrap();
-                        let count: usize = dims.iter().map(|&d| d as usize).product();
-                        (
-                            p.name.clone(),
-                            Tensor::new(dims, ty, vec![0; count * ty.size()]),
-                        )
-                    })
-                    .collect();
+                let inputs = verge_testkit::zero_inputs(&graph);
                 let out = graph.context().compute_named(inputs);
                 let out = out.unwrap_or_else(|e| panic!("{name}: {e}"));
                 println!("{name}: ran, {} outputs ({})", out.len(), graph.signature());

@@ -122,27 +122,9 @@ struct Settings {
 }
 
 fn read_settings() -> Result<Settings, Error> {
-    let min_score: f32 = settings::get_or("min-score", 0.5)?;
-    if !(0.0..=1.0).contains(&min_score) {
-        return Err(Error::internal(format!(
-            "setting min-score = {min_score}: expected 0 to 1"
-        )));
-    }
-    let max_faces: usize = settings::get_or("max-faces", 10)?;
-    if !(1..=100).contains(&max_faces) {
-        return Err(Error::internal(format!(
-            "setting max-faces = {max_faces}: expected 1 to 100"
-        )));
-    }
-    let annotate = match settings::raw("mode")?.as_deref() {
-        None | Some("respond") => false,
-        Some("annotate") => true,
-        Some(other) => {
-            return Err(Error::internal(format!(
-                "setting mode = {other:?}: expected \"respond\" or \"annotate\""
-            )));
-        }
-    };
+    let min_score: f32 = settings::get_in("min-score", 0.5, 0.0..=1.0)?;
+    let max_faces: usize = settings::get_in("max-faces", 10, 1..=100)?;
+    let annotate = settings::annotate()?;
     Ok(Settings {
         model: settings::get_or("model", "face-detect".to_string())?,
         min_score,

@@ -49,21 +49,8 @@ impl Handler for ImageClassify {
                 req.body.len()
             )));
         }
-        let k: usize = settings::get_or("top-k", 5)?;
-        if !(1..=20).contains(&k) {
-            return Err(Error::internal(format!(
-                "setting top-k = {k}: expected 1 to 20"
-            )));
-        }
-        let annotate = match settings::raw("mode")?.as_deref() {
-            None | Some("respond") => false,
-            Some("annotate") => true,
-            Some(other) => {
-                return Err(Error::internal(format!(
-                    "setting mode = {other:?}: expected \"respond\" or \"annotate\""
-                )));
-            }
-        };
+        let k: usize = settings::get_in("top-k", 5, 1..=20)?;
+        let annotate = settings::annotate()?;
         let input = image::preprocess(&image::decode(&req.body)?);
         let model = Model::load(&settings::get_or(
             "model",

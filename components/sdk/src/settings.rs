@@ -90,6 +90,35 @@ mod typed {
         Ok(get(key)?.unwrap_or(default))
     }
 
+    /// Setting `key` parsed as `T` and within `range`, or `default` when it is not set.
+    pub fn get_in<T>(key: &str, default: T, range: std::ops::RangeInclusive<T>) -> Result<T, Error>
+    where
+        T: FromStr + PartialOrd + std::fmt::Display,
+        T::Err: std::fmt::Display,
+    {
+        let v = get_or(key, default)?;
+        if !range.contains(&v) {
+            return Err(Error::internal(format!(
+                "setting {key} = {v}: expected {} to {}",
+                range.start(),
+                range.end()
+            )));
+        }
+        Ok(v)
+    }
+
+    /// The `mode` setting of a component that answers or annotates: `respond`
+    /// (the default) or `annotate`; true for `annotate`.
+    pub fn annotate() -> Result<bool, Error> {
+        match raw("mode")?.as_deref() {
+            None | Some("respond") => Ok(false),
+            Some("annotate") => Ok(true),
+            Some(other) => Err(Error::internal(format!(
+                "setting mode = {other:?}: expected \"respond\" or \"annotate\""
+            ))),
+        }
+    }
+
     /// Every setting whose key starts with `prefix`, prefix removed, sorted by key.
     pub fn with_prefix(prefix: &str) -> Result<Vec<(String, String)>, Error> {
         let mut all: Vec<(String, String)> = source::get_all()?
@@ -101,7 +130,7 @@ mod typed {
     }
 }
 
-pub use typed::{get, get_or, raw, with_prefix};
+pub use typed::{annotate, get, get_in, get_or, raw, with_prefix};
 
 #[cfg(test)]
 mod tests {
@@ -121,5 +150,9 @@ mod tests {
         // Natively nothing is set: defaults apply.
         assert_eq!(get_or("low", 0.5f32).unwrap(), 0.5);
         assert!(with_prefix("label.").unwrap().is_empty());
+        assert_eq!(get_in("k", 5usize, 1..=20).unwrap(), 5);
+        let e = get_in("k", 50usize, 1..=20).unwrap_err();
+        assert!(matches!(&e, Error::Internal(m) if m == "setting k = 50: expected 1 to 20"));
+        assert!(!annotate().unwrap());
     }
 }

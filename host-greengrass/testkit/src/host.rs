@@ -118,3 +118,52 @@ pub const HOSTILE_64_MIB: [(&str, &str, &str); 6] = [
     // A 20 MB answer: over the outcome bound (a quarter of the memory bound).
     ("big:20000000", "quota", "a call may return 16777216"),
 ];
+
+/// Zeros for each input of `graph`, in the dimensions it declares (a
+/// symbolic one set to 1): what benchmarks and smoke tests feed a model.
+pub fn zero_inputs(graph: &verge_nn::Graph) -> Vec<(String, verge_nn::Tensor)> {
+    graph
+        .signature()
+        .inputs
+        .iter()
+        .map(|p| {
+            let dims: Vec<u32> = p
+                .dims
+                .iter()
+                .flatten()
+                .map(|d| match d {
+                    verge_nn::Dim::Fixed(n) => *n as u32,
+                    _ => 1,
+                })
+                .collect();
+            let ty = p.datum.carried().expect("a type wasi:nn carries");
+            let count: usize = dims.iter().map(|&d| d as usize).product();
+            (
+                p.name.clone(),
+                verge_nn::Tensor::new(dims, ty, vec![0; count * ty.size()]),
+            )
+        })
+        .collect()
+}
+
+/// Each model loaded on its own: the graphs that load, together, and the
+/// load error of each that does not (a host that refuses to start with it).
+pub fn load_each(
+    specs: Vec<ModelSpec>,
+) -> (
+    verge_device::nn::Graphs,
+    Vec<(String, verge_device::nn::NnError)>,
+) {
+    let mut good = Vec::new();
+    let mut refused = Vec::new();
+    for spec in specs {
+        match Graphs::load(std::slice::from_ref(&spec)) {
+            Ok(_) => good.push(spec),
+            Err(verge_device::nn::LoadError::Model { error, .. }) => {
+                refused.push((spec.name, error))
+            }
+            Err(e) => panic!("{}: {e}", spec.name),
+        }
+    }
+    (Graphs::load(&good).unwrap(), refused)
+}

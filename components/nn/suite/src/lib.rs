@@ -73,6 +73,14 @@ impl Outcome {
     }
 }
 
+/// A case's outcome where its model was refused at start: that refusal.
+pub fn refusal(case: &Case, refused: &[(String, verge_nn::NnError)]) -> Option<Outcome> {
+    refused
+        .iter()
+        .find(|(name, _)| *name == case.model)
+        .map(|(_, e)| Outcome::error(e))
+}
+
 /// An error code's WIT name from a generated enum's `Debug` text
 /// (`ErrorCode::InvalidArgument` or `InvalidArgument` → `invalid-argument`),
 /// for runners that hold wit-bindgen's or wasmtime's own enum.
