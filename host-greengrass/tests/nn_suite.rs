@@ -53,18 +53,7 @@ fn every_engine_natively() {
             if case.load == Load::Bytes {
                 continue;
             }
-            let got = verge_nn_suite::refusal(&case, &refused).unwrap_or_else(|| {
-                let run = || -> Result<Vec<(String, Tensor)>, NnError> {
-                    graphs
-                        .by_name(&case.model)?
-                        .context()
-                        .compute_named(case.inputs.clone())
-                };
-                match run() {
-                    Ok(outputs) => Outcome::Outputs(outputs),
-                    Err(e) => Outcome::error(&e),
-                }
-            });
+            let got = verge_nn_suite::run_natively(&case, graphs.by_name(&case.model), &refused);
             report.record(&case, &got);
         }
         report.finish();

@@ -14,7 +14,7 @@ use std::time::Duration;
 use verge_device::nn::{Backend, EngineSpec, Graphs, ModelSpec};
 use verge_device::runtime::{Deployment, Limits, Placement, Runtime};
 use verge_nn::{ElementType, NnError, Tensor};
-use verge_nn_suite::{Case, Outcome, Report};
+use verge_nn_suite::{Case, Report};
 
 fn dir(var: &str) -> PathBuf {
     std::env::var_os(var)
@@ -44,18 +44,7 @@ fn the_tflite_table_natively_and_on_the_device_host() {
     }
     let mut report = Report::new("tensorflowlite, natively");
     for case in &cases {
-        let got = verge_nn_suite::refusal(case, &refused).unwrap_or_else(|| {
-            let run = || {
-                graphs
-                    .by_name(&case.model)?
-                    .context()
-                    .compute_named(case.inputs.clone())
-            };
-            match run() {
-                Ok(outputs) => Outcome::Outputs(outputs),
-                Err(e) => Outcome::error(&e),
-            }
-        });
+        let got = verge_nn_suite::run_natively(case, graphs.by_name(&case.model), &refused);
         report.record(case, &got);
     }
     report.finish();

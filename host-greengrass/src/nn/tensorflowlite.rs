@@ -587,6 +587,8 @@ impl Interpreter {
 
     fn run(&mut self, inputs: &[Tensor], signature: &Signature) -> Result<Vec<RawTensor>, NnError> {
         let api = self.api;
+        // What the library said during earlier calls is not this call's.
+        self.messages.take();
         for ((t, &port), p) in inputs.iter().zip(&self.inputs).zip(&signature.inputs) {
             // SAFETY: a live input tensor; the byte count is checked against its size.
             let size = unsafe { (api.tensor_bytes)(port) };

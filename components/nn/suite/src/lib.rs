@@ -73,6 +73,22 @@ impl Outcome {
     }
 }
 
+/// A case run natively: its outcome on `graph` (or the error getting it), or,
+/// where its model was refused at start, that refusal.
+pub fn run_natively(
+    case: &Case,
+    graph: Result<verge_nn::Graph, verge_nn::NnError>,
+    refused: &[(String, verge_nn::NnError)],
+) -> Outcome {
+    if let Some(got) = refusal(case, refused) {
+        return got;
+    }
+    match graph.and_then(|g| g.context().compute_named(case.inputs.clone())) {
+        Ok(outputs) => Outcome::Outputs(outputs),
+        Err(e) => Outcome::error(&e),
+    }
+}
+
 /// A case's outcome where its model was refused at start: that refusal.
 pub fn refusal(case: &Case, refused: &[(String, verge_nn::NnError)]) -> Option<Outcome> {
     refused
