@@ -382,11 +382,13 @@ fn datum_of(t: c_int) -> Datum {
 }
 
 pub struct TfliteModel {
-    shared: SharedModel,
+    // Fields drop in this order: the interpreters before the model whose
+    // bytes they read.
+    idle: Mutex<Vec<Interpreter>>,
     threads: usize,
     xnnpack: bool,
     signature: Signature,
-    idle: Mutex<Vec<Interpreter>>,
+    shared: SharedModel,
 }
 
 impl TfliteModel {
