@@ -10,10 +10,8 @@
 //! `$VERGE_NN_SUITE_MODELS` (`./dev test` does it).
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use verge_device::nn::{EngineSpec, Graphs, ModelSpec};
-use verge_device::runtime::{Deployment, Limits, Placement, Runtime};
 use verge_nn::{NnError, Tensor};
 use verge_nn_suite::{Case, Coverage, Load, Outcome, Report};
 use wasmtime::component::{Component, Linker, ResourceAny};
@@ -64,30 +62,12 @@ fn every_engine_natively() {
 fn the_device_host_on_every_engine() {
     for (engine, spec) in verge_testkit::engines() {
         let (graphs, refused) = load(&spec);
-        let runtime = Runtime::new(graphs).unwrap();
-        let component =
-            Component::from_file(runtime.engine(), verge_testkit::wasm("probe")).unwrap();
-        let probe = runtime.prepare(&component).unwrap();
-        let deployment = Deployment::new(
-            Placement::Device,
-            Limits {
-                deadline: Duration::from_secs(10),
-                ..Limits::default()
-            },
-            &[],
+        verge_testkit::suite_on_device_host(
+            &format!("the device host on {engine} (probe component)"),
+            graphs,
+            &refused,
+            &verge_nn_suite::cases(),
         );
-        let mut report = Report::new(&format!("the device host on {engine} (probe component)"));
-        for case in verge_nn_suite::cases() {
-            if let Some(got) = verge_nn_suite::refusal(&case, &refused) {
-                report.record(&case, &got);
-                continue;
-            }
-            match verge_testkit::probe_nn_case(&runtime, &probe, &deployment, &case.json) {
-                Ok(()) => report.passed += 1,
-                Err(why) => report.failed.push(format!("{}: {why}", case.name)),
-            }
-        }
-        report.finish();
     }
 }
 

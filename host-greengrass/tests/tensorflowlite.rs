@@ -9,10 +9,8 @@
 //! tflite_models.py wrote) and `VERGE_TFLITE_ZOO` (the wheels' models).
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use verge_device::nn::{Backend, EngineSpec, Graphs, ModelSpec};
-use verge_device::runtime::{Deployment, Limits, Placement, Runtime};
 use verge_nn::{ElementType, NnError, Tensor};
 use verge_nn_suite::{Case, Report};
 
@@ -49,31 +47,12 @@ fn the_tflite_table_natively_and_on_the_device_host() {
     }
     report.finish();
 
-    let runtime = Runtime::new(graphs).unwrap();
-    let component =
-        wasmtime::component::Component::from_file(runtime.engine(), verge_testkit::wasm("probe"))
-            .unwrap();
-    let probe = runtime.prepare(&component).unwrap();
-    let deployment = Deployment::new(
-        Placement::Device,
-        Limits {
-            deadline: Duration::from_secs(10),
-            ..Limits::default()
-        },
-        &[],
+    verge_testkit::suite_on_device_host(
+        "the device host on tensorflowlite (probe component)",
+        graphs,
+        &refused,
+        &cases,
     );
-    let mut report = Report::new("the device host on tensorflowlite (probe component)");
-    for case in &cases {
-        if let Some(got) = verge_nn_suite::refusal(case, &refused) {
-            report.record(case, &got);
-            continue;
-        }
-        match verge_testkit::probe_nn_case(&runtime, &probe, &deployment, &case.json) {
-            Ok(()) => report.passed += 1,
-            Err(why) => report.failed.push(format!("{}: {why}", case.name)),
-        }
-    }
-    report.finish();
 }
 
 #[test]

@@ -167,3 +167,37 @@ pub fn load_each(
     }
     (Graphs::load(&good).unwrap(), refused)
 }
+
+/// A behaviour-suite table through the device host: `graphs` deployed, the
+/// probe component running each case (`nn-case`), a model refused at start
+/// answering with its refusal. Panics, listing the failures, unless all pass.
+pub fn suite_on_device_host(
+    title: &str,
+    graphs: Graphs,
+    refused: &[(String, verge_device::nn::NnError)],
+    cases: &[verge_nn_suite::Case],
+) {
+    let runtime = Runtime::new(graphs).unwrap();
+    let component = Component::from_file(runtime.engine(), crate::wasm("probe")).unwrap();
+    let probe = runtime.prepare(&component).unwrap();
+    let deployment = Deployment::new(
+        Placement::Device,
+        Limits {
+            deadline: Duration::from_secs(10),
+            ..Limits::default()
+        },
+        &[],
+    );
+    let mut report = verge_nn_suite::Report::new(title);
+    for case in cases {
+        if let Some(got) = verge_nn_suite::refusal(case, refused) {
+            report.record(case, &got);
+            continue;
+        }
+        match probe_nn_case(&runtime, &probe, &deployment, &case.json) {
+            Ok(()) => report.passed += 1,
+            Err(why) => report.failed.push(format!("{}: {why}", case.name)),
+        }
+    }
+    report.finish();
+}

@@ -22,5 +22,5 @@ pub mod serve;
 
 pub use agree::{Agreement, backends_agree, engines_agree, node_runs_by_provider, openvino_agrees};
 pub use engines::{engines, onnxruntime, onnxruntime_lib, openvino, openvino_child, openvino_lib};
-pub use host::{HOSTILE_64_MIB, Host, load_each, probe_nn_case, zero_inputs};
+pub use host::{HOSTILE_64_MIB, Host, load_each, probe_nn_case, suite_on_device_host, zero_inputs};
 pub use paths::{magika, model, models_dir, reference, scratch, sha256, wasm, workspace};
