@@ -178,7 +178,11 @@ class Machine:
         vmlinuz, initrd = kernel(root)
         self.lines, self.cond = [], threading.Condition()
         cpu = "host" if a.accel == "kvm" else "max"
-        cmd = [a.qemu, "-machine", "q35", "-accel", a.accel, "-cpu", cpu, "-smp", "2", "-m", "1024",
+        # One TCG thread for both vCPUs: multi-threaded TCG can abort in iotlb_to_section
+        # ("section_index < d->map.sections_nb") when one vCPU reprograms the memory map while
+        # the other does MMIO (QEMU issue 1921); it did so at a CI boot with QEMU 10.0.2.
+        accel = "kvm" if a.accel == "kvm" else "tcg,thread=single"
+        cmd = [a.qemu, "-machine", "q35", "-accel", accel, "-cpu", cpu, "-smp", "2", "-m", "1024",
                "-kernel", str(vmlinuz), "-initrd", str(initrd),
                "-append", f"root=LABEL=verge rw console=ttyS0 quiet loglevel=3 panic=-1 init={GUEST}/init",
                "-drive", f"file={disk},format=raw,if=virtio,cache=none",
@@ -205,8 +209,10 @@ class Machine:
                     if line.startswith(prefix):
                         return line
                 left = deadline - time.monotonic()
-                if left <= 0 or self.proc.poll() is not None:
-                    raise Fail(f"no {prefix!r} from the VM within {timeout} s; console:\n" + "\n".join(self.lines[-30:]))
+                code = self.proc.poll()
+                if left <= 0 or code is not None:
+                    why = f"qemu exited (code {code}) before" if code is not None else f"not within {timeout} s"
+                    raise Fail(f"no {prefix!r} from the VM: {why}; console:\n" + "\n".join(self.lines[-30:]))
                 self.cond.wait(min(left, 1))
 
     def marked(self, prefix):
