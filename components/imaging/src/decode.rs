@@ -66,14 +66,22 @@ fn decode_png(bytes: &[u8]) -> Result<Rgb, Error> {
             return Err(Error::invalid("indexed PNG was not expanded"));
         }
     };
-    let mut pixels = Vec::with_capacity(w * h * 3);
-    for px in data.chunks_exact(channels) {
-        if channels < 3 {
-            pixels.extend([px[0]; 3]);
-        } else {
-            pixels.extend(&px[..3]);
+    let pixels = if channels == 3 && data.len() == w * h * 3 {
+        // Already RGB: the decoder's buffer is the image (no second copy,
+        // no second megabyte of fresh memory).
+        buf.truncate(w * h * 3);
+        buf
+    } else {
+        let mut pixels = Vec::with_capacity(w * h * 3);
+        for px in data.chunks_exact(channels) {
+            if channels < 3 {
+                pixels.extend([px[0]; 3]);
+            } else {
+                pixels.extend(&px[..3]);
+            }
         }
-    }
+        pixels
+    };
     Ok(Rgb {
         width: w,
         height: h,

@@ -60,28 +60,41 @@ fn taps(grid: Grid, n_out: usize) -> Vec<(i64, i64)> {
 pub fn warp_bilinear(img: &Rgb, width: usize, height: usize, x: Grid, y: Grid) -> Rgb {
     let (xs, ys) = (taps(x, width), taps(y, height));
     let (w, h) = (img.width as i64, img.height as i64);
-    let at = |sx: i64, sy: i64, c: usize| -> i64 {
+    // The pixel at (sx, sy), black outside the image: one bounds check per
+    // tap rather than per channel.
+    let at = |sx: i64, sy: i64| -> [i32; 3] {
         if (0..w).contains(&sx) && (0..h).contains(&sy) {
-            i64::from(img.pixels[((sy * w + sx) as usize) * 3 + c])
+            let i = ((sy * w + sx) as usize) * 3;
+            let p = &img.pixels[i..i + 3];
+            [p[0].into(), p[1].into(), p[2].into()]
         } else {
-            0
+            [0; 3]
         }
     };
-    let mut pixels = Vec::with_capacity(width * height * 3);
+    const S: i32 = SUBPIXEL as i32;
+    let mut pixels = vec![0u8; width * height * 3];
+    let mut out = pixels.chunks_exact_mut(3);
     for &(sy, fy) in &ys {
         for &(sx, fx) in &xs {
-            // (32 - f) * f' products of the two axes, times 32: they sum to 1 << 15.
-            let w00 = (SUBPIXEL - fx) * (SUBPIXEL - fy) * SUBPIXEL;
-            let w01 = fx * (SUBPIXEL - fy) * SUBPIXEL;
-            let w10 = (SUBPIXEL - fx) * fy * SUBPIXEL;
-            let w11 = fx * fy * SUBPIXEL;
-            for c in 0..3 {
-                let sum = at(sx, sy, c) * w00
-                    + at(sx + 1, sy, c) * w01
-                    + at(sx, sy + 1, c) * w10
-                    + at(sx + 1, sy + 1, c) * w11;
-                let v = (sum + (1 << (WEIGHT_BITS - 1))) >> WEIGHT_BITS;
-                pixels.push(v.clamp(0, 255) as u8);
+            let (fx, fy) = (fx as i32, fy as i32);
+            // (32 - f) * f' products of the two axes, times 32: they sum to
+            // 1 << 15, so a sum of four 8-bit taps fits an i32.
+            let weights = [
+                (S - fx) * (S - fy) * S,
+                fx * (S - fy) * S,
+                (S - fx) * fy * S,
+                fx * fy * S,
+            ];
+            let taps = [
+                at(sx, sy),
+                at(sx + 1, sy),
+                at(sx, sy + 1),
+                at(sx + 1, sy + 1),
+            ];
+            let Some(o) = out.next() else { break };
+            for (c, v) in o.iter_mut().enumerate() {
+                let sum: i32 = taps.iter().zip(weights).map(|(t, w)| t[c] * w).sum();
+                *v = ((sum + (1 << (WEIGHT_BITS - 1))) >> WEIGHT_BITS).clamp(0, 255) as u8;
             }
         }
     }
