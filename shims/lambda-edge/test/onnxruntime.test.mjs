@@ -126,6 +126,8 @@ describe('the onnxruntime engine, packed', { skip }, () => {
       assert.equal((await call(t, g.handler, 'echo')).result.status, '200');
     } finally {
       server.close();
+      // The fetched model is the shim's per-container cache on Lambda; here it is this test's to remove.
+      rmSync(`/tmp/verge-models/${sha256(bytes)}.onnx`, { force: true });
     }
   });
 
