@@ -73,9 +73,9 @@ pub fn warp_bilinear(img: &Rgb, width: usize, height: usize, x: Grid, y: Grid) -
     };
     const S: i32 = SUBPIXEL as i32;
     let mut pixels = vec![0u8; width * height * 3];
-    let mut out = pixels.chunks_exact_mut(3);
-    for &(sy, fy) in &ys {
-        for &(sx, fx) in &xs {
+    // `max(1)`: a zero-width image has no rows to fill (and chunks may not be empty).
+    for (row, &(sy, fy)) in pixels.chunks_exact_mut((width * 3).max(1)).zip(&ys) {
+        for (o, &(sx, fx)) in row.chunks_exact_mut(3).zip(&xs) {
             let (fx, fy) = (fx as i32, fy as i32);
             // (32 - f) * f' products of the two axes, times 32: they sum to
             // 1 << 15, so a sum of four 8-bit taps fits an i32.
@@ -91,7 +91,6 @@ pub fn warp_bilinear(img: &Rgb, width: usize, height: usize, x: Grid, y: Grid) -
                 at(sx, sy + 1),
                 at(sx + 1, sy + 1),
             ];
-            let Some(o) = out.next() else { break };
             for (c, v) in o.iter_mut().enumerate() {
                 let sum: i32 = taps.iter().zip(weights).map(|(t, w)| t[c] * w).sum();
                 *v = ((sum + (1 << (WEIGHT_BITS - 1))) >> WEIGHT_BITS).clamp(0, 255) as u8;

@@ -39,6 +39,11 @@ impl Host {
             engine,
         };
         let graphs = Graphs::load(&[spec]).unwrap_or_else(|e| panic!("{e}"));
+        Self::with_graphs(graphs, wasm, deadline)
+    }
+
+    /// [`Host::new`] with `graphs` already loaded.
+    pub fn with_graphs(graphs: Graphs, wasm: PathBuf, deadline: Duration) -> Host {
         let runtime = Runtime::new(graphs).unwrap();
         let component = Component::from_file(runtime.engine(), wasm).unwrap();
         let prepared = runtime.prepare(&component).unwrap();
@@ -177,24 +182,20 @@ pub fn suite_on_device_host(
     refused: &[(String, verge_device::nn::NnError)],
     cases: &[verge_nn_suite::Case],
 ) {
-    let runtime = Runtime::new(graphs).unwrap();
-    let component = Component::from_file(runtime.engine(), crate::wasm("probe")).unwrap();
-    let probe = runtime.prepare(&component).unwrap();
-    let deployment = Deployment::new(
-        Placement::Device,
-        Limits {
-            deadline: Duration::from_secs(10),
-            ..Limits::default()
-        },
-        &[],
-    );
+    let deadline = Duration::from_secs(10);
+    let host = Host::with_graphs(graphs, crate::wasm("probe"), deadline);
+    let limits = Limits {
+        deadline,
+        ..Limits::default()
+    };
+    let deployment = Deployment::new(Placement::Device, limits, &[]);
     let mut report = verge_nn_suite::Report::new(title);
     for case in cases {
         if let Some(got) = verge_nn_suite::refusal(case, refused) {
             report.record(case, &got);
             continue;
         }
-        match probe_nn_case(&runtime, &probe, &deployment, &case.json) {
+        match probe_nn_case(&host.runtime, &host.prepared, &deployment, &case.json) {
             Ok(()) => report.passed += 1,
             Err(why) => report.failed.push(format!("{}: {why}", case.name)),
         }
